@@ -1,0 +1,58 @@
+//! Step timing for `cargo xtask bench`: full training steps (forward, backward, optimizer) on
+//! one fixed batch, the same protocol as the PyTorch reference script in `shared/bench/`.
+
+use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
+use crate::model::Model;
+use crate::nn::{Ctx, ParamStore};
+use crate::optim::Optimizer;
+use crate::spec::Experiment;
+use crate::train::term_weights;
+use dfdx::prelude::*;
+use std::time::Instant;
+
+pub struct BenchResult {
+    pub median_step_s: f64,
+    pub img_per_s: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// Times `steps` training steps; the first two are warm-up and not counted.
+pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
+    let dev = Cpu::seed_from_u64(spec.seed);
+    let ds = build_dataset(spec);
+    let mut store = ParamStore::new(dev.clone(), spec.seed);
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store).map_err(|(p, m)| anyhow::anyhow!("{p}: {m}"))?;
+    let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), steps);
+    let batch = spec.data.batch;
+    let images = train_batch(ds.as_ref(), spec.seed, 0, batch);
+    let code = model.latent.code_shape().len();
+    let mut times = Vec::new();
+    for step in 0..steps.max(3) {
+        let t0 = Instant::now();
+        let x = to_tensor(&dev, &images);
+        let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code, batch);
+        let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+        let terms = model.terms(&ctx, &store, x, noise);
+        let w = term_weights(&spec.losses, step);
+        let weight = |n: &str| w.iter().find(|(m, _)| *m == n).map(|(_, v)| *v).unwrap_or(0.0);
+        let loss = terms.rec * weight("rec") + terms.kl * weight("kl");
+        let mut grads = loss.backward();
+        drop(ctx);
+        opt.step(&mut store, &mut grads, step);
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchResult { median_step_s: median, img_per_s: batch as f64 / median, peak_rss_mib: peak_rss_mib() })
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), 0 where unavailable.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,49 @@
+//! From the spec's data section to a dataset, and from dataset images to model tensors.
+
+use crate::nn::{to_batch_last, FeatShape};
+use crate::spec::{self, Experiment};
+use dfdx::prelude::*;
+use vaelab_datasets::{tag, Dataset, ImageBatch, Shapes, ShapesConfig, Split, StreamRng};
+
+pub fn build_dataset(e: &Experiment) -> Box<dyn Dataset> {
+    match e.data.dataset {
+        spec::Dataset::Shapes => Box::new(Shapes::new(ShapesConfig {
+            size: e.data.size,
+            train: e.data.train_size,
+            test: e.data.test_size,
+            seed: e.seed,
+        })),
+    }
+}
+
+pub fn data_shape(ds: &dyn Dataset) -> FeatShape {
+    let (c, h, w) = ds.image_shape();
+    FeatShape::Image(c, h, w)
+}
+
+/// The training batch of `step`: a pure function of (seed, step), so resumed runs see the same data.
+pub fn train_batch(ds: &dyn Dataset, seed: u64, step: usize, batch: usize) -> ImageBatch {
+    let mut rng = StreamRng::new(seed, &[tag("batch"), step as u64]);
+    let n = ds.len(Split::Train);
+    let indices: Vec<usize> = (0..batch).map(|_| rng.below(n)).collect();
+    ds.batch(Split::Train, &indices)
+}
+
+/// Standard-normal noise of `rows × batch` from the stream (seed, purpose, step).
+pub fn normal_noise<D: Device<f32>>(
+    dev: &D,
+    seed: u64,
+    purpose: &str,
+    step: u64,
+    rows: usize,
+    batch: usize,
+) -> Tensor<(usize, usize), f32, D> {
+    let mut rng = StreamRng::new(seed, &[tag(purpose), step]);
+    let v: Vec<f32> = (0..rows * batch).map(|_| rng.normal() as f32).collect();
+    dev.tensor_from_vec(v, (rows, batch))
+}
+
+/// A batch as the batch-last matrix models consume.
+pub fn to_tensor<D: Device<f32>>(dev: &D, b: &ImageBatch) -> Tensor<(usize, usize), f32, D> {
+    dev.tensor_from_vec(to_batch_last(&b.pixels, b.n), (b.image_len(), b.n))
+}

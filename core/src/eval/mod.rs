@@ -1,0 +1,273 @@
+//! `vaelab eval`: metrics on held-out images and the pictures people look at.
+//!
+//! Writes `eval/metrics.json` and three PNG grids into the run directory:
+//! `reconstructions.png` (input beside output), `samples.png` (decoded prior samples) and
+//! `traversal.png` (one row per latent dimension, most informative first).
+
+pub mod grid;
+pub mod metric;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
+use crate::model::Model;
+use crate::nn::{from_batch_last, Act, Backend, Ctx, ParamStore};
+use crate::spec::Experiment;
+use dfdx::prelude::*;
+use metric::{MetricError, MetricRegistry};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use vaelab_datasets::{Dataset, ImageBatch, Split};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0} is not a vaelab run directory (no readable spec.ron): {1}")]
+    NotARun(PathBuf, String),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    #[error("{0}")]
+    Write(String),
+    #[error("{0}")]
+    Model(String),
+    #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
+    NoCuda,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct MetricEntry {
+    pub value: f64,
+    pub higher_is_better: bool,
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct EvalReport {
+    pub run: String,
+    pub checkpoint_step: usize,
+    pub test_images: usize,
+    pub bit_depth: u8,
+    pub metrics: BTreeMap<String, MetricEntry>,
+    /// MSE of predicting every test image by the mean training image: reconstructions must beat it.
+    pub mean_image_mse: f64,
+    /// KL per latent dimension (nats, averaged over test images), in dimension order.
+    pub kl_per_dim: Vec<f64>,
+    /// Latent dimensions in the order of `traversal.png`'s rows (largest KL first).
+    pub traversal_order: Vec<usize>,
+}
+
+/// Reads the resolved spec a run was trained with.
+pub fn read_run_spec(run_dir: &Path) -> Result<Experiment, EvalError> {
+    let path = run_dir.join("spec.ron");
+    let text = std::fs::read_to_string(&path).map_err(|e| EvalError::NotARun(run_dir.to_path_buf(), e.to_string()))?;
+    ron::from_str(&text).map_err(|e| EvalError::NotARun(run_dir.to_path_buf(), e.to_string()))
+}
+
+/// Evaluates the run's latest checkpoint (or `checkpoint`) and writes `RUN_DIR/eval/`.
+pub fn evaluate(run_dir: &Path, checkpoint: Option<&Path>, device: Option<crate::spec::Device>) -> Result<EvalReport, EvalError> {
+    let mut spec = read_run_spec(run_dir)?;
+    if let Some(d) = device {
+        spec.device = d;
+    }
+    match spec.device {
+        crate::spec::Device::Cpu => evaluate_on(Cpu::seed_from_u64(spec.seed), &spec, run_dir, checkpoint),
+        #[cfg(feature = "cuda")]
+        crate::spec::Device::Cuda(i) => {
+            let dev =
+                Cuda::try_build(i, spec.seed).map_err(|e| EvalError::Model(format!("cannot open CUDA device {i}: {e:?}")))?;
+            evaluate_on(dev, &spec, run_dir, checkpoint)
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::spec::Device::Cuda(_) => Err(EvalError::NoCuda),
+    }
+}
+
+fn evaluate_on<D: Backend>(
+    dev: D,
+    spec: &Experiment,
+    run_dir: &Path,
+    checkpoint: Option<&Path>,
+) -> Result<EvalReport, EvalError> {
+    let dataset = build_dataset(spec);
+    let shape = data_shape(dataset.as_ref());
+    let mut store = ParamStore::new(dev.clone(), spec.seed);
+    let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+    let ckpt = match checkpoint {
+        Some(p) => p.to_path_buf(),
+        None => checkpoint::latest(&run_dir.join("checkpoints"))?,
+    };
+    let info = checkpoint::load(&ckpt, &mut store, None)?;
+
+    let registry = MetricRegistry::builtin();
+    let wants_elbo = spec.eval.metrics.iter().any(|m| m == "elbo");
+    for name in spec.eval.metrics.iter().filter(|m| *m != "elbo") {
+        if registry.get(name).is_none() {
+            let mut available = registry.names();
+            available.push("elbo");
+            return Err(MetricError::Unknown { name: name.clone(), available: available.join(", ") }.into());
+        }
+    }
+
+    // Reconstruct the test images (decoding the posterior mean) and accumulate the ELBO terms.
+    let n = spec.eval.test_images.min(dataset.len(Split::Test));
+    let bs = spec.data.batch;
+    let code = model.latent.code_shape().len();
+    let (mut real_px, mut fake_px) = (Vec::new(), Vec::new());
+    let (mut rec_sum, mut kl_sum) = (0.0f64, 0.0f64);
+    let mut kl_dims = vec![0.0f64; code];
+    let mut first_code: Vec<f32> = Vec::new();
+    let indices: Vec<usize> = (0..n).collect();
+    let bar = indicatif::ProgressBar::new(n as u64);
+    for (bi, chunk) in indices.chunks(bs).enumerate() {
+        let batch = dataset.batch(Split::Test, chunk);
+        let x = to_tensor(&dev, &batch);
+        let ctx = Ctx::new(&store, false, spec.seed, bi as u64);
+        let noise = normal_noise(&dev, spec.seed, "eval-noise", bi as u64, code, chunk.len());
+        let terms = model.terms(&ctx, &store, x.clone(), noise);
+        rec_sum += terms.rec.as_vec()[0] as f64 * chunk.len() as f64;
+        kl_sum += terms.kl.as_vec()[0] as f64 * chunk.len() as f64;
+        let h = model.encoder.forward(&ctx, Act { t: x.retaped(), shape, needs_grad: false });
+        let enc = model.latent.encode(&ctx, h, dev.zeros_like(&(code, chunk.len())));
+        let (mu, lv) = (enc.mu.with_empty_tape().as_vec(), enc.logvar.as_vec());
+        for d in 0..code {
+            for j in 0..chunk.len() {
+                let (m, l) = (mu[d * chunk.len() + j] as f64, lv[d * chunk.len() + j] as f64);
+                kl_dims[d] += -0.5 * (1.0 + l - m * m - l.exp());
+            }
+        }
+        if bi == 0 {
+            first_code = (0..code).map(|d| mu[d * chunk.len()]).collect();
+        }
+        let recon = model.to_image(model.decode(&ctx, enc.mu));
+        fake_px.extend(from_batch_last(&recon.as_vec(), chunk.len()));
+        real_px.extend_from_slice(&batch.pixels);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let (c, h, w) = dataset.image_shape();
+    let real = ImageBatch { n, c, h, w, pixels: real_px, factors: vec![], bit_depth: dataset.bit_depth() };
+    let fake = real.with_pixels(fake_px);
+
+    let mut metrics = BTreeMap::new();
+    for name in &spec.eval.metrics {
+        if name == "elbo" {
+            continue;
+        }
+        let m = registry.get(name).expect("checked above");
+        metrics.insert(
+            name.clone(),
+            MetricEntry {
+                value: m.compute(&real, &fake)?,
+                higher_is_better: m.higher_is_better(),
+                definition: m.definition().into(),
+            },
+        );
+    }
+    if wants_elbo {
+        let (rec, kl) = (rec_sum / n as f64, kl_sum / n as f64);
+        let entry = |value, hib, def: &str| MetricEntry { value, higher_is_better: hib, definition: def.into() };
+        metrics.insert(
+            "elbo".into(),
+            entry(-(rec + kl), true, "evidence lower bound E[log p(x|z)] − KL(q(z|x)‖p(z)), nats per image, one z sample"),
+        );
+        metrics.insert("rec_nll".into(), entry(rec, false, "−log p(x|z) summed over pixels, nats per image, one z sample"));
+        metrics.insert("kl".into(), entry(kl, false, "KL(q(z|x) ‖ N(0, I)) summed over latent dimensions, nats per image"));
+    }
+
+    let mean_image_mse = mean_image_baseline(dataset.as_ref(), &real);
+    let kl_per_dim: Vec<f64> = kl_dims.iter().map(|k| k / n as f64).collect();
+    let mut order: Vec<usize> = (0..code).collect();
+    order.sort_by(|a, b| kl_per_dim[*b].total_cmp(&kl_per_dim[*a]));
+
+    let out_dir = run_dir.join("eval");
+    std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
+    write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
+
+    let report = EvalReport {
+        run: spec.name.clone(),
+        checkpoint_step: info.step,
+        test_images: n,
+        bit_depth: real.bit_depth,
+        metrics,
+        mean_image_mse,
+        kl_per_dim,
+        traversal_order: order,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+    let path = out_dir.join("metrics.json");
+    checkpoint::write_atomic(&path, json.as_bytes())
+        .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
+    Ok(report)
+}
+
+/// MSE of the mean of 2,000 training images against each test image.
+fn mean_image_baseline(ds: &dyn Dataset, test: &ImageBatch) -> f64 {
+    let count = 2_000.min(ds.len(Split::Train));
+    let train = ds.batch(Split::Train, &(0..count).collect::<Vec<_>>());
+    let len = train.image_len();
+    let mut mean = vec![0.0f64; len];
+    for i in 0..count {
+        for (m, v) in mean.iter_mut().zip(train.image(i)) {
+            *m += *v as f64 / count as f64;
+        }
+    }
+    let mean_f32: Vec<f32> = mean.iter().map(|v| *v as f32).collect();
+    let fake = test.with_pixels(mean_f32.repeat(test.n));
+    metric::Metric::compute(&metric::Mse, test, &fake).expect("same geometry")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_grids<D: Backend>(
+    dev: &D,
+    model: &Model,
+    store: &ParamStore<D>,
+    spec: &Experiment,
+    real: &ImageBatch,
+    fake: &ImageBatch,
+    first_code: &[f32],
+    order: &[usize],
+    out_dir: &Path,
+) -> Result<(), EvalError> {
+    let shape = (real.c, real.h, real.w);
+    let k = spec.eval.grid_images.min(real.n);
+    // Reconstructions: pairs (input, output) side by side, four pairs per row.
+    let mut cells = Vec::new();
+    for i in 0..k {
+        cells.push(real.image(i).to_vec());
+        cells.push(fake.image(i).to_vec());
+    }
+    save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join("reconstructions.png"))?;
+
+    let ctx = Ctx::new(store, false, spec.seed, 0);
+    let code = model.latent.code_shape().len();
+    let decode = |z: Vec<f32>, count: usize| -> Vec<Vec<f32>> {
+        let zt = dev.tensor_from_vec(z, (code, count));
+        let imgs = model.to_image(model.decode(&ctx, zt.retaped())).as_vec();
+        from_batch_last(&imgs, count).chunks(real.image_len()).map(|c| c.to_vec()).collect()
+    };
+    // Samples from the prior: grid_images × grid_images.
+    let g = spec.eval.grid_images;
+    let z = normal_noise(dev, spec.seed, "eval-samples", 0, code, g * g).as_vec();
+    save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join("samples.png"))?;
+
+    // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.
+    let steps = spec.eval.traversal_steps;
+    let count = order.len() * steps;
+    let mut z = vec![0.0f32; code * count];
+    for (row, &d) in order.iter().enumerate() {
+        for s in 0..steps {
+            let col = row * steps + s;
+            for (j, base) in first_code.iter().enumerate() {
+                z[j * count + col] = *base;
+            }
+            z[d * count + col] = -3.0 + 6.0 * s as f32 / (steps - 1) as f32;
+        }
+    }
+    save(&grid::grid(&decode(z, count), shape, steps), &out_dir.join("traversal.png"))?;
+    Ok(())
+}
+
+fn save(img: &image::RgbImage, path: &Path) -> Result<(), EvalError> {
+    grid::save_png(img, path).map_err(EvalError::Write)
+}

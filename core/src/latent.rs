@@ -1,0 +1,83 @@
+//! Latent variables. Each kind maps encoder features to a code, a sample and a regulariser,
+//! and knows its prior. Only the Gaussian kind exists so far; spatial and quantized kinds add
+//! variants here without touching the trainer.
+
+use crate::nn::{Act, Backend, Ctx, FeatShape, ParamStore, Sequential, Tensor2, OT};
+use crate::spec::{Latent, Layer};
+use dfdx::prelude::*;
+
+pub enum LatentModel {
+    Gaussian(GaussianLatent),
+}
+
+/// q(z|x) = N(μ(h), diag exp(logvar(h))), p(z) = N(0, I) (Kingma & Welling 2014).
+pub struct GaussianLatent {
+    pub dim: usize,
+    mu: Sequential,
+    logvar: Sequential,
+}
+
+/// What the encoder side of a step produced.
+pub struct Encoded<D: Device<f32>> {
+    pub z: Tensor2<D>,
+    /// The posterior mean, off the tape (for decoding reconstructions and reading codes).
+    pub mu: Tensor<(usize, usize), f32, D, OT<D>>,
+    pub logvar: Tensor<(usize, usize), f32, D>,
+    /// KL(q(z|x) ‖ p(z)) summed over latent dimensions and averaged over the batch.
+    pub kl: Tensor<(), f32, D, OT<D>>,
+}
+
+impl LatentModel {
+    pub fn build<D: Device<f32>>(
+        spec: &Latent,
+        features: FeatShape,
+        store: &mut ParamStore<D>,
+    ) -> Result<LatentModel, (String, String)> {
+        match *spec {
+            Latent::Gaussian { dim } => {
+                if let FeatShape::Image(..) = features {
+                    return Err((
+                        "model.encoder".into(),
+                        format!(
+                            "the Gaussian latent needs a flat encoder output (N), got {features}; end the encoder with Flatten"
+                        ),
+                    ));
+                }
+                let head = [Layer::Dense { out: dim }];
+                let mu = Sequential::build(&head, features, "latent.mu", "model.latent", store)?;
+                let logvar = Sequential::build(&head, features, "latent.logvar", "model.latent", store)?;
+                Ok(LatentModel::Gaussian(GaussianLatent { dim, mu, logvar }))
+            }
+        }
+    }
+
+    /// The shape of a code, which is the decoder's input.
+    pub fn code_shape(&self) -> FeatShape {
+        match self {
+            LatentModel::Gaussian(g) => FeatShape::Flat(g.dim),
+        }
+    }
+
+    /// Encodes features `h`; `noise` (standard normal, the code's shape × batch) drives the
+    /// reparameterised sample z = μ + σ·ε, so every random draw comes from the caller's stream.
+    pub fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {
+        match self {
+            LatentModel::Gaussian(g) => {
+                let batch = h.batch();
+                let h2 = Act { t: h.t.with_empty_tape(), shape: h.shape, needs_grad: h.needs_grad };
+                let mu = g.mu.forward(ctx, h).t;
+                let logvar = g.logvar.forward(ctx, h2).t;
+                // dfdx records each op on exactly one tape: every tensor below is consumed once
+                // with its tape (mu → z, logvar → kl) and read elsewhere through empty-tape copies.
+                let logvar_values = logvar.with_empty_tape().split_tape().0;
+                let mu_values = mu.with_empty_tape();
+                let std = (logvar.with_empty_tape() * 0.5).exp();
+                // KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²)   (Kingma & Welling 2014, App. B)
+                let kl_elems = (logvar.with_empty_tape() + 1.0) - mu.with_empty_tape().square() - logvar.exp();
+                let kl = kl_elems.sum::<(), _>() * (-0.5 / batch as f32);
+                let z = mu + std * noise;
+                Encoded { z, mu: mu_values, logvar: logvar_values, kl }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! vaelab's core runtime: spec → build → train/eval → report.
+//!
+//! * [`spec`]: RON experiment files → a validated [`spec::Experiment`] (plain data).
+//! * [`nn`]: run-time-shaped layers on dfdx, the parameter store and the fused CPU kernels.
+//! * [`latent`], [`model`]: the model a spec describes, and its loss terms.
+//! * [`optim`], [`checkpoint`], [`train`]: the training loop.
+//! * [`eval`]: metrics and image grids.
+pub mod bench;
+pub mod check;
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod latent;
+pub mod model;
+pub mod nn;
+pub mod optim;
+pub mod spec;
+pub mod train;

@@ -1,0 +1,137 @@
+//! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
+
+use crate::latent::LatentModel;
+use crate::nn::{infer, Act, Backend, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT};
+use crate::spec::{self, Likelihood, Sigma};
+use dfdx::prelude::*;
+
+pub struct Model {
+    pub encoder: Sequential,
+    pub latent: LatentModel,
+    pub decoder: Sequential,
+    pub likelihood: LikelihoodHead,
+    pub data_shape: FeatShape,
+}
+
+pub enum LikelihoodHead {
+    Bernoulli,
+    Gaussian { sigma: f32 },
+    GaussianLearned { log_sigma: ParamId },
+}
+
+/// One forward pass of a training step: the named loss terms before weighting.
+pub struct StepTerms<D: Device<f32>> {
+    pub rec: Tensor<(), f32, D, OT<D>>,
+    pub kl: Tensor<(), f32, D, OT<D>>,
+}
+
+impl Model {
+    /// Builds the model's layers into `store`. Errors are (spec path, message).
+    pub fn build<D: Device<f32>>(
+        spec: &spec::Model,
+        data_shape: FeatShape,
+        store: &mut ParamStore<D>,
+    ) -> Result<Model, (String, String)> {
+        let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store)?;
+        let latent = LatentModel::build(&spec.latent, encoder.output, store)?;
+        let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store)?;
+        if decoder.output != data_shape {
+            return Err((
+                "model.decoder".into(),
+                format!("the decoder outputs {} but the data are {data_shape}", decoder.output),
+            ));
+        }
+        let likelihood = match spec.likelihood {
+            Likelihood::Bernoulli => LikelihoodHead::Bernoulli,
+            Likelihood::Gaussian { sigma: Sigma::Fixed(sigma) } => LikelihoodHead::Gaussian { sigma },
+            Likelihood::Gaussian { sigma: Sigma::Learned } => LikelihoodHead::GaussianLearned {
+                log_sigma: store.add("likelihood.log_sigma".into(), vec![1], Init::Zeros, Role::Trainable),
+            },
+        };
+        Ok(Model { encoder, latent, decoder, likelihood, data_shape })
+    }
+
+    /// The rows of `vaelab check`'s summary table, without allocating any parameter.
+    pub fn summary(spec: &spec::Model, data_shape: FeatShape) -> Result<Vec<SummaryRow>, (String, String)> {
+        let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder")?;
+        // Building the latent and likelihood into a scratch store gives their rows exactly.
+        let mut scratch = ParamStore::new(Cpu::default(), 0);
+        let latent = LatentModel::build(&spec.latent, enc_out, &mut scratch)?;
+        let code = latent.code_shape();
+        let latent_params: Vec<_> = scratch
+            .iter()
+            .map(|p| crate::nn::shape::ParamDecl { suffix: "", shape: p.shape.clone(), init: p.init, role: p.role })
+            .collect();
+        rows.push(SummaryRow { name: "latent".into(), kind: latent_kind(&spec.latent), output: code, params: latent_params });
+        let (dec_out, dec_rows) = infer(&spec.decoder, code, "decoder", "model.decoder")?;
+        rows.extend(dec_rows);
+        if dec_out != data_shape {
+            return Err(("model.decoder".into(), format!("the decoder outputs {dec_out} but the data are {data_shape}")));
+        }
+        Ok(rows)
+    }
+
+    /// Decoder output (logits or means) for codes `z`.
+    pub fn decode<D: Backend>(&self, ctx: &Ctx<D>, z: Tensor2<D>) -> Tensor2<D> {
+        self.decoder.forward(ctx, Act { t: z, shape: self.latent.code_shape(), needs_grad: true }).t
+    }
+
+    /// Reconstruction and KL terms for a batch `x` (batch-last, values in [0, 1]).
+    pub fn terms<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        store: &ParamStore<D>,
+        x: Tensor<(usize, usize), f32, D>,
+        noise: Tensor<(usize, usize), f32, D>,
+    ) -> StepTerms<D> {
+        let input = Act { t: x.clone().retaped(), shape: self.data_shape, needs_grad: false };
+        let h = self.encoder.forward(ctx, input);
+        let enc = self.latent.encode(ctx, h, noise);
+        let out = self.decode(ctx, enc.z);
+        let rec = self.nll(ctx, store, out, x);
+        StepTerms { rec, kl: enc.kl }
+    }
+
+    /// −log p(x | decoder output), summed over pixels and averaged over the batch.
+    pub fn nll<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        _store: &ParamStore<D>,
+        out: Tensor2<D>,
+        x: Tensor<(usize, usize), f32, D>,
+    ) -> Tensor<(), f32, D, OT<D>> {
+        let (features, batch) = *out.shape();
+        match self.likelihood {
+            LikelihoodHead::Bernoulli => {
+                // dfdx's BCE-with-logits is the numerically stable form, averaged over elements.
+                dfdx::losses::binary_cross_entropy_with_logits_loss(out, x) * features as f32
+            }
+            LikelihoodHead::Gaussian { sigma } => {
+                let sq = (out - x).square().sum::<(), _>() * (0.5 / (batch as f32 * sigma * sigma));
+                sq + features as f32 * (sigma.ln() + 0.5 * (2.0 * std::f32::consts::PI).ln())
+            }
+            LikelihoodHead::GaussianLearned { log_sigma } => {
+                let ls = ctx.param(log_sigma).sum::<(), _>();
+                let sq = (out - x).square().sum::<(), _>() * (0.5 / batch as f32);
+                sq * (ls.with_empty_tape() * -2.0).exp()
+                    + ls * features as f32
+                    + features as f32 * 0.5 * (2.0 * std::f32::consts::PI).ln()
+            }
+        }
+    }
+
+    /// Maps decoder output to images in [0, 1].
+    pub fn to_image<D: Backend>(&self, out: Tensor2<D>) -> Tensor<(usize, usize), f32, D> {
+        let (out, _) = out.split_tape();
+        match self.likelihood {
+            LikelihoodHead::Bernoulli => out.sigmoid(),
+            LikelihoodHead::Gaussian { .. } | LikelihoodHead::GaussianLearned { .. } => out.clamp(0.0, 1.0),
+        }
+    }
+}
+
+fn latent_kind(l: &spec::Latent) -> &'static str {
+    match l {
+        spec::Latent::Gaussian { .. } => "Gaussian",
+    }
+}

@@ -1,0 +1,258 @@
+//! Built layers: a layer list from the spec, with its parameters in a [`ParamStore`], and the
+//! forward pass over batch-last activations `(features, batch)`.
+
+use super::geom::ConvGeom;
+use super::params::{ParamId, ParamStore};
+use super::shape::{layer_shape, FeatShape};
+use super::{Backend, Flat, Tensor2, OT};
+use crate::spec::Layer;
+use dfdx::prelude::*;
+use std::cell::RefCell;
+use vaelab_datasets::{tag, StreamRng};
+
+/// What a forward pass needs besides its input: parameters, mode and the step's random streams.
+pub struct Ctx<'a, D: Device<f32>> {
+    pub store: &'a ParamStore<D>,
+    pub train: bool,
+    pub seed: u64,
+    pub step: u64,
+    /// New values for buffers (BatchNorm running statistics), applied after the step.
+    pub buffer_updates: RefCell<Vec<(ParamId, Vec<f32>)>>,
+}
+
+impl<'a, D: Device<f32>> Ctx<'a, D> {
+    pub fn new(store: &'a ParamStore<D>, train: bool, seed: u64, step: u64) -> Self {
+        Ctx { store, train, seed, step, buffer_updates: RefCell::new(Vec::new()) }
+    }
+
+    /// A parameter on a fresh tape; its gradient is found later by the stored tensor's id.
+    pub fn param(&self, id: ParamId) -> Flat<D, OT<D>> {
+        self.store.get(id).tensor.retaped()
+    }
+}
+
+/// A batch of activations: values `(shape.len(), batch)` plus the per-example shape.
+pub struct Act<D: Device<f32>> {
+    pub t: Tensor2<D>,
+    pub shape: FeatShape,
+    /// False for data fed to the first layer: its gradient is never needed, so ops skip it.
+    pub needs_grad: bool,
+}
+
+impl<D: Device<f32>> Act<D> {
+    pub fn batch(&self) -> usize {
+        self.t.shape().1
+    }
+}
+
+enum Op {
+    Dense { w: ParamId, b: ParamId, out: usize },
+    Conv { w: ParamId, b: ParamId, g: ConvGeom, cout: usize },
+    ConvT { w: ParamId, b: ParamId, g: ConvGeom, cin: usize },
+    Upsample { rows: Vec<usize> },
+    Reshape,
+    Relu,
+    LeakyRelu(f32),
+    Silu,
+    Tanh,
+    Sigmoid,
+    BatchNorm { w: ParamId, b: ParamId, mean: ParamId, var: ParamId, momentum: f32, eps: f32 },
+    GroupNorm { w: ParamId, b: ParamId, groups: usize, eps: f32 },
+    Dropout { p: f32, key: u64 },
+    Residual(Sequential),
+}
+
+/// A built layer list.
+pub struct Sequential {
+    ops: Vec<(Op, FeatShape)>,
+    pub input: FeatShape,
+    pub output: FeatShape,
+}
+
+impl Sequential {
+    /// Creates the layers' parameters under `name` (`encoder` → `encoder.0.weight`, …).
+    /// Errors carry the spec path of the offending layer under `spec_path`.
+    pub fn build<D: Device<f32>>(
+        layers: &[Layer],
+        input: FeatShape,
+        name: &str,
+        spec_path: &str,
+        store: &mut ParamStore<D>,
+    ) -> Result<Sequential, (String, String)> {
+        let mut ops = Vec::new();
+        let mut shape = input;
+        for (i, layer) in layers.iter().enumerate() {
+            let (lname, lpath) = (format!("{name}.{i}"), format!("{spec_path}[{i}]"));
+            if let Layer::Residual(inner) = layer {
+                let block = Sequential::build(inner, shape, &lname, &format!("{lpath}[0]"), store)?;
+                if block.output != shape {
+                    return Err((
+                        lpath,
+                        format!("Residual block must keep its input shape {shape}, but its layers output {}", block.output),
+                    ));
+                }
+                ops.push((Op::Residual(block), shape));
+                continue;
+            }
+            let (out, decls) = layer_shape(layer, shape).map_err(|m| (lpath, m))?;
+            let ids: Vec<ParamId> =
+                decls.into_iter().map(|d| store.add(format!("{lname}.{}", d.suffix), d.shape, d.init, d.role)).collect();
+            let op = match *layer {
+                Layer::Dense { out } => Op::Dense { w: ids[0], b: ids[1], out },
+                Layer::Conv { out, k, s, p } => {
+                    let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
+                    Op::Conv { w: ids[0], b: ids[1], g: ConvGeom::conv(c, h, w, k, s, p).expect("checked"), cout: out }
+                }
+                Layer::ConvT { out, k, s, p } => {
+                    let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
+                    Op::ConvT { w: ids[0], b: ids[1], g: ConvGeom::conv_t(out, h, w, k, s, p).expect("checked"), cin: c }
+                }
+                Layer::Upsample { factor } => {
+                    let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
+                    let (oh, ow) = (h * factor, w * factor);
+                    let rows = (0..c * oh * ow)
+                        .map(|r| {
+                            let (ch, y, x) = (r / (oh * ow), r / ow % oh, r % ow);
+                            (ch * h + y / factor) * w + x / factor
+                        })
+                        .collect();
+                    Op::Upsample { rows }
+                }
+                Layer::Flatten | Layer::Reshape { .. } => Op::Reshape,
+                Layer::Relu => Op::Relu,
+                Layer::LeakyRelu { slope } => Op::LeakyRelu(slope),
+                Layer::Silu => Op::Silu,
+                Layer::Tanh => Op::Tanh,
+                Layer::Sigmoid => Op::Sigmoid,
+                Layer::BatchNorm { momentum, eps } => {
+                    Op::BatchNorm { w: ids[0], b: ids[1], mean: ids[2], var: ids[3], momentum, eps }
+                }
+                Layer::GroupNorm { groups, eps } => Op::GroupNorm { w: ids[0], b: ids[1], groups, eps },
+                Layer::Dropout { p } => Op::Dropout { p, key: vaelab_datasets::tag(&lname) },
+                Layer::Residual(_) => unreachable!(),
+            };
+            ops.push((op, out));
+            shape = out;
+        }
+        Ok(Sequential { ops, input, output: shape })
+    }
+
+    pub fn forward<D: Backend>(&self, ctx: &Ctx<D>, mut x: Act<D>) -> Act<D> {
+        for (op, out) in &self.ops {
+            x = forward_op(op, ctx, x);
+            x.shape = *out;
+        }
+        x
+    }
+}
+
+fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
+    let batch = x.batch();
+    let dev = ctx.store.dev.clone();
+    match op {
+        Op::Dense { w, b, out } => {
+            let n = x.shape.len();
+            let y = ctx.param(*w).reshape_like(&(*out, n)).matmul(x.t);
+            let y = y + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(*out, batch));
+            Act { t: y, shape: x.shape, needs_grad: true }
+        }
+        Op::Conv { w, b, g, cout } => {
+            let t = D::conv2d(x.t, x.needs_grad, ctx.param(*w), ctx.param(*b), *g, *cout);
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::ConvT { w, b, g, cin } => {
+            let t = D::conv_t2d(x.t, x.needs_grad, ctx.param(*w), ctx.param(*b), *g, *cin);
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Upsample { rows } => {
+            let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
+            let t = x.t.gather(idx);
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Reshape => x,
+        Op::Relu => {
+            let shape = x.shape;
+            Act { t: x.t.relu(), shape, needs_grad: true }
+        }
+        Op::LeakyRelu(slope) => {
+            let shape = x.shape;
+            Act { t: x.t.prelu(*slope), shape, needs_grad: true }
+        }
+        Op::Silu => {
+            let s = x.t.with_empty_tape().sigmoid();
+            let t = x.t * s;
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Tanh => {
+            let shape = x.shape;
+            Act { t: x.t.tanh(), shape, needs_grad: true }
+        }
+        Op::Sigmoid => {
+            let shape = x.shape;
+            Act { t: x.t.sigmoid(), shape, needs_grad: true }
+        }
+        Op::BatchNorm { w, b, mean, var, momentum, eps } => {
+            let (c, hw) = x.shape.channels();
+            let n = hw * batch;
+            let xr = x.t.reshape_like(&(c, n));
+            let normed = if ctx.train {
+                let mu = xr.with_empty_tape().mean::<(usize,), Axis<1>>();
+                let mu_v = mu.as_vec();
+                let centred = xr - mu.broadcast_like::<_, Axis<1>>(&(c, n));
+                let v = centred.with_empty_tape().square().mean::<(usize,), Axis<1>>();
+                // Running statistics follow PyTorch: unbiased batch variance, exponential average.
+                let unbias = n as f32 / (n.max(2) - 1) as f32;
+                let old_m = ctx.store.get(*mean).tensor.as_vec();
+                let old_v = ctx.store.get(*var).tensor.as_vec();
+                let v_v = v.as_vec();
+                let m = *momentum;
+                let new_m = old_m.iter().zip(&mu_v).map(|(o, b)| (1.0 - m) * o + m * b).collect();
+                let new_v = old_v.iter().zip(&v_v).map(|(o, b)| (1.0 - m) * o + m * b * unbias).collect();
+                ctx.buffer_updates.borrow_mut().extend([(*mean, new_m), (*var, new_v)]);
+                let inv_std = (v + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
+                centred / inv_std
+            } else {
+                let mu = ctx.store.get(*mean).tensor.clone().broadcast_like::<_, Axis<1>>(&(c, n));
+                let sd = (ctx.store.get(*var).tensor.clone() + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
+                (xr - mu) / sd
+            };
+            let y = normed * ctx.param(*w).broadcast_like::<_, Axis<1>>(&(c, n))
+                + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(c, n));
+            let t = y.reshape_like(&(c * hw, batch));
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::GroupNorm { w, b, groups, eps } => {
+            let (c, hw) = x.shape.channels();
+            let g = *groups;
+            let m = c / g * hw;
+            let xr = x.t.reshape_like(&(g, m, batch));
+            let mu = xr.with_empty_tape().mean::<(usize, usize), Axis<1>>();
+            let centred = xr - mu.broadcast_like::<_, Axis<1>>(&(g, m, batch));
+            let v = centred.with_empty_tape().square().mean::<(usize, usize), Axis<1>>();
+            let normed = centred / (v + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(g, m, batch));
+            let n = hw * batch;
+            let y = normed.reshape_like(&(c, n)) * ctx.param(*w).broadcast_like::<_, Axis<1>>(&(c, n))
+                + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(c, n));
+            let t = y.reshape_like(&(c * hw, batch));
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Dropout { p, key } => {
+            if !ctx.train || *p == 0.0 {
+                return x;
+            }
+            let len = x.shape.len() * batch;
+            let mut rng = StreamRng::new(ctx.seed, &[tag("dropout"), *key, ctx.step]);
+            let keep = 1.0 / (1.0 - *p);
+            let mask: Vec<f32> = (0..len).map(|_| if rng.uniform() < *p as f64 { 0.0 } else { keep }).collect();
+            let mask = dev.tensor_from_vec(mask, (x.shape.len(), batch));
+            let t = x.t * mask;
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Residual(block) => {
+            let skip = x.t.with_empty_tape();
+            let shape = x.shape;
+            let y = block.forward(ctx, x);
+            Act { t: y.t + skip, shape, needs_grad: true }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Run-time-shaped layers on dfdx.
+//!
+//! Layout: activations are batch-last matrices `(C·H·W, B)` everywhere inside models; data enter
+//! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
+
+pub mod fused;
+pub mod gather;
+pub mod geom;
+pub mod kernels;
+pub mod layers;
+pub mod params;
+pub mod shape;
+
+pub use geom::ConvGeom;
+pub use layers::{Act, Ctx, Sequential};
+pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
+pub use shape::{infer, FeatShape, SummaryRow};
+
+use dfdx::prelude::*;
+
+pub type OT<D> = OwnedTape<f32, D>;
+/// A batch-last activation matrix on a tape.
+pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
+
+/// A dfdx device plus vaelab's convolution kernels for it.
+pub trait Backend: Device<f32> {
+    fn conv2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cout: usize,
+    ) -> Tensor2<Self>;
+    fn conv_t2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cin: usize,
+    ) -> Tensor2<Self>;
+}
+
+impl Backend for Cpu {
+    fn conv2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cout: usize,
+    ) -> Tensor2<Self> {
+        fused::conv2d(x, x_needs_grad, w, b, g, cout)
+    }
+    fn conv_t2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cin: usize,
+    ) -> Tensor2<Self> {
+        fused::conv_t2d(x, x_needs_grad, w, b, g, cin)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for Cuda {
+    fn conv2d(
+        x: Tensor2<Self>,
+        _: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cout: usize,
+    ) -> Tensor2<Self> {
+        gather::conv2d(x, w, b, g, cout)
+    }
+    fn conv_t2d(
+        x: Tensor2<Self>,
+        _: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cin: usize,
+    ) -> Tensor2<Self> {
+        gather::conv_t2d(x, w, b, g, cin)
+    }
+}
+
+/// N×C×H×W values → a batch-last `(C·H·W, N)` matrix.
+pub fn to_batch_last(nchw: &[f32], n: usize) -> Vec<f32> {
+    let f = nchw.len() / n.max(1);
+    let mut out = vec![0.0; nchw.len()];
+    for (i, img) in nchw.chunks(f).enumerate() {
+        for (j, v) in img.iter().enumerate() {
+            out[j * n + i] = *v;
+        }
+    }
+    out
+}
+
+/// A batch-last `(F, N)` matrix → N×F values.
+pub fn from_batch_last(fb: &[f32], n: usize) -> Vec<f32> {
+    let f = fb.len() / n.max(1);
+    let mut out = vec![0.0; fb.len()];
+    for (j, row) in fb.chunks(n).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            out[i * f + j] = *v;
+        }
+    }
+    out
+}

@@ -1,0 +1,153 @@
+//! Reading spec files: RON parsing, `extends` chains, merging, resolution and validation.
+
+use super::error::{SpecError, SpecErrors};
+use super::locate::Locations;
+use super::types::{Experiment, ExperimentPatch};
+use super::validate::validate_values;
+use std::path::{Path, PathBuf};
+
+/// One file of an `extends` chain, kept so that later checks can point into it.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub locations: Locations,
+}
+
+/// A resolved experiment together with the files it came from (most derived first).
+#[derive(Debug)]
+pub struct LoadedSpec {
+    pub experiment: Experiment,
+    pub sources: Vec<SourceFile>,
+}
+
+impl LoadedSpec {
+    /// An error about `path`, placed in the most derived file that writes it
+    /// (or, failing that, at its nearest written ancestor in the top file).
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> SpecError {
+        locate_error(&self.sources, path, message.into())
+    }
+}
+
+fn locate_error(sources: &[SourceFile], path: &str, message: String) -> SpecError {
+    let place = sources
+        .iter()
+        .find(|s| s.locations.contains(path))
+        .or_else(|| sources.iter().find(|s| s.locations.find(path).is_some()))
+        .or(sources.first());
+    let (file, (line, col)) = match place {
+        Some(s) => (s.path.clone(), s.locations.find(path).unwrap_or((0, 0))),
+        None => (PathBuf::new(), (0, 0)),
+    };
+    SpecError { file, line, col, path: path.to_string(), message }
+}
+
+/// Loads, merges, resolves and value-checks the spec at `path`. Shape checks are separate
+/// (`crate::nn::shape::check_model`) because they need the layer definitions.
+pub fn load_spec(path: &Path) -> Result<LoadedSpec, SpecErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        file: path.to_path_buf(),
+        line: 0,
+        col: 0,
+        path: String::new(),
+        message: format!("cannot read spec file: {e}"),
+    })?;
+    load_chain(path.to_path_buf(), text)
+}
+
+/// Like [`load_spec`] for text in memory; `extends` is resolved relative to `virtual_path`.
+pub fn parse_spec_str(virtual_path: &Path, text: &str) -> Result<LoadedSpec, SpecErrors> {
+    load_chain(virtual_path.to_path_buf(), text.to_string())
+}
+
+fn load_chain(path: PathBuf, text: String) -> Result<LoadedSpec, SpecErrors> {
+    let mut sources: Vec<SourceFile> = Vec::new();
+    let mut patches: Vec<ExperimentPatch> = Vec::new();
+    let mut next = Some((path, text));
+    while let Some((path, text)) = next.take() {
+        let locations = Locations::scan(&text);
+        let patch = parse_patch(&path, &text, &locations)?;
+        let source = SourceFile { path: path.clone(), text, locations };
+        if let Some(parent) = &patch.extends {
+            let parent_path = path.parent().unwrap_or(Path::new(".")).join(parent);
+            let here = |message: String| locate_error(std::slice::from_ref(&source), "extends", message);
+            let seen = |p: &Path| sources.iter().chain([&source]).any(|s| same_file(&s.path, p));
+            if seen(&parent_path) {
+                let mut cycle: Vec<String> = sources.iter().chain([&source]).map(|s| display_name(&s.path)).collect();
+                cycle.push(display_name(&parent_path));
+                return Err(here(format!("`extends` cycle: {}", cycle.join(" → "))).into());
+            }
+            let parent_text = std::fs::read_to_string(&parent_path)
+                .map_err(|e| here(format!("cannot read extended spec `{parent}` (looked for {}): {e}", parent_path.display())))?;
+            next = Some((parent_path, parent_text));
+        }
+        sources.push(source);
+        patches.push(patch);
+    }
+
+    // Most derived file wins: fold from the root ancestor down.
+    let merged = patches.into_iter().rev().reduce(ExperimentPatch::merge).expect("at least one file");
+    let experiment = resolve(merged).map_err(|(p, m)| SpecErrors::from(locate_error(&sources, p, m)))?;
+    let loaded = LoadedSpec { experiment, sources };
+    let problems = validate_values(&loaded.experiment);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(SpecErrors(problems.into_iter().map(|(p, m)| loaded.error_at(&p, m)).collect()))
+    }
+}
+
+fn parse_patch(path: &Path, text: &str, locations: &Locations) -> Result<ExperimentPatch, SpecError> {
+    let options = ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME);
+    options.from_str::<ExperimentPatch>(text).map_err(|e| {
+        let (line, col) = (e.position.line, e.position.col);
+        SpecError {
+            file: path.to_path_buf(),
+            line,
+            col,
+            path: locations.path_at(line, col).unwrap_or_default(),
+            message: ron_message(&e.code),
+        }
+    })
+}
+
+/// ron's messages, reworded where they would confuse someone who has never read ron's source.
+fn ron_message(code: &ron::Error) -> String {
+    match code {
+        ron::Error::NoSuchStructField { expected, found, outer } => format!(
+            "unknown field `{found}`{}; expected one of: {}",
+            outer.as_ref().map(|o| format!(" in {o}")).unwrap_or_default(),
+            expected.join(", ")
+        ),
+        ron::Error::NoSuchEnumVariant { expected, found, outer } => format!(
+            "unknown variant `{found}`{}; expected one of: {}",
+            outer.as_ref().map(|o| format!(" of {o}")).unwrap_or_default(),
+            expected.join(", ")
+        ),
+        other => format!("{other}"),
+    }
+}
+
+fn resolve(p: ExperimentPatch) -> Result<Experiment, (&'static str, String)> {
+    Ok(Experiment {
+        name: p.name.ok_or(("name", "missing field `name`: every experiment needs a name".to_string()))?,
+        seed: p.seed.unwrap_or(0),
+        device: p.device.unwrap_or_default(),
+        data: p.data.unwrap_or_default().resolve(),
+        model: p.model.unwrap_or_default().resolve(),
+        losses: p.losses.unwrap_or_default(),
+        train: p.train.unwrap_or_default().resolve(),
+        eval: p.eval.unwrap_or_default().resolve(),
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn display_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}

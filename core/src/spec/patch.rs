@@ -1,0 +1,47 @@
+//! `section!` declares a spec section once and derives two types from it:
+//! the resolved struct (every field present, defaults applied) and its `…Patch`
+//! (every field optional), which is what a single file holds. Patches merge field by field,
+//! so a spec that `extends` another only writes the fields it changes.
+
+macro_rules! section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident / $patch:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        /// The fields of one file's section; `None` means "not written here".
+        #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $patch {
+            $( #[serde(default)] pub $field: Option<$ty>, )*
+        }
+
+        impl $patch {
+            /// `over` wins wherever it sets a field.
+            pub fn merge(self, over: $patch) -> $patch {
+                $patch { $( $field: over.$field.or(self.$field), )* }
+            }
+
+            pub fn resolve(self) -> $name {
+                let d = $name::default();
+                $name { $( $field: self.$field.unwrap_or(d.$field), )* }
+            }
+        }
+    };
+}
+
+pub(crate) use section;

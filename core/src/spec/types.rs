@@ -1,0 +1,385 @@
+//! The spec's plain data. Nothing here knows about tensors; `crate::nn` builds models from it.
+
+use super::patch::section;
+use serde::{Deserialize, Serialize};
+
+/// A whole experiment, resolved: every `extends` applied and every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    pub seed: u64,
+    pub device: Device,
+    pub data: Data,
+    pub model: Model,
+    pub losses: Vec<Loss>,
+    pub train: Train,
+    pub eval: Eval,
+}
+
+/// Where tensors live. `--device` on the command line overrides the spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// A CUDA GPU by ordinal; needs vaelab built with `--features cuda`.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        if lower == "cpu" {
+            return Ok(Device::Cpu);
+        }
+        let ordinal = lower.strip_prefix("cuda").map(|r| r.trim_start_matches(':'));
+        match ordinal {
+            Some("") => Ok(Device::Cuda(0)),
+            Some(n) => n.parse().map(Device::Cuda).map_err(|_| format!("bad CUDA ordinal in `{s}`")),
+            None => Err(format!("unknown device `{s}`: expected `cpu`, `cuda` or `cuda:N`")),
+        }
+    }
+}
+
+/// Which images to train on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Dataset {
+    /// The built-in procedural dSprites-like shapes (no download).
+    #[default]
+    Shapes,
+}
+
+section! {
+    /// The data section.
+    pub struct Data / DataPatch {
+        dataset: Dataset = Dataset::Shapes,
+        /// Image side in pixels.
+        size: usize = 64,
+        /// Images in the train split.
+        train_size: usize = 100_000,
+        /// Held-out images in the test split.
+        test_size: usize = 1_000,
+        /// Images per training step.
+        batch: usize = 64,
+    }
+}
+
+section! {
+    /// The model section: encoder layers → latent → decoder layers → likelihood.
+    pub struct Model / ModelPatch {
+        encoder: Vec<Layer> = Vec::new(),
+        latent: Latent = Latent::Gaussian { dim: 10 },
+        decoder: Vec<Layer> = Vec::new(),
+        likelihood: Likelihood = Likelihood::Bernoulli,
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn leaky_slope() -> f32 {
+    0.01
+}
+fn norm_eps() -> f32 {
+    1e-5
+}
+fn bn_momentum() -> f32 {
+    0.1
+}
+
+/// One layer of an encoder or decoder. Sizes not written are inferred from the layer's input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Layer {
+    /// Fully connected: `out` features.
+    Dense {
+        out: usize,
+    },
+    /// 2-D convolution: `out` channels, kernel `k`, stride `s`, zero padding `p`.
+    Conv {
+        out: usize,
+        k: usize,
+        #[serde(default = "one")]
+        s: usize,
+        #[serde(default)]
+        p: usize,
+    },
+    /// Transposed 2-D convolution (the adjoint of `Conv` with the same k, s, p).
+    ConvT {
+        out: usize,
+        k: usize,
+        #[serde(default = "one")]
+        s: usize,
+        #[serde(default)]
+        p: usize,
+    },
+    /// Nearest-neighbour upsampling by an integer factor.
+    Upsample {
+        #[serde(default = "two")]
+        factor: usize,
+    },
+    /// (C, H, W) → (C·H·W).
+    Flatten,
+    /// (N) → (C, H, W) with N = C·H·W.
+    Reshape {
+        c: usize,
+        h: usize,
+        w: usize,
+    },
+    Relu,
+    LeakyRelu {
+        #[serde(default = "leaky_slope")]
+        slope: f32,
+    },
+    Silu,
+    Tanh,
+    Sigmoid,
+    /// Batch normalisation over the batch and spatial positions, per channel or feature.
+    BatchNorm {
+        #[serde(default = "bn_momentum")]
+        momentum: f32,
+        #[serde(default = "norm_eps")]
+        eps: f32,
+    },
+    /// Group normalisation (Wu & He 2018) over `groups` channel groups per image.
+    GroupNorm {
+        groups: usize,
+        #[serde(default = "norm_eps")]
+        eps: f32,
+    },
+    /// Zeroes each activation with probability `p` during training (inverted dropout).
+    Dropout {
+        p: f32,
+    },
+    /// `x + f(x)` where `f` is the layer list; `f` must keep the shape.
+    Residual(Vec<Layer>),
+}
+
+impl Layer {
+    /// The variant's name as written in specs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Dense { .. } => "Dense",
+            Layer::Conv { .. } => "Conv",
+            Layer::ConvT { .. } => "ConvT",
+            Layer::Upsample { .. } => "Upsample",
+            Layer::Flatten => "Flatten",
+            Layer::Reshape { .. } => "Reshape",
+            Layer::Relu => "Relu",
+            Layer::LeakyRelu { .. } => "LeakyRelu",
+            Layer::Silu => "Silu",
+            Layer::Tanh => "Tanh",
+            Layer::Sigmoid => "Sigmoid",
+            Layer::BatchNorm { .. } => "BatchNorm",
+            Layer::GroupNorm { .. } => "GroupNorm",
+            Layer::Dropout { .. } => "Dropout",
+            Layer::Residual(_) => "Residual",
+        }
+    }
+}
+
+/// The latent variable between encoder and decoder. More kinds (spatial, quantized, none) plug in here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Latent {
+    /// A diagonal Gaussian posterior with a N(0, I) prior (Kingma & Welling 2014).
+    /// A Dense head maps the encoder's features to mean and log-variance.
+    Gaussian { dim: usize },
+}
+
+/// p(x | z): how the decoder's output scores an image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Likelihood {
+    /// Decoder outputs logits; reconstruction loss is binary cross-entropy summed over pixels.
+    Bernoulli,
+    /// Decoder outputs means; negative log-likelihood of N(x; mean, σ²) summed over pixels.
+    Gaussian { sigma: Sigma },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Sigma {
+    Fixed(f32),
+    /// One learned log σ shared by all pixels.
+    Learned,
+}
+
+/// A weighted loss term. The total loss is the sum of the terms; each is logged under its name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Loss {
+    /// −log p(x | z), summed over pixels, averaged over the batch.
+    Reconstruction {
+        #[serde(default = "unit_weight")]
+        weight: f32,
+    },
+    /// KL(q(z|x) ‖ p(z)) averaged over the batch, times `weight` (β), ramped linearly from 0
+    /// over the first `warmup` steps (Bowman et al. 2016).
+    Kl {
+        #[serde(default = "unit_weight")]
+        weight: f32,
+        #[serde(default)]
+        warmup: usize,
+    },
+}
+
+fn unit_weight() -> f32 {
+    1.0
+}
+
+impl Loss {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loss::Reconstruction { .. } => "rec",
+            Loss::Kl { .. } => "kl",
+        }
+    }
+}
+
+section! {
+    /// The training loop.
+    pub struct Train / TrainPatch {
+        steps: usize = 3_000,
+        optimizer: Optimizer = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        schedule: Schedule = Schedule::Constant,
+        grad_clip: GradClip = GradClip::Off,
+        /// Write a log line every this many steps.
+        log_every: usize = 10,
+        /// Write a checkpoint every this many steps (and always at the end).
+        checkpoint_every: usize = 1_000,
+    }
+}
+
+fn beta1() -> f32 {
+    0.9
+}
+fn beta2() -> f32 {
+    0.999
+}
+fn adam_eps() -> f32 {
+    1e-8
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Optimizer {
+    /// Kingma & Ba 2015; `weight_decay` is decoupled (AdamW, Loshchilov & Hutter 2019).
+    Adam {
+        lr: f32,
+        #[serde(default = "beta1")]
+        beta1: f32,
+        #[serde(default = "beta2")]
+        beta2: f32,
+        #[serde(default = "adam_eps")]
+        eps: f32,
+        #[serde(default)]
+        weight_decay: f32,
+    },
+    Sgd {
+        lr: f32,
+        #[serde(default)]
+        momentum: f32,
+    },
+}
+
+impl Optimizer {
+    pub fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => *lr,
+        }
+    }
+}
+
+/// Learning-rate schedule, as a factor on the optimizer's `lr`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Schedule {
+    Constant,
+    /// Linear ramp from 0 over `steps`, then constant.
+    Warmup {
+        steps: usize,
+    },
+    /// Cosine decay to `min_factor`·lr over the run (Loshchilov & Hutter 2017, without restarts).
+    Cosine {
+        #[serde(default)]
+        min_factor: f32,
+    },
+    /// Multiply by `gamma` every `every` steps.
+    Step {
+        every: usize,
+        gamma: f32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GradClip {
+    Off,
+    /// Rescale all gradients together so their global L2 norm is at most this.
+    Norm(f32),
+}
+
+section! {
+    /// What `vaelab eval` computes and draws.
+    pub struct Eval / EvalPatch {
+        /// Metric names; `vaelab eval` lists the available ones when a name is unknown.
+        metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "elbo".into()],
+        /// Held-out images the metrics average over.
+        test_images: usize = 1_000,
+        /// Images (and grid columns) in the reconstruction and sample grids.
+        grid_images: usize = 8,
+        /// Columns of the latent traversal, spanning −3σ … +3σ.
+        traversal_steps: usize = 9,
+    }
+}
+
+/// One spec file as written: everything optional, so `extends` can fill the gaps.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename = "Experiment")]
+pub struct ExperimentPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Another spec file, relative to this one, whose fields this file overrides.
+    #[serde(default)]
+    pub extends: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub device: Option<Device>,
+    #[serde(default)]
+    pub data: Option<DataPatch>,
+    #[serde(default)]
+    pub model: Option<ModelPatch>,
+    #[serde(default)]
+    pub losses: Option<Vec<Loss>>,
+    #[serde(default)]
+    pub train: Option<TrainPatch>,
+    #[serde(default)]
+    pub eval: Option<EvalPatch>,
+}
+
+fn merge_opt<T>(base: Option<T>, over: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
+    match (base, over) {
+        (Some(b), Some(o)) => Some(merge(b, o)),
+        (b, o) => o.or(b),
+    }
+}
+
+impl ExperimentPatch {
+    /// `over` (the extending file) wins field by field; lists are replaced, not concatenated.
+    pub fn merge(self, over: ExperimentPatch) -> ExperimentPatch {
+        ExperimentPatch {
+            name: over.name.or(self.name),
+            extends: over.extends,
+            seed: over.seed.or(self.seed),
+            device: over.device.or(self.device),
+            data: merge_opt(self.data, over.data, DataPatch::merge),
+            model: merge_opt(self.model, over.model, ModelPatch::merge),
+            losses: over.losses.or(self.losses),
+            train: merge_opt(self.train, over.train, TrainPatch::merge),
+            eval: merge_opt(self.eval, over.eval, EvalPatch::merge),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Value checks on a resolved experiment: every impossible setting, reported with its field path.
+
+use super::types::*;
+
+/// (field path, message) for each problem; empty when the values are all usable.
+pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
+    let mut v = Problems(Vec::new());
+    if e.name.is_empty() || e.name.contains(['/', '\\']) || e.name.starts_with('.') {
+        v.push("name", format!("`{}` is not usable as a run directory name", e.name));
+    }
+    let d = &e.data;
+    v.positive("data.size", d.size);
+    v.positive("data.batch", d.batch);
+    v.positive("data.train_size", d.train_size);
+    v.positive("data.test_size", d.test_size);
+    layers(&mut v, "model.encoder", &e.model.encoder);
+    layers(&mut v, "model.decoder", &e.model.decoder);
+    match e.model.latent {
+        Latent::Gaussian { dim } => v.positive("model.latent.dim", dim),
+    }
+    if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
+        v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
+    }
+    if e.losses.is_empty() {
+        v.push("losses", "no loss terms: add at least `Reconstruction()`".into());
+    }
+    for (i, loss) in e.losses.iter().enumerate() {
+        let weight = match loss {
+            Loss::Reconstruction { weight } | Loss::Kl { weight, .. } => *weight,
+        };
+        let path = format!("losses[{i}].weight");
+        v.check(weight >= 0.0 && weight.is_finite(), &path, format!("weights must be ≥ 0, got {weight}"));
+        if e.losses[..i].iter().any(|l| l.name() == loss.name()) {
+            v.push(&format!("losses[{i}]"), format!("`{}` appears twice; merge the weights into one term", loss.name()));
+        }
+    }
+    let t = &e.train;
+    v.positive("train.steps", t.steps);
+    v.positive("train.log_every", t.log_every);
+    v.positive("train.checkpoint_every", t.checkpoint_every);
+    let lr = t.optimizer.lr();
+    v.check(lr > 0.0 && lr.is_finite(), "train.optimizer.lr", format!("learning rate must be > 0, got {lr}"));
+    match t.optimizer {
+        Optimizer::Adam { beta1, beta2, eps, weight_decay, .. } => {
+            v.unit_interval("train.optimizer.beta1", beta1);
+            v.unit_interval("train.optimizer.beta2", beta2);
+            v.check(eps > 0.0, "train.optimizer.eps", format!("eps must be > 0, got {eps}"));
+            v.check(weight_decay >= 0.0, "train.optimizer.weight_decay", format!("must be ≥ 0, got {weight_decay}"));
+        }
+        Optimizer::Sgd { momentum, .. } => v.unit_interval("train.optimizer.momentum", momentum),
+    }
+    match t.schedule {
+        Schedule::Constant => {}
+        Schedule::Warmup { steps } => v.positive("train.schedule.steps", steps),
+        Schedule::Cosine { min_factor } => v.check(
+            (0.0..=1.0).contains(&min_factor),
+            "train.schedule.min_factor",
+            format!("must be in [0, 1], got {min_factor}"),
+        ),
+        Schedule::Step { every, gamma } => {
+            v.positive("train.schedule.every", every);
+            v.check(gamma > 0.0, "train.schedule.gamma", format!("must be > 0, got {gamma}"));
+        }
+    }
+    if let GradClip::Norm(n) = t.grad_clip {
+        v.check(n > 0.0 && n.is_finite(), "train.grad_clip", format!("clip norm must be > 0, got {n}"));
+    }
+    let ev = &e.eval;
+    v.check(!ev.metrics.is_empty(), "eval.metrics", "no metrics listed".into());
+    v.positive("eval.test_images", ev.test_images);
+    v.positive("eval.grid_images", ev.grid_images);
+    v.check(ev.traversal_steps >= 2, "eval.traversal_steps", format!("must be ≥ 2, got {}", ev.traversal_steps));
+    v.0
+}
+
+fn layers(v: &mut Problems, prefix: &str, list: &[Layer]) {
+    for (i, layer) in list.iter().enumerate() {
+        let p = format!("{prefix}[{i}]");
+        match layer {
+            Layer::Dense { out } => v.positive(&format!("{p}.out"), *out),
+            Layer::Conv { out, k, s, .. } | Layer::ConvT { out, k, s, .. } => {
+                v.positive(&format!("{p}.out"), *out);
+                v.positive(&format!("{p}.k"), *k);
+                if *s == 0 {
+                    v.push(&format!("{p}.s"), format!("{}: stride must be ≥ 1, got 0", layer.kind()));
+                }
+            }
+            Layer::Upsample { factor } => v.positive(&format!("{p}.factor"), *factor),
+            Layer::Reshape { c, h, w } => {
+                for (name, x) in [("c", c), ("h", h), ("w", w)] {
+                    v.positive(&format!("{p}.{name}"), *x);
+                }
+            }
+            Layer::LeakyRelu { slope } => v.check(slope.is_finite(), &format!("{p}.slope"), "must be finite".into()),
+            Layer::BatchNorm { momentum, eps } => {
+                v.check(
+                    *momentum > 0.0 && *momentum <= 1.0,
+                    &format!("{p}.momentum"),
+                    format!("must be in (0, 1], got {momentum}"),
+                );
+                v.check(*eps > 0.0, &format!("{p}.eps"), format!("must be > 0, got {eps}"));
+            }
+            Layer::GroupNorm { groups, eps } => {
+                v.positive(&format!("{p}.groups"), *groups);
+                v.check(*eps > 0.0, &format!("{p}.eps"), format!("must be > 0, got {eps}"));
+            }
+            Layer::Dropout { p: prob } => v.check(
+                (0.0..1.0).contains(prob),
+                &format!("{p}.p"),
+                format!("dropout probability must be in [0, 1), got {prob}"),
+            ),
+            Layer::Residual(inner) => layers(v, &format!("{p}[0]"), inner),
+            Layer::Flatten | Layer::Relu | Layer::Silu | Layer::Tanh | Layer::Sigmoid => {}
+        }
+    }
+}
+
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn push(&mut self, path: &str, message: String) {
+        self.0.push((path.to_string(), message));
+    }
+    fn check(&mut self, ok: bool, path: &str, message: String) {
+        if !ok {
+            self.push(path, message);
+        }
+    }
+    fn positive(&mut self, path: &str, x: usize) {
+        self.check(x > 0, path, "must be ≥ 1, got 0".into());
+    }
+    fn unit_interval(&mut self, path: &str, x: f32) {
+        self.check((0.0..1.0).contains(&x), path, format!("must be in [0, 1), got {x}"));
+    }
+}

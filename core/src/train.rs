@@ -1,0 +1,245 @@
+//! The training loop: batches → loss terms → gradients → optimizer, with JSONL logging,
+//! atomic checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
+
+use crate::checkpoint::{self, CheckpointError, CheckpointInfo};
+use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
+use crate::model::Model;
+use crate::nn::{Backend, Ctx, ParamStore};
+use crate::optim::Optimizer;
+use crate::spec::{Experiment, Loss};
+use dfdx::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {what}: {source}")]
+    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("step {step}: loss term `{term}` is {value}; training stopped.\n{kept}")]
+    NonFinite { step: usize, term: String, value: f32, kept: String },
+    #[error("{0}")]
+    Model(String),
+    #[error("run directory {0} already holds a run; continue it with `--resume {0}`, or pass another `--out`")]
+    RunExists(PathBuf),
+    #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
+    NoCuda,
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.to_path_buf();
+    move |source| TrainError::Io { path, what, source }
+}
+
+pub struct TrainOptions {
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` from its latest checkpoint.
+    pub resume: bool,
+    pub progress: bool,
+    /// Set by the Ctrl-C handler: checkpoint and stop after the current step.
+    pub stop: Arc<AtomicBool>,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted. For tests and
+    /// for splitting a long run into jobs.
+    pub stop_at: Option<usize>,
+    /// Rayon threads in use; recorded in `run.json`.
+    pub threads: usize,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum TrainOutcome {
+    Finished { steps: usize, checkpoint: PathBuf },
+    Interrupted { step: usize, checkpoint: PathBuf },
+}
+
+/// One JSONL log record.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub step: usize,
+    pub loss: f32,
+    /// Each loss term, unweighted, by name.
+    pub terms: std::collections::BTreeMap<String, f32>,
+    /// Each term's weight at this step (after warm-up).
+    pub weights: std::collections::BTreeMap<String, f32>,
+    pub lr: f32,
+    pub grad_norm: f32,
+    pub img_per_s: f32,
+}
+
+/// Trains `spec` into `opts.run_dir` (creating it, or resuming it).
+pub fn train(spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    match spec.device {
+        crate::spec::Device::Cpu => train_on(Cpu::seed_from_u64(spec.seed), spec, opts),
+        #[cfg(feature = "cuda")]
+        crate::spec::Device::Cuda(i) => {
+            let dev =
+                Cuda::try_build(i, spec.seed).map_err(|e| TrainError::Model(format!("cannot open CUDA device {i}: {e:?}")))?;
+            train_on(dev, spec, opts)
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::spec::Device::Cuda(_) => Err(TrainError::NoCuda),
+    }
+}
+
+/// The weight of each loss term at `step` (warm-ups applied).
+pub fn term_weights(losses: &[Loss], step: usize) -> Vec<(&'static str, f32)> {
+    losses
+        .iter()
+        .map(|l| match *l {
+            Loss::Reconstruction { weight } => ("rec", weight),
+            Loss::Kl { weight, warmup } => {
+                ("kl", if warmup == 0 { weight } else { weight * (step as f32 / warmup as f32).min(1.0) })
+            }
+        })
+        .collect()
+}
+
+fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let dir = &opts.run_dir;
+    let ckpt_dir = dir.join("checkpoints");
+    if !opts.resume && ckpt_dir.join("latest").exists() {
+        return Err(TrainError::RunExists(dir.clone()));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the run directory"))?;
+    let dataset = build_dataset(spec);
+    let shape = data_shape(dataset.as_ref());
+    let mut store = ParamStore::new(dev.clone(), spec.seed);
+    let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
+    let total = spec.train.steps;
+    let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), total);
+
+    let log_path = dir.join("log.jsonl");
+    let mut start = 0;
+    if opts.resume {
+        let info = checkpoint::load(&checkpoint::latest(&ckpt_dir)?, &mut store, Some(&mut opt))?;
+        start = info.step;
+        truncate_log(&log_path, start)?;
+    } else {
+        let text = ron::ser::to_string_pretty(spec, ron::ser::PrettyConfig::default()).expect("specs serialize");
+        checkpoint::write_atomic(&dir.join("spec.ron"), text.as_bytes())
+            .map_err(io(&dir.join("spec.ron"), "cannot write the resolved spec"))?;
+        let _ = std::fs::remove_file(&log_path);
+    }
+    let run_info = serde_json::json!({
+        "vaelab": env!("CARGO_PKG_VERSION"), "threads": opts.threads, "device": format!("{:?}", spec.device),
+        "resumed_at": if opts.resume { Some(start) } else { None },
+    });
+    checkpoint::write_atomic(&dir.join("run.json"), run_info.to_string().as_bytes())
+        .map_err(io(&dir.join("run.json"), "cannot write"))?;
+    let mut log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path, "cannot open the log"))?;
+
+    let bar = progress_bar(opts.progress, total, start);
+    let mut last_checkpoint: Option<PathBuf> = opts.resume.then(|| checkpoint::latest(&ckpt_dir).ok()).flatten();
+    let save = |store: &ParamStore<D>, opt: &Optimizer<D>, step: usize| {
+        checkpoint::save(&ckpt_dir, store, opt, &CheckpointInfo { step, updates: opt.updates })
+    };
+    let code_rows = model.latent.code_shape().len();
+    let batch = spec.data.batch;
+
+    for step in start..total {
+        let t0 = Instant::now();
+        let images = train_batch(dataset.as_ref(), spec.seed, step, batch);
+        let x = to_tensor(&dev, &images);
+        let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
+        let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+        let terms = model.terms(&ctx, &store, x, noise);
+        let weights = term_weights(&spec.losses, step);
+        let mut values = std::collections::BTreeMap::new();
+        let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
+        let (rec, kl) = (terms.rec, terms.kl);
+        let mut pending = vec![("rec", Some(rec)), ("kl", Some(kl))];
+        for (name, w) in &weights {
+            let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
+            let v = term.as_vec()[0];
+            if !v.is_finite() {
+                let kept = match &last_checkpoint {
+                    Some(p) => format!("The last good checkpoint is kept: {}", p.display()),
+                    None => "No checkpoint was written before it.".to_string(),
+                };
+                bar.abandon();
+                return Err(TrainError::NonFinite { step: step + 1, term: name.to_string(), value: v, kept });
+            }
+            values.insert(name.to_string(), v);
+            let weighted = term * *w;
+            total_loss = Some(match total_loss {
+                None => weighted,
+                Some(acc) => acc + weighted,
+            });
+        }
+        let loss = total_loss.expect("validation requires at least one loss");
+        let loss_value = loss.as_vec()[0];
+        let mut grads = loss.backward();
+        let updates = ctx.buffer_updates.take();
+        drop(ctx);
+        for (id, v) in updates {
+            store.set_values(id, v);
+        }
+        let lr = opt.lr(step);
+        let grad_norm = opt.step(&mut store, &mut grads, step);
+        let done = step + 1;
+        let img_per_s = batch as f32 / t0.elapsed().as_secs_f32();
+
+        if done % spec.train.log_every == 0 || done == total {
+            let line = LogLine {
+                step: done,
+                loss: loss_value,
+                terms: values.clone(),
+                weights: weights.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
+                lr,
+                grad_norm,
+                img_per_s,
+            };
+            writeln!(log, "{}", serde_json::to_string(&line).expect("log lines serialize"))
+                .map_err(io(&log_path, "cannot append to the log"))?;
+        }
+        bar.set_position(done as u64);
+        bar.set_message(values.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join("  "));
+
+        let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_at == Some(done);
+        if done % spec.train.checkpoint_every == 0 || done == total || interrupted {
+            log.flush().map_err(io(&log_path, "cannot flush the log"))?;
+            let path = save(&store, &opt, done)?;
+            last_checkpoint = Some(path.clone());
+            if interrupted && done < total {
+                bar.abandon_with_message(format!("interrupted at step {done}; checkpoint saved"));
+                return Ok(TrainOutcome::Interrupted { step: done, checkpoint: path });
+            }
+        }
+    }
+    bar.finish();
+    let checkpoint = match last_checkpoint {
+        Some(p) => p,
+        None => save(&store, &opt, total)?,
+    };
+    Ok(TrainOutcome::Finished { steps: total, checkpoint })
+}
+
+fn progress_bar(show: bool, total: usize, start: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} {bar:25} {per_sec:>9} ETA {eta:>4}  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start as u64);
+    bar.reset_eta();
+    bar
+}
+
+/// Drops log lines after `step`: a resumed run rewrites them, exactly as it did the first time.
+fn truncate_log(path: &Path, step: usize) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<LogLine>(l).map(|r| r.step <= step).unwrap_or(false))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes()).map_err(io(path, "cannot rewrite the log"))
+}

@@ -1,0 +1,3 @@
+//! vaelab's integration tests: one binary, a module per area.
+
+mod gradients;
