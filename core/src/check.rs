@@ -23,7 +23,7 @@ pub fn check_shapes(loaded: &LoadedSpec) -> Result<Vec<SummaryRow>, SpecErrors> 
 
 /// The resolved spec as RON, every default written out.
 pub fn format_resolved(e: &Experiment) -> String {
-    let config = ron::ser::PrettyConfig::default().struct_names(true);
+    let config = ron::ser::PrettyConfig::default().struct_names(true).depth_limit(3);
     ron::ser::to_string_pretty(e, config).expect("specs serialize")
 }
 

@@ -118,7 +118,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         start = info.step;
         truncate_log(&log_path, start)?;
     } else {
-        let text = ron::ser::to_string_pretty(spec, ron::ser::PrettyConfig::default()).expect("specs serialize");
+        let text = crate::check::format_resolved(spec);
         checkpoint::write_atomic(&dir.join("spec.ron"), text.as_bytes())
             .map_err(io(&dir.join("spec.ron"), "cannot write the resolved spec"))?;
         let _ = std::fs::remove_file(&log_path);

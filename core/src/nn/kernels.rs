@@ -7,6 +7,11 @@
 use super::geom::ConvGeom;
 use rayon::prelude::*;
 
+/// Worker threads of the current rayon pool (results are deterministic for a fixed count).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// `col[r, pos·B + b] = img[source(r, pos), b]` (0 in the padding).
 /// `col` has `g.col_rows()` rows of `g.positions()·batch` values.
 pub fn im2col(img: &[f32], g: &ConvGeom, batch: usize, col: &mut [f32]) {

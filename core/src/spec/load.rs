@@ -116,7 +116,7 @@ fn ron_message(code: &ron::Error) -> String {
     match code {
         ron::Error::NoSuchStructField { expected, found, outer } => format!(
             "unknown field `{found}`{}; expected one of: {}",
-            outer.as_ref().map(|o| format!(" in {o}")).unwrap_or_default(),
+            outer.as_ref().map(|o| format!(" in {}", section_name(o))).unwrap_or_default(),
             expected.join(", ")
         ),
         ron::Error::NoSuchEnumVariant { expected, found, outer } => format!(
@@ -125,6 +125,15 @@ fn ron_message(code: &ron::Error) -> String {
             expected.join(", ")
         ),
         other => format!("{other}"),
+    }
+}
+
+/// `TrainPatch` (the type serde reports) → "the `train` section"; other names as they are.
+fn section_name(type_name: &str) -> String {
+    match type_name.strip_suffix("Patch") {
+        Some("Experiment") => "the experiment".to_string(),
+        Some(section) => format!("the `{}` section", section.to_lowercase()),
+        None => format!("`{type_name}`"),
     }
 }
 

@@ -1,3 +1,7 @@
 //! vaelab's integration tests: one binary, a module per area.
 
+mod eval;
 mod gradients;
+mod model;
+mod specs;
+mod training;

@@ -1,0 +1,82 @@
+//! Spec snapshots: every spec under `specs/` resolves and builds (its resolved form and model
+//! summary are snapshotted), and every class of bad spec gives a located, readable error.
+
+use std::path::{Path, PathBuf};
+use vaelab_core::check;
+
+/// Paths relative to the tests crate, which is where cargo runs this binary.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn spec_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            spec_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "ron") {
+            out.push(p);
+        }
+    }
+}
+
+/// `specs/base/` holds fragments that other specs extend; everything else is a complete experiment.
+#[test]
+fn every_spec_resolves_and_builds() {
+    let root = workspace();
+    let mut files = Vec::new();
+    spec_files(&root.join("specs"), &mut files);
+    assert!(files.len() >= 3, "specs found: {files:?}");
+    for file in files.iter().filter(|f| !f.starts_with(root.join("specs/base"))) {
+        // cargo runs this binary in tests/, so `../specs/…` keeps paths in messages short and stable.
+        let rel = Path::new("..").join(file.strip_prefix(&root).unwrap());
+        let (loaded, rows) = check::check_file(&rel).unwrap_or_else(|e| panic!("{e}"));
+        let reparsed: vaelab_core::spec::Experiment = ron::from_str(&check::format_resolved(&loaded.experiment)).unwrap();
+        assert_eq!(reparsed, loaded.experiment, "the resolved form of {} must parse back to the same experiment", rel.display());
+        let name = file.strip_prefix(&root).unwrap().to_string_lossy().replace(['/', '.'], "_");
+        insta::assert_snapshot!(name, check::report(&loaded, &rows));
+    }
+}
+
+#[test]
+fn bad_specs_give_located_errors() {
+    let dir = Path::new("specs/bad");
+    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    let mut report = String::new();
+    for name in &names {
+        let path = dir.join(name);
+        let errors = check::check_file(&path).err().unwrap_or_else(|| panic!("{} should be rejected", path.display()));
+        for e in &errors.0 {
+            assert!(e.line > 0 && e.col > 0, "{e} has no position");
+            assert!(!e.message.contains("Patch"), "internal type name leaked: {e}");
+        }
+        report.push_str(&format!("## {}\n{errors}\n", path.display()));
+    }
+    insta::assert_snapshot!(report);
+}
+
+#[test]
+fn extends_overrides_field_by_field() {
+    let base = vaelab_core::spec::load_spec(Path::new("../specs/shapes/beta-vae.ron")).unwrap().experiment;
+    let bench = vaelab_core::spec::load_spec(Path::new("../specs/bench/betavae64.ron")).unwrap().experiment;
+    // Written in the bench file:
+    assert_eq!(bench.train.optimizer.lr(), 1e-4);
+    assert_eq!(bench.train.grad_clip, vaelab_core::spec::GradClip::Off);
+    // Inherited through two levels (base file → beta-vae → bench):
+    assert_eq!(bench.train.steps, base.train.steps);
+    assert_eq!(bench.data, base.data);
+    assert_eq!(bench.model, base.model);
+    assert_ne!(bench.losses, base.losses);
+}
+
+#[test]
+fn specs_written_in_memory_report_every_problem_at_once() {
+    let text = "Experiment(name: \"x\", data: (batch: 0, size: 0), train: (steps: 0, optimizer: Sgd(lr: -1.0)))";
+    let err = vaelab_core::spec::parse_spec_str(Path::new("mem.ron"), text).unwrap_err();
+    let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+    for p in ["data.size", "data.batch", "train.steps", "train.optimizer.lr", "losses"] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+}

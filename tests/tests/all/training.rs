@@ -1,0 +1,149 @@
+//! Training: a deterministic trace, exact resume, and the ways a run can stop early.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use vaelab_core::spec::{load_spec, Experiment};
+use vaelab_core::train::{train, LogLine, TrainError, TrainOptions, TrainOutcome};
+
+pub fn tiny() -> Experiment {
+    load_spec(Path::new("specs/tiny.ron")).unwrap().experiment
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vaelab-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn options(run_dir: &Path) -> TrainOptions {
+    TrainOptions {
+        run_dir: run_dir.to_path_buf(),
+        resume: false,
+        progress: false,
+        stop: Arc::new(AtomicBool::new(false)),
+        stop_at: None,
+        threads: rayon_threads(),
+    }
+}
+
+fn rayon_threads() -> usize {
+    vaelab_core::nn::kernels::threads()
+}
+
+fn log(run_dir: &Path) -> Vec<LogLine> {
+    std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every tensor (parameters and optimizer state) and the metadata of the latest checkpoint.
+fn checkpoint_tensors(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let path = vaelab_core::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect()
+}
+
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (x, y) = (checkpoint_tensors(a), checkpoint_tensors(b));
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    let differing: Vec<&String> = x.keys().filter(|k| x[*k] != y[*k]).collect();
+    assert!(differing.is_empty(), "tensors differ: {differing:?}");
+}
+
+/// Three significant digits: stable across CPUs whose float kernels round differently.
+fn round3(x: f32) -> String {
+    format!("{:.3e}", x)
+}
+
+#[test]
+fn twenty_step_trace_is_deterministic() {
+    let (a, b) = (scratch("trace-a"), scratch("trace-b"));
+    let spec = tiny();
+    assert!(matches!(train(&spec, &options(&a)).unwrap(), TrainOutcome::Finished { steps: 20, .. }));
+    train(&spec, &options(&b)).unwrap();
+    let (la, lb) = (log(&a), log(&b));
+    assert_eq!(la.len(), 20);
+    // Same spec, seed and thread count: bit-identical losses and parameters.
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!((x.loss.to_bits(), x.grad_norm.to_bits()), (y.loss.to_bits(), y.grad_norm.to_bits()));
+    }
+    assert_same_checkpoint(&a, &b);
+    let trace: String = la
+        .iter()
+        .map(|l| {
+            let terms: Vec<String> = l.terms.iter().map(|(k, v)| format!("{k}={}", round3(*v))).collect();
+            format!("step {:>2}  loss={}  {}  kl_weight={:.2}\n", l.step, round3(l.loss), terms.join("  "), l.weights["kl"])
+        })
+        .collect();
+    insta::assert_snapshot!(trace);
+    // It learns: the reconstruction term falls over the 20 steps.
+    assert!(la[19].terms["rec"] < la[0].terms["rec"] * 0.9, "{} → {}", la[0].terms["rec"], la[19].terms["rec"]);
+}
+
+#[test]
+fn resuming_continues_the_same_run() {
+    let (straight, split) = (scratch("resume-straight"), scratch("resume-split"));
+    let spec = tiny();
+    train(&spec, &options(&straight)).unwrap();
+
+    let mut first = options(&split);
+    first.stop_at = Some(7);
+    assert!(matches!(train(&spec, &first).unwrap(), TrainOutcome::Interrupted { step: 7, .. }));
+    let mut second = options(&split);
+    second.resume = true;
+    assert!(matches!(train(&spec, &second).unwrap(), TrainOutcome::Finished { steps: 20, .. }));
+
+    assert_same_checkpoint(&straight, &split);
+    let (a, b) = (log(&straight), log(&split));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.step, x.loss.to_bits()), (y.step, y.loss.to_bits()));
+    }
+}
+
+#[test]
+fn interrupt_writes_a_checkpoint_and_stops() {
+    let dir = scratch("interrupt");
+    let opts = options(&dir);
+    opts.stop.store(true, std::sync::atomic::Ordering::SeqCst); // as if Ctrl-C came during step 1
+    match train(&tiny(), &opts).unwrap() {
+        TrainOutcome::Interrupted { step, checkpoint } => {
+            assert_eq!(step, 1);
+            assert!(checkpoint.exists());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second plain `train` into the same directory refuses rather than overwriting the run.
+    let err = train(&tiny(), &options(&dir)).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists(_)), "{err}");
+    assert!(err.to_string().contains("--resume"));
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("nan");
+    let mut spec = tiny();
+    // A huge SGD step makes the weights explode within a few steps.
+    spec.train.optimizer = vaelab_core::spec::Optimizer::Sgd { lr: 1e12, momentum: 0.0 };
+    spec.train.checkpoint_every = 1;
+    let err = train(&spec, &options(&dir)).unwrap_err();
+    let TrainError::NonFinite { step, ref term, .. } = err else { panic!("{err}") };
+    let message = err.to_string();
+    assert!(message.contains(&format!("step {step}: loss term `{term}`")), "{message}");
+    assert!(step > 1, "step 1 starts from finite initial weights");
+    let latest = vaelab_core::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    assert!(message.contains(&latest.display().to_string()), "{message}");
+    assert!(latest.to_string_lossy().contains(&format!("step-{:07}", step - 1)), "{}", latest.display());
+    let no_temporaries =
+        std::fs::read_dir(dir.join("checkpoints")).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with(".tmp"));
+    assert!(no_temporaries);
+}
+
+#[test]
+fn an_unwritable_run_directory_is_a_clear_error() {
+    let file = scratch("not-a-dir");
+    std::fs::write(&file, b"a file").unwrap();
+    let err = train(&tiny(), &options(&file.join("run"))).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("cannot create the run directory") && message.contains("not-a-dir"), "{message}");
+}
