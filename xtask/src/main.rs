@@ -1,1 +1,132 @@
-fn main() {}
+//! `cargo xtask <command>`: project automation that needs more than one cargo call.
+//!
+//! * `test`  — the full suite, as CI runs it (tests, then the CUDA compile check).
+//! * `bench` — training throughput of `specs/bench/betavae64.ron` beside the PyTorch reference
+//!   script, alternating the two in one run so both see the same machine load.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask test | bench [--rounds N] [--steps N] [--threads N] [--python PATH]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.current_dir(root()).status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    status.success().then_some(()).ok_or_else(|| format!("{cmd:?} failed with {status}"))
+}
+
+fn test() -> Result<(), String> {
+    run(Command::new("cargo").args(["test", "--workspace"]))?;
+    cuda_check()
+}
+
+/// dfdx's `ci-check` lets cudarc compile without a CUDA toolkit: the library builds in full and the
+/// binary type-checks. (Linking the binary needs the driver's libcuda, which CI machines lack.)
+fn cuda_check() -> Result<(), String> {
+    let features = ["--features", "cuda,dfdx/ci-check", "--target-dir", "target/cuda"];
+    run(Command::new("cargo").args(["build", "-p", "vaelab-core", "--lib"]).args(features))?;
+    run(Command::new("cargo").args(["check", "-p", "vaelab-core", "--bins", "--tests"]).args(features))
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn capture(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.current_dir(root()).output().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The number after `key` in `text`, e.g. `number("… => 812 img/s", "=> ")`.
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.parse().ok()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let rounds: usize = flag(args, "--rounds").map_or(Ok(5), |s| s.parse()).map_err(|_| "--rounds takes a number")?;
+    let steps = flag(args, "--steps").unwrap_or_else(|| "15".into());
+    let threads = flag(args, "--threads").unwrap_or_else(|| "2".into());
+    let home = std::env::var("HOME").unwrap_or_default();
+    let python = flag(args, "--python").unwrap_or_else(|| format!("{home}/.torchenv/bin/python"));
+    let script = root().join("../shared/bench/torch_betavae_step.py");
+
+    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-core"]))?;
+    let vaelab = root().join("target/release/vaelab");
+    let torch_ok = Path::new(&python).exists() && script.exists();
+    if !torch_ok {
+        eprintln!(
+            "note: PyTorch reference not run: need {python} and {}.\n  set up: python3 -m venv ~/.torchenv && ~/.torchenv/bin/pip install torch",
+            script.display()
+        );
+    }
+    // Peak memory of the PyTorch process, read from inside it after the script has run.
+    let torch_wrapper = format!(
+        "import runpy, resource, sys; sys.argv = ['torch_betavae_step.py', '{threads}', '{steps}', '64']; \
+         runpy.run_path({:?}, run_name='__main__'); \
+         print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
+        script.display().to_string()
+    );
+
+    let (mut ours, mut theirs, mut our_mem, mut their_mem) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let out = capture(Command::new(&vaelab).args([
+            "bench",
+            "specs/bench/betavae64.ron",
+            "--steps",
+            &steps,
+            "--threads",
+            &threads,
+        ]))?;
+        let ips = number_after(&out, "=> ").ok_or(format!("unexpected vaelab output: {out}"))?;
+        ours.push(ips);
+        our_mem.push(number_after(&out, "peak RSS ").unwrap_or(0.0));
+        let mut line = format!("round {round}/{rounds}: vaelab {ips:.0} img/s");
+        if torch_ok {
+            let out = capture(Command::new(&python).args(["-c", &torch_wrapper]).env("PYTHONWARNINGS", "ignore"))?;
+            let ips = number_after(&out, "=> ").ok_or(format!("unexpected PyTorch output: {out}"))?;
+            theirs.push(ips);
+            their_mem.push(number_after(&out, "peak_rss_mib ").unwrap_or(0.0));
+            line += &format!(", PyTorch {ips:.0} img/s");
+        }
+        eprintln!("{line}");
+    }
+    let (m_ours, mem_ours) = (median(&mut ours), median(&mut our_mem));
+    println!("β-VAE 64×64, batch 64, Adam, {threads} threads, {rounds} rounds × {steps} steps (median of per-round medians)");
+    println!("  vaelab : {m_ours:>7.0} img/s   peak RSS {mem_ours:>6.0} MiB");
+    if torch_ok {
+        let (m_theirs, mem_theirs) = (median(&mut theirs), median(&mut their_mem));
+        println!("  PyTorch: {m_theirs:>7.0} img/s   peak RSS {mem_theirs:>6.0} MiB");
+        println!("  ratio vaelab / PyTorch: {:.2}×", m_ours / m_theirs);
+    }
+    Ok(())
+}
