@@ -12,6 +12,9 @@ use std::time::Instant;
 
 pub struct BenchResult {
     pub median_step_s: f64,
+    /// Medians of the forward pass (data, encoder, latent, decoder, loss), the backward pass and
+    /// the optimizer update, in seconds.
+    pub median_parts_s: [f64; 3],
     pub img_per_s: f64,
     pub peak_rss_mib: f64,
 }
@@ -27,6 +30,7 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
     let images = train_batch(ds.as_ref(), spec.seed, 0, batch);
     let code = model.latent.code_shape().len();
     let mut times = Vec::new();
+    let mut parts: [Vec<f64>; 3] = Default::default();
     for step in 0..steps.max(3) {
         let t0 = Instant::now();
         let x = to_tensor(&dev, &images);
@@ -36,16 +40,26 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
         let w = term_weights(&spec.losses, step);
         let weight = |n: &str| w.iter().find(|(m, _)| *m == n).map(|(_, v)| *v).unwrap_or(0.0);
         let loss = terms.rec * weight("rec") + terms.kl * weight("kl");
+        let t1 = Instant::now();
         let mut grads = loss.backward();
         drop(ctx);
+        let t2 = Instant::now();
         opt.step(&mut store, &mut grads, step);
+        let t3 = Instant::now();
         if step >= 2 {
-            times.push(t0.elapsed().as_secs_f64());
+            times.push((t3 - t0).as_secs_f64());
+            for (v, d) in parts.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
+                v.push(d.as_secs_f64());
+            }
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    Ok(BenchResult { median_step_s: median, img_per_s: batch as f64 / median, peak_rss_mib: peak_rss_mib() })
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let median_parts_s = [median(&mut parts[0]), median(&mut parts[1]), median(&mut parts[2])];
+    let median = median(&mut times);
+    Ok(BenchResult { median_step_s: median, median_parts_s, img_per_s: batch as f64 / median, peak_rss_mib: peak_rss_mib() })
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), 0 where unavailable.

@@ -179,9 +179,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let threads = set_threads(threads)?;
             let (loaded, _) = check::check_file(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
             let result = vaelab_core::bench::time_steps(&loaded.experiment, steps)?;
+            let [f, b, o] = result.median_parts_s;
             println!(
-                "vaelab threads={threads} size={}: median step {:.4}s => {:.0} img/s (peak RSS {:.0} MiB)",
-                loaded.experiment.data.size, result.median_step_s, result.img_per_s, result.peak_rss_mib
+                "vaelab threads={threads} size={}: median step {:.4}s => {:.0} img/s (peak RSS {:.0} MiB; forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms)",
+                loaded.experiment.data.size, result.median_step_s, result.img_per_s, result.peak_rss_mib, f * 1e3, b * 1e3, o * 1e3
             );
             Ok(ExitCode::SUCCESS)
         }

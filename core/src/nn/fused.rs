@@ -1,16 +1,26 @@
-//! Fused CPU convolution ops: im2col + one gemm forward, and the matching backward, recorded on
-//! dfdx's tape with `Tape::add_backward_op`. These are the fast path; `gather.rs` computes the
+//! Fused CPU convolution ops: im2col + gemm forward, and the matching backward, recorded on
+//! dfdx's tape with `Tape::add_backward_op`. Work runs in bands of output rows whose column
+//! matrices stay in cache (see `kernels::bands`); column matrices are rebuilt in the backward pass
+//! rather than kept, which trades a cheap copy for a lot of memory traffic and peak memory. These are the fast path; `gather.rs` computes the
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
 use super::geom::ConvGeom;
-use super::kernels::{add_row_sums, col2im_add, gemm, im2col, View};
+use super::kernels::{
+    add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
+};
 use super::{Flat, Tensor2, OT};
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
-/// The values of a CPU tensor in row-major order. dfdx keeps tensor storage private, so this is a
-/// copy (one memcpy, small next to the gemm it feeds).
+/// The values of a CPU tensor. dfdx keeps tensor storage private, so this is a copy; `copy_into`
+/// is a plain memcpy of the storage (dfdx's `as_vec` walks a strided iterator element by element,
+/// several times slower). That is only right for dense row-major tensors, which every input of
+/// these ops is (layer outputs, data, parameters); debug builds check it.
 fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    t.as_vec()
+    let mut v = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    debug_assert!(v == t.as_vec(), "fused convolution ops need dense row-major tensors");
+    v
 }
 
 /// Gradient buffers of several tensors at once: all are allocated first, so no later lookup
@@ -25,6 +35,16 @@ macro_rules! grad_slices {
             unsafe { &mut *(v as *mut [f32]) }
         }, )* )
     }};
+}
+
+/// A tile's column range `(offset, count)` in a batch-last matrix with `batch` columns per position.
+fn span(batch: usize, (p0, p1): (usize, usize)) -> (usize, usize) {
+    (p0 * batch, (p1 - p0) * batch)
+}
+
+/// Columns `off..` of a row-major matrix with rows of `row_len`: a view for gemm.
+fn columns(data: &[f32], row_len: usize, off: usize) -> View<'_> {
+    View { data: &data[off..], rs: row_len, cs: 1 }
 }
 
 /// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B).
@@ -43,27 +63,62 @@ pub fn conv2d(
     let (w, tw) = w.split_tape();
     let (b, tb) = b.split_tape();
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
-    let mut col = vec![0.0; kdim * n];
-    im2col(&dense(&x), &g, batch, &mut col);
-    let w_vals = dense(&w);
+    let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
+    let tiles = tiles(&g, batch);
     let mut y = vec![0.0; cout * n];
-    for (row, bias) in y.chunks_mut(n).zip(dense(&b).iter()) {
-        row.fill(*bias);
-    }
-    gemm(cout, n, kdim, &mut y, true, View::rows(&w_vals, kdim), View::rows(&col, n));
+    let yp = SendPtr(y.as_mut_ptr());
+    tiles.par_iter().for_each(|&tile| {
+        let (off, cols) = span(batch, tile);
+        with_scratch(kdim * cols, |col| {
+            im2col_range(&x_vals, &g, batch, tile, col);
+            // SAFETY: each tile owns columns off..off+cols of every row of y.
+            unsafe {
+                for (o, bias) in b_vals.iter().enumerate() {
+                    std::slice::from_raw_parts_mut(yp.get().add(o * n + off), cols).fill(*bias);
+                }
+                gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(&w_vals, kdim), View::rows(col, cols), false);
+            }
+        });
+    });
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
 
     let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
-        gemm(cout, kdim, n, gw, true, View::rows(gy, n), View::transposed(&col, n));
+        let gy: &[f32] = gy;
         add_row_sums(gy, n, gb);
+        OuterSum::new(cout, kdim).run(&tiles, gw, |tile, acc| {
+            let (off, cols) = span(batch, tile);
+            with_scratch(kdim * cols, |col| {
+                im2col_range(&x_vals, &g, batch, tile, col);
+                acc.add(cols, columns(gy, n, off), View::rows(col, cols));
+            })
+        });
         if x_needs_grad {
             let (gx,) = grad_slices!(grads, [&xg]);
-            let mut dcol = col; // reuse the buffer: col is no longer needed
-            gemm(kdim, n, cout, &mut dcol, false, View::transposed(&w_vals, kdim), View::rows(gy, n));
-            col2im_add(&dcol, &g, batch, gx);
+            let gxp = SendPtr(gx.as_mut_ptr());
+            scatter_tiles(&g, batch, |tile| {
+                let (off, cols) = span(batch, tile);
+                with_scratch(kdim * cols, |dcol| {
+                    // SAFETY: `dcol` holds kdim·cols values; concurrent tiles lie in bands that
+                    // reach disjoint rows of gx.
+                    unsafe {
+                        gemm_into(
+                            kdim,
+                            cols,
+                            cout,
+                            dcol.as_mut_ptr(),
+                            cols,
+                            false,
+                            View::transposed(&w_vals, kdim),
+                            columns(gy, n, off),
+                            false,
+                        );
+                        col2im_range_add(dcol, &g, batch, tile, gxp.get());
+                    }
+                });
+            });
         }
         Ok(())
     });
@@ -86,33 +141,74 @@ pub fn conv_t2d(
     let (w, tw) = w.split_tape();
     let (b, tb) = b.split_tape();
     let (kdim, m) = (g.col_rows(), g.positions() * batch);
-    let x_vals = dense(&x);
-    let w_vals = dense(&w);
-    // col = Wᵀ x, then scatter the columns back onto the output image (col2im): no zeros are
-    // inserted and multiplied, unlike the "dilate then convolve" formulation.
-    let mut col = vec![0.0; kdim * m];
-    gemm(kdim, m, cin, &mut col, false, View::transposed(&w_vals, kdim), View::rows(&x_vals, m));
+    let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
+    let tiles = tiles(&g, batch);
     let plane = g.h * g.w * batch;
     let mut y = vec![0.0; g.c * plane];
-    for (chan, bias) in y.chunks_mut(plane).zip(dense(&b).iter()) {
+    for (chan, bias) in y.chunks_mut(plane).zip(b_vals.iter()) {
         chan.fill(*bias);
     }
-    col2im_add(&col, &g, batch, &mut y);
-    drop(col);
+    // Per band: col = Wᵀ x, then scatter the columns onto the output image (col2im). No zeros are
+    // inserted and multiplied, unlike the "dilate then convolve" formulation.
+    let yp = SendPtr(y.as_mut_ptr());
+    scatter_tiles(&g, batch, |tile| {
+        let (off, cols) = span(batch, tile);
+        with_scratch(kdim * cols, |col| {
+            // SAFETY: `col` holds kdim·cols values; concurrent tiles lie in bands that reach
+            // disjoint rows of y.
+            unsafe {
+                gemm_into(
+                    kdim,
+                    cols,
+                    cin,
+                    col.as_mut_ptr(),
+                    cols,
+                    false,
+                    View::transposed(&w_vals, kdim),
+                    columns(&x_vals, m, off),
+                    false,
+                );
+                col2im_range_add(col, &g, batch, tile, yp.get());
+            }
+        });
+    });
     let out = dev.tensor_from_vec(y, (g.c * g.h * g.w, batch));
 
     let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
-        let mut dcol = vec![0.0; kdim * m];
-        im2col(gy, &g, batch, &mut dcol);
-        gemm(cin, kdim, m, gw, true, View::rows(&x_vals, m), View::transposed(&dcol, m));
+        let gy: &[f32] = gy;
         add_row_sums(gy, plane, gb);
-        if x_needs_grad {
+        let gxp = if x_needs_grad {
             let (gx,) = grad_slices!(grads, [&xg]);
-            gemm(cin, m, kdim, gx, true, View::rows(&w_vals, kdim), View::rows(&dcol, m));
-        }
+            Some(SendPtr(gx.as_mut_ptr()))
+        } else {
+            None
+        };
+        OuterSum::new(cin, kdim).run(&tiles, gw, |tile, acc| {
+            let (off, cols) = span(batch, tile);
+            with_scratch(kdim * cols, |dcol| {
+                im2col_range(gy, &g, batch, tile, dcol);
+                // SAFETY: each tile owns columns off..off+cols of every row of gx.
+                if let Some(gxp) = gxp {
+                    unsafe {
+                        gemm_into(
+                            cin,
+                            cols,
+                            kdim,
+                            gxp.get().add(off),
+                            m,
+                            true,
+                            View::rows(&w_vals, kdim),
+                            View::rows(dcol, cols),
+                            false,
+                        )
+                    };
+                }
+                acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
+            })
+        });
         Ok(())
     });
     out.put_tape(tape)

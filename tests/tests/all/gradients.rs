@@ -165,6 +165,11 @@ fn fused_convolutions_match_the_gather_path() {
         let batch = 3;
         let g =
             if transposed { ConvGeom::conv_t(out, h, w, k, s, p).unwrap() } else { ConvGeom::conv(c, h, w, k, s, p).unwrap() };
+        if batch == 16 {
+            let tiles = vaelab_core::nn::kernels::tiles(&g, batch).len();
+            let bands = vaelab_core::nn::kernels::bands(&g).len();
+            assert!(tiles >= 3 && bands >= 3, "tiles {tiles}, bands {bands}: the case should exercise tiling");
+        }
         let wlen = c * out * k * k;
         let x = dev.tensor_from_vec(values(7, c * h * w * batch, 1.0), (c * h * w, batch));
         let wt = dev.tensor_from_vec(values(8, wlen, 0.5), (wlen,));
