@@ -2,7 +2,7 @@
 //! learning-rate schedules and global-norm gradient clipping. State tensors are keyed by
 //! parameter name so that checkpoints can save and restore them.
 
-use crate::nn::{Flat, ParamStore, Role};
+use crate::nn::{Backend, Flat, ParamStore, Role};
 use crate::spec::{GradClip, Optimizer as OptSpec, Schedule};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
@@ -38,60 +38,78 @@ impl<D: Device<f32>> Optimizer<D> {
         };
         base * factor
     }
+}
 
+/// One parameter's update rule at one step, with every hyper-parameter resolved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    /// Adam (Kingma & Ba 2015, Algorithm 1) at update count `t` (1-based), with decoupled weight
+    /// decay (Loshchilov & Hutter 2019).
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, t: i32 },
+    /// SGD; with momentum, v ← μ·v + g and p ← p − lr·v.
+    Sgd { lr: f32, momentum: f32 },
+}
+
+/// A parameter's optimizer state: Adam's moments, or SGD's velocity in `first`.
+pub struct State<D: Device<f32>> {
+    pub first: Option<Flat<D>>,
+    pub second: Option<Flat<D>>,
+}
+
+/// The update from dfdx's own tensor ops, for any device. `g` is the (already clipped) gradient.
+pub fn update_generic<D: Device<f32>>(p: &Flat<D>, g: Flat<D>, state: State<D>, rule: Rule) -> (Flat<D>, State<D>) {
+    let n = p.shape().0;
+    let zeros = || p.device().zeros_like(&(n,));
+    match rule {
+        Rule::Adam { lr, beta1, beta2, eps, weight_decay, t } => {
+            let m = state.first.unwrap_or_else(zeros) * beta1 + g.clone() * (1.0 - beta1);
+            let v = state.second.unwrap_or_else(zeros) * beta2 + g.square() * (1.0 - beta2);
+            let m_hat = m.clone() / (1.0 - beta1.powi(t));
+            let v_hat = v.clone() / (1.0 - beta2.powi(t));
+            let update = m_hat / (v_hat.sqrt() + eps);
+            let decayed = if weight_decay > 0.0 { p.clone() * (1.0 - lr * weight_decay) } else { p.clone() };
+            (decayed - update * lr, State { first: Some(m), second: Some(v) })
+        }
+        Rule::Sgd { lr, momentum } => {
+            if momentum > 0.0 {
+                let v = state.first.unwrap_or_else(zeros) * momentum + g;
+                (p.clone() - v.clone() * lr, State { first: Some(v), second: None })
+            } else {
+                (p.clone() - g * lr, State { first: None, second: None })
+            }
+        }
+    }
+}
+
+impl<D: Backend> Optimizer<D> {
     /// Applies one update from `grads` (gradients of the loss w.r.t. the store's tensors).
     /// Returns the global gradient norm before clipping.
     pub fn step(&mut self, store: &mut ParamStore<D>, grads: &mut Gradients<f32, D>, step: usize) -> f32 {
         let lr = self.lr(step);
         let ids: Vec<_> = (0..store.len()).map(crate::nn::ParamId).filter(|&id| store.get(id).role == Role::Trainable).collect();
-        let mut gs: Vec<Flat<D>> = ids
-            .iter()
-            .map(|&id| {
-                let t = &store.get(id).tensor;
-                grads.try_alloc_for(t).expect("gradient allocation");
-                grads.get(t)
-            })
-            .collect();
-        let norm = gs.iter().map(|g| g.clone().square().sum::<(), _>().as_vec()[0] as f64).sum::<f64>().sqrt() as f32;
-        if let GradClip::Norm(max) = self.clip {
-            if norm > max {
-                let scale = max / (norm + 1e-6);
-                gs = gs.into_iter().map(|g| g * scale).collect();
-            }
-        }
+        let norm = ids.iter().map(|&id| D::grad_sq_sum(grads, &store.get(id).tensor)).sum::<f64>().sqrt() as f32;
+        let scale = match self.clip {
+            GradClip::Norm(max) if norm > max => max / (norm + 1e-6),
+            _ => 1.0,
+        };
         self.updates += 1;
-        let t = self.updates as i32;
-        for (&id, g) in ids.iter().zip(gs) {
+        let rule = match self.spec {
+            OptSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                Rule::Adam { lr, beta1, beta2, eps, weight_decay, t: self.updates.min(i32::MAX as u64) as i32 }
+            }
+            OptSpec::Sgd { momentum, .. } => Rule::Sgd { lr, momentum },
+        };
+        for id in ids {
             let name = store.get(id).name.clone();
-            let p = store.get(id).tensor.clone();
-            let dev = p.device().clone();
-            let n = p.shape().0;
-            let zeros = || dev.zeros_like(&(n,));
-            let new_p = match self.spec {
-                OptSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
-                    // Kingma & Ba 2015, Algorithm 1; decoupled weight decay from Loshchilov & Hutter 2019.
-                    let m = self.first.remove(&name).unwrap_or_else(zeros) * beta1 + g.clone() * (1.0 - beta1);
-                    let v = self.second.remove(&name).unwrap_or_else(zeros) * beta2 + g.square() * (1.0 - beta2);
-                    let m_hat = m.clone() / (1.0 - beta1.powi(t));
-                    let v_hat = v.clone() / (1.0 - beta2.powi(t));
-                    let update = m_hat / (v_hat.sqrt() + eps);
-                    self.first.insert(name.clone(), m);
-                    self.second.insert(name.clone(), v);
-                    let decayed = if weight_decay > 0.0 { p.clone() * (1.0 - lr * weight_decay) } else { p };
-                    decayed - update * lr
-                }
-                OptSpec::Sgd { momentum, .. } => {
-                    let velocity = if momentum > 0.0 {
-                        let v = self.first.remove(&name).unwrap_or_else(zeros) * momentum + g;
-                        self.first.insert(name.clone(), v.clone());
-                        v
-                    } else {
-                        g
-                    };
-                    p - velocity * lr
-                }
-            };
-            store.set(id, new_p);
+            let state = State { first: self.first.remove(&name), second: self.second.remove(&name) };
+            let (p, state) = D::update(&store.get(id).tensor, grads, scale, state, rule);
+            if let Some(m) = state.first {
+                self.first.insert(name.clone(), m);
+            }
+            if let Some(v) = state.second {
+                self.second.insert(name, v);
+            }
+            store.set(id, p);
         }
         norm
     }

@@ -4,6 +4,7 @@
 //! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
 
 pub mod fused;
+pub mod fused_optim;
 pub mod gather;
 pub mod geom;
 pub mod kernels;
@@ -16,14 +17,25 @@ pub use layers::{Act, Ctx, Sequential};
 pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
 pub use shape::{infer, FeatShape, SummaryRow};
 
+use crate::optim::{Rule, State};
 use dfdx::prelude::*;
 
 pub type OT<D> = OwnedTape<f32, D>;
 /// A batch-last activation matrix on a tape.
 pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
 
-/// A dfdx device plus vaelab's convolution kernels for it.
+/// A dfdx device plus vaelab's fused kernels for it.
 pub trait Backend: Device<f32> {
+    /// Σ g² of `p`'s gradient (0 when `p` got none).
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64;
+    /// One optimizer update of `p` with its gradient times `scale` (gradient clipping).
+    fn update(
+        p: &Flat<Self>,
+        grads: &mut Gradients<f32, Self>,
+        scale: f32,
+        state: State<Self>,
+        rule: Rule,
+    ) -> (Flat<Self>, State<Self>);
     fn conv2d(
         x: Tensor2<Self>,
         x_needs_grad: bool,
@@ -43,6 +55,19 @@ pub trait Backend: Device<f32> {
 }
 
 impl Backend for Cpu {
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
+        let g = grads.get_or_alloc_mut(p).expect("CPU allocation");
+        g.iter().map(|v| (*v as f64) * (*v as f64)).sum()
+    }
+    fn update(
+        p: &Flat<Self>,
+        grads: &mut Gradients<f32, Self>,
+        scale: f32,
+        state: State<Self>,
+        rule: Rule,
+    ) -> (Flat<Self>, State<Self>) {
+        fused_optim::update(p, grads, scale, state, rule)
+    }
     fn conv2d(
         x: Tensor2<Self>,
         x_needs_grad: bool,
@@ -67,6 +92,20 @@ impl Backend for Cpu {
 
 #[cfg(feature = "cuda")]
 impl Backend for Cuda {
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
+        grads.try_alloc_for(p).expect("CUDA allocation");
+        grads.get(p).square().sum::<(), _>().as_vec()[0] as f64
+    }
+    fn update(
+        p: &Flat<Self>,
+        grads: &mut Gradients<f32, Self>,
+        scale: f32,
+        state: State<Self>,
+        rule: Rule,
+    ) -> (Flat<Self>, State<Self>) {
+        grads.try_alloc_for(p).expect("CUDA allocation");
+        crate::optim::update_generic(p, grads.get(p) * scale, state, rule)
+    }
     fn conv2d(
         x: Tensor2<Self>,
         _: bool,

@@ -3,5 +3,6 @@
 mod eval;
 mod gradients;
 mod model;
+mod optim;
 mod specs;
 mod training;
