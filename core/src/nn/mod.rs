@@ -24,10 +24,16 @@ pub type OT<D> = OwnedTape<f32, D>;
 /// A batch-last activation matrix on a tape.
 pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
 
-/// A dfdx device plus vaelab's fused kernels for it.
+/// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
+/// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
+/// tests check against these generic versions.
 pub trait Backend: Device<f32> {
     /// Σ g² of `p`'s gradient (0 when `p` got none).
-    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64;
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
+        grads.try_alloc_for(p).expect("gradient allocation");
+        grads.get(p).square().sum::<(), _>().as_vec()[0] as f64
+    }
+
     /// One optimizer update of `p` with its gradient times `scale` (gradient clipping).
     fn update(
         p: &Flat<Self>,
@@ -35,23 +41,34 @@ pub trait Backend: Device<f32> {
         scale: f32,
         state: State<Self>,
         rule: Rule,
-    ) -> (Flat<Self>, State<Self>);
+    ) -> (Flat<Self>, State<Self>) {
+        grads.try_alloc_for(p).expect("gradient allocation");
+        crate::optim::update_generic(p, grads.get(p) * scale, state, rule)
+    }
+
+    /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B). `x_needs_grad = false` lets a kernel skip dx.
     fn conv2d(
         x: Tensor2<Self>,
-        x_needs_grad: bool,
+        _x_needs_grad: bool,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cout: usize,
-    ) -> Tensor2<Self>;
+    ) -> Tensor2<Self> {
+        gather::conv2d(x, w, b, g, cout)
+    }
+
+    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry.
     fn conv_t2d(
         x: Tensor2<Self>,
-        x_needs_grad: bool,
+        _x_needs_grad: bool,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cin: usize,
-    ) -> Tensor2<Self>;
+    ) -> Tensor2<Self> {
+        gather::conv_t2d(x, w, b, g, cin)
+    }
 }
 
 impl Backend for Cpu {
@@ -90,43 +107,9 @@ impl Backend for Cpu {
     }
 }
 
+/// CUDA runs the generic dfdx-op kernels (gather-based convolutions).
 #[cfg(feature = "cuda")]
-impl Backend for Cuda {
-    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
-        grads.try_alloc_for(p).expect("CUDA allocation");
-        grads.get(p).square().sum::<(), _>().as_vec()[0] as f64
-    }
-    fn update(
-        p: &Flat<Self>,
-        grads: &mut Gradients<f32, Self>,
-        scale: f32,
-        state: State<Self>,
-        rule: Rule,
-    ) -> (Flat<Self>, State<Self>) {
-        grads.try_alloc_for(p).expect("CUDA allocation");
-        crate::optim::update_generic(p, grads.get(p) * scale, state, rule)
-    }
-    fn conv2d(
-        x: Tensor2<Self>,
-        _: bool,
-        w: Flat<Self, OT<Self>>,
-        b: Flat<Self, OT<Self>>,
-        g: ConvGeom,
-        cout: usize,
-    ) -> Tensor2<Self> {
-        gather::conv2d(x, w, b, g, cout)
-    }
-    fn conv_t2d(
-        x: Tensor2<Self>,
-        _: bool,
-        w: Flat<Self, OT<Self>>,
-        b: Flat<Self, OT<Self>>,
-        g: ConvGeom,
-        cin: usize,
-    ) -> Tensor2<Self> {
-        gather::conv_t2d(x, w, b, g, cin)
-    }
-}
+impl Backend for Cuda {}
 
 /// N×C×H×W values → a batch-last `(C·H·W, N)` matrix.
 pub fn to_batch_last(nchw: &[f32], n: usize) -> Vec<f32> {
