@@ -58,6 +58,20 @@ impl LatentModel {
         }
     }
 
+    /// `count` codes drawn from the prior, batch-last (code shape × count), from the random stream
+    /// (seed, purpose, 0). Each latent kind owns its prior: N(0, I) here.
+    pub fn sample_prior<D: Device<f32>>(
+        &self,
+        dev: &D,
+        seed: u64,
+        purpose: &str,
+        count: usize,
+    ) -> Tensor<(usize, usize), f32, D> {
+        match self {
+            LatentModel::Gaussian(g) => crate::data::normal_noise(dev, seed, purpose, 0, g.dim, count),
+        }
+    }
+
     /// Encodes features `h`; `noise` (standard normal, the code's shape × batch) drives the
     /// reparameterised sample z = μ + σ·ε, so every random draw comes from the caller's stream.
     pub fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {

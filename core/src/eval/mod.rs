@@ -248,7 +248,7 @@ fn write_grids<D: Backend>(
     };
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
-    let z = normal_noise(dev, spec.seed, "eval-samples", 0, code, g * g).as_vec();
+    let z = model.latent.sample_prior(dev, spec.seed, "eval-samples", g * g).as_vec();
     save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join("samples.png"))?;
 
     // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.

@@ -147,3 +147,23 @@ fn an_unwritable_run_directory_is_a_clear_error() {
     let message = err.to_string();
     assert!(message.contains("cannot create the run directory") && message.contains("not-a-dir"), "{message}");
 }
+
+/// A full disk (simulated with /dev/full, which fails every write with ENOSPC) is a clear error
+/// naming the checkpoint, and leaves no half-written file and no `latest` pointing at one.
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_no_broken_checkpoint() {
+    if !Path::new("/dev/full").exists() {
+        return; // not Linux: nothing to simulate with
+    }
+    let dir = scratch("disk-full");
+    let ckpt = dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    std::os::unix::fs::symlink("/dev/full", ckpt.join("step-0000001.safetensors.tmp")).unwrap();
+    let mut spec = tiny();
+    spec.train.steps = 1;
+    let message = train(&spec, &options(&dir)).unwrap_err().to_string();
+    assert!(message.contains("cannot write checkpoint") && message.contains("step-0000001.safetensors"), "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(!ckpt.join("latest").exists());
+    assert!(!ckpt.join("step-0000001.safetensors").exists());
+}
