@@ -22,7 +22,7 @@ pub struct BenchResult {
 /// Times `steps` training steps; the first two are warm-up and not counted.
 pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
     let dev = Cpu::seed_from_u64(spec.seed);
-    let ds = build_dataset(spec);
+    let ds = build_dataset(spec)?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store).map_err(|(p, m)| anyhow::anyhow!("{p}: {m}"))?;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), steps);

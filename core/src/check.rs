@@ -1,24 +1,37 @@
 //! `vaelab check`: a spec fully validated (syntax, values, shapes) before any work starts, its
 //! resolved form, and a model summary table.
 
-use crate::data::{build_dataset, data_shape};
+use crate::data::{build_dataset, data_shape, size_mismatch};
 use crate::model::Model;
-use crate::nn::SummaryRow;
+use crate::nn::{FeatShape, SummaryRow};
 use crate::spec::{load_spec, Experiment, LoadedSpec, SpecErrors};
 use std::fmt::Write;
 use std::path::Path;
 
-/// Loads `path` and checks every layer's shapes against the data.
-pub fn check_file(path: &Path) -> Result<(LoadedSpec, Vec<SummaryRow>), SpecErrors> {
-    let loaded = load_spec(path)?;
-    let rows = check_shapes(&loaded)?;
-    Ok((loaded, rows))
+/// A spec that passed every check, with the data's shape and the model summary.
+pub struct Checked {
+    pub loaded: LoadedSpec,
+    pub input: FeatShape,
+    pub rows: Vec<SummaryRow>,
 }
 
-pub fn check_shapes(loaded: &LoadedSpec) -> Result<Vec<SummaryRow>, SpecErrors> {
+/// Loads `path`, opens its dataset and checks every layer's shapes against the data.
+pub fn check_file(path: &Path) -> Result<Checked, SpecErrors> {
+    let loaded = load_spec(path)?;
+    let (input, rows) = check_shapes(&loaded)?;
+    Ok(Checked { loaded, input, rows })
+}
+
+pub fn check_shapes(loaded: &LoadedSpec) -> Result<(FeatShape, Vec<SummaryRow>), SpecErrors> {
     let e = &loaded.experiment;
-    let shape = data_shape(build_dataset(e).as_ref());
-    Model::summary(&e.model, shape).map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))
+    let ds = build_dataset(e)
+        .map_err(|err| SpecErrors::from(loaded.error_at("data.dataset", format!("cannot open the dataset: {err}"))))?;
+    if let Some(message) = size_mismatch(e, ds.as_ref()) {
+        return Err(loaded.error_at("data.size", message).into());
+    }
+    let input = data_shape(ds.as_ref());
+    let rows = Model::summary(&e.model, input).map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
+    Ok((input, rows))
 }
 
 /// The resolved spec as RON, every default written out.
@@ -59,8 +72,10 @@ pub fn format_summary(input: &str, rows: &[SummaryRow]) -> String {
 }
 
 /// The full `vaelab check` report for a valid spec.
-pub fn report(loaded: &LoadedSpec, rows: &[SummaryRow]) -> String {
-    let e = &loaded.experiment;
-    let shape = data_shape(build_dataset(e).as_ref());
-    format!("# Resolved spec\n{}\n\n# Model summary\n{}", format_resolved(e), format_summary(&shape.to_string(), rows))
+pub fn report(c: &Checked) -> String {
+    format!(
+        "# Resolved spec\n{}\n\n# Model summary\n{}",
+        format_resolved(&c.loaded.experiment),
+        format_summary(&c.input.to_string(), &c.rows)
+    )
 }

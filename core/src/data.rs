@@ -3,17 +3,30 @@
 use crate::nn::{to_batch_last, FeatShape};
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
-use vaelab_datasets::{tag, Dataset, ImageBatch, Shapes, ShapesConfig, Split, StreamRng};
+use vaelab_datasets::{tag, DataError, Dataset, IdxConfig, IdxDataset, ImageBatch, Shapes, ShapesConfig, Split, StreamRng};
 
-pub fn build_dataset(e: &Experiment) -> Box<dyn Dataset> {
-    match e.data.dataset {
+/// Opens the spec's dataset. File formats read (and check) their files here, before any training.
+pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
+    Ok(match &e.data.dataset {
         spec::Dataset::Shapes => Box::new(Shapes::new(ShapesConfig {
             size: e.data.size,
             train: e.data.train_size,
             test: e.data.test_size,
             seed: e.seed,
         })),
-    }
+        spec::Dataset::Idx { dir, train, test } => {
+            let cfg = IdxConfig { dir: dir.clone(), train: train.clone(), test: test.clone() };
+            Box::new(IdxDataset::open(&cfg, (e.data.train_size, e.data.test_size))?)
+        }
+    })
+}
+
+/// Why a dataset's images do not fit the spec's `data.size`, if they don't.
+pub fn size_mismatch(e: &Experiment, ds: &dyn Dataset) -> Option<String> {
+    let (_, h, w) = ds.image_shape();
+    (h != e.data.size || w != e.data.size).then(|| {
+        format!("the dataset's images are {h}×{w} but `size` is {}; set `size: {h}` (IDX images are not resized)", e.data.size)
+    })
 }
 
 pub fn data_shape(ds: &dyn Dataset) -> FeatShape {

@@ -94,8 +94,8 @@ fn set_threads(threads: Option<usize>) -> Result<usize> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { spec } => match check::check_file(&spec) {
-            Ok((loaded, rows)) => {
-                print!("{}", check::report(&loaded, &rows));
+            Ok(checked) => {
+                print!("{}", check::report(&checked));
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -108,8 +108,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (mut experiment, run_dir) = match (&resume, &spec) {
                 (Some(dir), _) => (eval::read_run_spec(dir)?, dir.clone()),
                 (None, Some(path)) => {
-                    let (loaded, _) = match check::check_file(path) {
-                        Ok(ok) => ok,
+                    let loaded = match check::check_file(path) {
+                        Ok(ok) => ok.loaded,
                         Err(errors) => {
                             eprint!("{errors}");
                             return Ok(ExitCode::from(2));
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench { spec, steps, threads } => {
             let threads = set_threads(threads)?;
-            let (loaded, _) = check::check_file(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let loaded = check::check_file(&spec).map_err(|e| anyhow::anyhow!("{e}"))?.loaded;
             let result = vaelab_core::bench::time_steps(&loaded.experiment, steps)?;
             let [f, b, o] = result.median_parts_s;
             println!(

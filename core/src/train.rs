@@ -24,6 +24,8 @@ pub enum TrainError {
     NonFinite { step: usize, term: String, value: f32, kept: String },
     #[error("{0}")]
     Model(String),
+    #[error("cannot open the dataset: {0}")]
+    Data(#[from] vaelab_datasets::DataError),
     #[error("run directory {0} already holds a run; continue it with `--resume {0}`, or pass another `--out`")]
     RunExists(PathBuf),
     #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
@@ -104,7 +106,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         return Err(TrainError::RunExists(dir.clone()));
     }
     std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the run directory"))?;
-    let dataset = build_dataset(spec);
+    let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;

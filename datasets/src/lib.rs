@@ -6,10 +6,14 @@
 //! so a training run can be resumed without saving any data-loader state.
 
 mod batch;
+mod error;
+pub mod idx;
 mod rng;
 pub mod shapes;
 
 pub use batch::ImageBatch;
+pub use error::DataError;
+pub use idx::{IdxConfig, IdxDataset};
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
 

@@ -31,6 +31,8 @@ pub enum EvalError {
     Write(String),
     #[error("{0}")]
     Model(String),
+    #[error("cannot open the dataset: {0}")]
+    Data(#[from] vaelab_datasets::DataError),
     #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
     NoCuda,
 }
@@ -89,7 +91,7 @@ fn evaluate_on<D: Backend>(
     run_dir: &Path,
     checkpoint: Option<&Path>,
 ) -> Result<EvalReport, EvalError> {
-    let dataset = build_dataset(spec);
+    let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;

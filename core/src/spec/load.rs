@@ -88,12 +88,26 @@ fn load_chain(path: PathBuf, text: String) -> Result<LoadedSpec, SpecErrors> {
     // Most derived file wins: fold from the root ancestor down.
     let merged = patches.into_iter().rev().reduce(ExperimentPatch::merge).expect("at least one file");
     let experiment = resolve(merged).map_err(|(p, m)| SpecErrors::from(locate_error(&sources, p, m)))?;
-    let loaded = LoadedSpec { experiment, sources };
+    let mut loaded = LoadedSpec { experiment, sources };
+    resolve_data_paths(&mut loaded);
     let problems = validate_values(&loaded.experiment);
     if problems.is_empty() {
         Ok(loaded)
     } else {
         Err(SpecErrors(problems.into_iter().map(|(p, m)| loaded.error_at(&p, m)).collect()))
+    }
+}
+
+/// Makes a relative dataset folder relative to the spec file that writes it (like `extends`), so a
+/// run's resolved `spec.ron` works from any working directory.
+fn resolve_data_paths(loaded: &mut LoadedSpec) {
+    if let crate::spec::Dataset::Idx { dir, .. } = &mut loaded.experiment.data.dataset {
+        if dir.is_relative() {
+            let writer = loaded.sources.iter().find(|s| s.locations.contains("data.dataset")).or(loaded.sources.first());
+            if let Some(base) = writer.and_then(|s| s.path.parent()) {
+                *dir = base.join(&*dir);
+            }
+        }
     }
 }
 

@@ -44,10 +44,28 @@ impl std::str::FromStr for Device {
 
 /// Which images to train on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Dataset {
     /// The built-in procedural dSprites-like shapes (no download).
     #[default]
     Shapes,
+    /// MNIST-style IDX files: `<train>-images-idx3-ubyte[.gz]` + `<train>-labels-idx1-ubyte[.gz]` and the
+    /// same for `test`, in `dir` (relative paths are resolved against the spec file that writes them).
+    /// `data.train_size` / `data.test_size` cap how many images of each file are used.
+    Idx {
+        dir: std::path::PathBuf,
+        #[serde(default = "idx_train")]
+        train: String,
+        #[serde(default = "idx_test")]
+        test: String,
+    },
+}
+
+fn idx_train() -> String {
+    "train".into()
+}
+fn idx_test() -> String {
+    "t10k".into()
 }
 
 section! {

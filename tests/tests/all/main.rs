@@ -1,5 +1,6 @@
 //! vaelab's integration tests: one binary, a module per area.
 
+mod datasets;
 mod eval;
 mod gradients;
 mod model;

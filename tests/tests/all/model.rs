@@ -25,7 +25,7 @@ fn check(likelihood: Likelihood) {
     ];
     spec.model.likelihood = likelihood;
     let dev = Cpu::default();
-    let ds = build_dataset(&spec);
+    let ds = build_dataset(&spec).unwrap();
     let mut store = ParamStore::new(dev.clone(), 11);
     let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store).unwrap();
     let images = train_batch(ds.as_ref(), 1, 0, 3);

@@ -31,11 +31,20 @@ fn every_spec_resolves_and_builds() {
     for file in files.iter().filter(|f| !f.starts_with(root.join("specs/base"))) {
         // cargo runs this binary in tests/, so `../specs/…` keeps paths in messages short and stable.
         let rel = Path::new("..").join(file.strip_prefix(&root).unwrap());
-        let (loaded, rows) = check::check_file(&rel).unwrap_or_else(|e| panic!("{e}"));
-        let reparsed: vaelab_core::spec::Experiment = ron::from_str(&check::format_resolved(&loaded.experiment)).unwrap();
-        assert_eq!(reparsed, loaded.experiment, "the resolved form of {} must parse back to the same experiment", rel.display());
+        let checked = match check::check_file(&rel) {
+            Ok(c) => c,
+            // Specs on installed data (e.g. Fashion-MNIST from Debian) are checked where the data is.
+            Err(e) if e.to_string().contains("cannot open the dataset") && std::env::var_os("VAELAB_REQUIRE_DATA").is_none() => {
+                eprintln!("skipping {}: {e}", rel.display());
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let experiment = &checked.loaded.experiment;
+        let reparsed: vaelab_core::spec::Experiment = ron::from_str(&check::format_resolved(experiment)).unwrap();
+        assert_eq!(&reparsed, experiment, "the resolved form of {} must parse back to the same experiment", rel.display());
         let name = file.strip_prefix(&root).unwrap().to_string_lossy().replace(['/', '.'], "_");
-        insta::assert_snapshot!(name, check::report(&loaded, &rows));
+        insta::assert_snapshot!(name, check::report(&checked));
     }
 }
 
