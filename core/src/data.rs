@@ -3,7 +3,10 @@
 use crate::nn::{to_batch_last, FeatShape};
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
-use vaelab_datasets::{tag, DataError, Dataset, IdxConfig, IdxDataset, ImageBatch, Shapes, ShapesConfig, Split, StreamRng};
+use vaelab_datasets::{
+    tag, DataError, Dataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch, Shapes, ShapesConfig, Split,
+    StreamRng,
+};
 
 /// Opens the spec's dataset. File formats read (and check) their files here, before any training.
 pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
@@ -18,6 +21,16 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
             let cfg = IdxConfig { dir: dir.clone(), train: train.clone(), test: test.clone() };
             Box::new(IdxDataset::open(&cfg, (e.data.train_size, e.data.test_size))?)
         }
+        spec::Dataset::Folder { root, channels, fit, on_bad_file, cache_mib } => Box::new(FolderDataset::open(FolderConfig {
+            root: root.clone(),
+            size: e.data.size,
+            channels: *channels,
+            fit: *fit,
+            on_bad_file: *on_bad_file,
+            limits: (e.data.train_size, e.data.test_size),
+            seed: e.seed,
+            cache_mib: *cache_mib,
+        })?),
     })
 }
 

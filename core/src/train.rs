@@ -125,9 +125,11 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             .map_err(io(&dir.join("spec.ron"), "cannot write the resolved spec"))?;
         let _ = std::fs::remove_file(&log_path);
     }
+    let skipped: Vec<String> = dataset.skipped().iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
     let run_info = serde_json::json!({
         "vaelab": env!("CARGO_PKG_VERSION"), "threads": opts.threads, "device": format!("{:?}", spec.device),
         "resumed_at": if opts.resume { Some(start) } else { None },
+        "skipped_files": skipped.len(), "skipped": skipped,
     });
     checkpoint::write_atomic(&dir.join("run.json"), run_info.to_string().as_bytes())
         .map_err(io(&dir.join("run.json"), "cannot write"))?;

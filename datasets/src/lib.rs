@@ -7,12 +7,14 @@
 
 mod batch;
 mod error;
+pub mod folder;
 pub mod idx;
 mod rng;
 pub mod shapes;
 
 pub use batch::ImageBatch;
 pub use error::DataError;
+pub use folder::{Channels, Fit, FolderConfig, FolderDataset, OnBadFile};
 pub use idx::{IdxConfig, IdxDataset};
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
@@ -53,6 +55,11 @@ pub trait Dataset: Send + Sync {
     }
     /// One image.
     fn sample(&self, split: Split, index: usize) -> Sample;
+
+    /// Files left out as unreadable (with the reason), for the run record.
+    fn skipped(&self) -> Vec<(std::path::PathBuf, String)> {
+        Vec::new()
+    }
 
     /// Images at `indices`, decoded or generated in parallel with rayon.
     fn batch(&self, split: Split, indices: &[usize]) -> ImageBatch {

@@ -101,7 +101,12 @@ fn load_chain(path: PathBuf, text: String) -> Result<LoadedSpec, SpecErrors> {
 /// Makes a relative dataset folder relative to the spec file that writes it (like `extends`), so a
 /// run's resolved `spec.ron` works from any working directory.
 fn resolve_data_paths(loaded: &mut LoadedSpec) {
-    if let crate::spec::Dataset::Idx { dir, .. } = &mut loaded.experiment.data.dataset {
+    let dir = match &mut loaded.experiment.data.dataset {
+        crate::spec::Dataset::Idx { dir, .. } => Some(dir),
+        crate::spec::Dataset::Folder { root, .. } => Some(root),
+        crate::spec::Dataset::Shapes => None,
+    };
+    if let Some(dir) = dir {
         if dir.is_relative() {
             let writer = loaded.sources.iter().find(|s| s.locations.contains("data.dataset")).or(loaded.sources.first());
             if let Some(base) = writer.and_then(|s| s.path.parent()) {

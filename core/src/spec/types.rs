@@ -59,6 +59,27 @@ pub enum Dataset {
         #[serde(default = "idx_test")]
         test: String,
     },
+    /// A folder of PNG (8/16-bit), JPEG or TIFF files: either `root/{train,test}/<class>/*` (class
+    /// folders become labels, as in the Knee OA grading data) or images directly in `root` (no labels;
+    /// a seeded shuffle picks `test_size` test images). Relative roots are resolved against the spec file.
+    Folder {
+        root: std::path::PathBuf,
+        #[serde(default)]
+        channels: vaelab_datasets::Channels,
+        /// `Exact` (sizes must equal `data.size`), `Resize` or `CenterCrop`.
+        #[serde(default)]
+        fit: vaelab_datasets::Fit,
+        /// `Error` (stop, naming the file) or `Skip` (leave it out with a warning; counted in run.json).
+        #[serde(default)]
+        on_bad_file: vaelab_datasets::OnBadFile,
+        /// Keep decoded images in memory when they all fit in this many MiB.
+        #[serde(default = "cache_mib")]
+        cache_mib: usize,
+    },
+}
+
+fn cache_mib() -> usize {
+    2048
 }
 
 fn idx_train() -> String {

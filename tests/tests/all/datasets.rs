@@ -115,3 +115,134 @@ fn fashion_mnist_spec_trains() {
     assert!(report.metrics["mse"].value.is_finite());
     assert_eq!(report.test_images, 64);
 }
+
+mod folders {
+    use crate::training::scratch;
+    use image::{ImageBuffer, Luma, Rgb};
+    use std::path::{Path, PathBuf};
+    use vaelab_datasets::{Channels, Dataset, Fit, FolderConfig, FolderDataset, OnBadFile, Split};
+
+    fn cfg(root: &Path, size: usize) -> FolderConfig {
+        FolderConfig {
+            root: root.to_path_buf(),
+            size,
+            channels: Channels::Grey,
+            fit: Fit::Exact,
+            on_bad_file: OnBadFile::Error,
+            limits: (usize::MAX, 2),
+            seed: 1,
+            cache_mib: 64,
+        }
+    }
+
+    fn grey8(path: &Path, w: u32, h: u32, v: u8) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        ImageBuffer::from_pixel(w, h, Luma([v])).save(path).unwrap();
+    }
+
+    fn message(r: Result<FolderDataset, vaelab_datasets::DataError>, dir: &Path) -> String {
+        r.err().expect("should fail").to_string().replace(&dir.display().to_string(), "DIR")
+    }
+
+    /// The Knee OA layout: class folders `0`…`4` under train/ and test/ give numeric labels.
+    #[test]
+    fn class_folders_give_labels_and_8_and_16_bit_pngs_decode() {
+        let root = scratch("folder-classes");
+        grey8(&root.join("train/0/a.png"), 8, 8, 51); // 51/255 = 0.2
+        grey8(&root.join("train/4/b.png"), 8, 8, 255);
+        std::fs::create_dir_all(root.join("train/2")).unwrap();
+        ImageBuffer::from_pixel(8, 8, Luma([16384u16])).save(root.join("train/2/c.png")).unwrap(); // 0.25, 16-bit
+        grey8(&root.join("test/1/d.png"), 8, 8, 0);
+        let ds = FolderDataset::open(cfg(&root, 8)).unwrap();
+        assert_eq!(ds.classes(), ["0", "1", "2", "4"], "classes of both splits, in numeric order");
+        assert_eq!(ds.sample(Split::Test, 0).factors, vec![1.0]);
+        assert_eq!((ds.len(Split::Train), ds.len(Split::Test)), (3, 1));
+        assert_eq!(ds.bit_depth(), 16, "the deepest file sets the recorded bit depth");
+        let by_label: Vec<(f32, f32)> = (0..3).map(|i| ds.sample(Split::Train, i)).map(|s| (s.factors[0], s.pixels[0])).collect();
+        assert_eq!(by_label.len(), 3);
+        for (label, value) in by_label {
+            let want = match label as u32 {
+                0 => 0.2,
+                2 => 0.25,
+                4 => 1.0,
+                other => panic!("label {other}"),
+            };
+            assert!((value - want).abs() < 1e-4, "label {label}: {value}");
+        }
+        assert!(ds.is_cached());
+    }
+
+    #[test]
+    fn rgb_jpeg_tiff_and_fitting_to_size() {
+        let root = scratch("folder-formats");
+        std::fs::create_dir_all(&root).unwrap();
+        ImageBuffer::from_pixel(20, 10, Rgb([255u8, 0, 0])).save(root.join("red.jpg")).unwrap();
+        ImageBuffer::from_pixel(20, 10, Rgb([0u8, 0, 255])).save(root.join("blue.tiff")).unwrap();
+        // A wide grey image whose central square is white and sides black: CenterCrop keeps white.
+        let mut img = ImageBuffer::from_pixel(30, 10, Luma([0u8]));
+        for y in 0..10 {
+            for x in 10..20 {
+                img.put_pixel(x, y, Luma([255]));
+            }
+        }
+        img.save(root.join("wide.png")).unwrap();
+        let mut c = cfg(&root, 8);
+        c.limits = (usize::MAX, 1);
+        c.channels = Channels::Rgb;
+        c.fit = Fit::Resize;
+        let ds = FolderDataset::open(c.clone()).unwrap();
+        assert_eq!(ds.image_shape(), (3, 8, 8));
+        assert_eq!(ds.len(Split::Train) + ds.len(Split::Test), 3);
+        let all: Vec<Vec<f32>> = (0..ds.len(Split::Train))
+            .map(|i| ds.sample(Split::Train, i).pixels)
+            .chain([ds.sample(Split::Test, 0).pixels])
+            .collect();
+        // Planar C×H×W: some image is red (R plane ≈ 1, B plane ≈ 0), some blue.
+        assert!(all.iter().any(|p| p[0] > 0.95 && p[128] < 0.05), "a red image");
+        assert!(all.iter().any(|p| p[0] < 0.05 && p[128] > 0.95), "a blue image");
+        c.channels = Channels::Grey;
+        c.fit = Fit::CenterCrop;
+        let ds = FolderDataset::open(c).unwrap();
+        let whites = (0..ds.len(Split::Train))
+            .map(|i| ds.sample(Split::Train, i))
+            .chain([ds.sample(Split::Test, 0)])
+            .filter(|s| s.pixels.iter().all(|v| *v > 0.99))
+            .count();
+        assert_eq!(whites, 1, "the centre crop of wide.png is all white");
+    }
+
+    #[test]
+    fn bad_folders_and_files_name_the_path() {
+        let root = scratch("folder-bad");
+        let mut report = Vec::new();
+        report.push(message(FolderDataset::open(cfg(&root.join("missing"), 8)), &root));
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        report.push(message(FolderDataset::open(cfg(&root.join("empty"), 8)), &root));
+        // Mixed sizes without a fit option: the message names the odd file and its size.
+        let mixed = root.join("mixed");
+        for name in ["a", "b", "c"] {
+            grey8(&mixed.join(format!("{name}.png")), 8, 8, 9);
+        }
+        grey8(&mixed.join("odd.png"), 12, 9, 9);
+        report.push(message(FolderDataset::open(cfg(&mixed, 8)), &root));
+        // A truncated PNG: an error naming it, or with Skip, left out and counted.
+        let corrupt = root.join("corrupt");
+        for name in ["a", "b", "c", "d"] {
+            grey8(&corrupt.join(format!("{name}.png")), 8, 8, 9);
+        }
+        let bytes = std::fs::read(corrupt.join("c.png")).unwrap();
+        std::fs::write(corrupt.join("c.png"), &bytes[..bytes.len() / 2]).unwrap();
+        report.push(message(FolderDataset::open(cfg(&corrupt, 8)), &root));
+        let mut skip = cfg(&corrupt, 8);
+        skip.on_bad_file = OnBadFile::Skip;
+        let ds = FolderDataset::open(skip).unwrap();
+        assert_eq!(ds.skipped().len(), 1);
+        assert_eq!(ds.skipped()[0].0, corrupt.join("c.png"));
+        assert_eq!(ds.len(Split::Train) + ds.len(Split::Test), 3);
+        // Class layout without a test folder.
+        grey8(&root.join("classes/train/0/a.png"), 8, 8, 9);
+        report.push(message(FolderDataset::open(cfg(&root.join("classes"), 8)), &root));
+        insta::assert_snapshot!(report.join("\n"));
+        let _: PathBuf = root;
+    }
+}

@@ -1,0 +1,309 @@
+//! Folders of ordinary image files (PNG 8/16-bit, JPEG, TIFF; grey or RGB), read with the `image`
+//! crate. Two layouts:
+//!
+//! * **class folders**: `root/train/<class>/*.png` and `root/test/<class>/*.png` (the Knee
+//!   Osteoarthritis Severity Grading layout, classes `0`…`4`). Class folder names become labels:
+//!   their number when every name is a number, else their index in sorted order.
+//! * **flat**: image files directly in `root`, no labels; a seeded shuffle puts `test_size` of
+//!   them in the test split.
+//!
+//! Every file is decoded once when the dataset is opened (in parallel), so a corrupt file stops a
+//! run before training, never in the middle of it; decoded images are kept in memory when they fit
+//! the cache limit.
+
+use crate::error::DataError;
+use crate::rng::{tag, StreamRng};
+use crate::{Dataset, Sample, Split};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
+
+/// How images whose size differs from `data.size` are brought to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fit {
+    /// Sizes must already match; the first file that does not is an error.
+    #[default]
+    Exact,
+    /// Resize to size×size (bilinear), ignoring the aspect ratio.
+    Resize,
+    /// Crop the central square, then resize it to size×size.
+    CenterCrop,
+}
+
+/// What to do with a file that cannot be decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnBadFile {
+    /// Stop with an error naming the file.
+    #[default]
+    Error,
+    /// Leave it out, with a warning; the count is reported by [`FolderDataset::skipped`].
+    Skip,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channels {
+    #[default]
+    Grey,
+    Rgb,
+}
+
+/// Options of a folder dataset, as written in a spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FolderConfig {
+    pub root: PathBuf,
+    pub size: usize,
+    pub channels: Channels,
+    pub fit: Fit,
+    pub on_bad_file: OnBadFile,
+    /// Images per split at most (train, test).
+    pub limits: (usize, usize),
+    pub seed: u64,
+    /// Keep decoded images in memory when all of them fit in this many MiB.
+    pub cache_mib: usize,
+}
+
+struct Item {
+    path: PathBuf,
+    label: Option<u32>,
+}
+
+pub struct FolderDataset {
+    cfg: FolderConfig,
+    train: Vec<Item>,
+    test: Vec<Item>,
+    /// Decoded pixels, when they fit the cache: (train, test).
+    cache: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    bit_depth: u8,
+    skipped: Vec<(PathBuf, String)>,
+    classes: Vec<String>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(DataError::io(dir))?
+        .map(|e| e.map(|e| e.path()).map_err(DataError::io(dir)))
+        .collect::<Result<_, _>>()?;
+    out.sort();
+    Ok(out)
+}
+
+/// `root/<split>/<class>/*` → items with labels, plus the class names.
+fn class_items(split_dir: &Path, classes: &[String], numeric: bool) -> Result<Vec<Item>, DataError> {
+    let mut items = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        let dir = split_dir.join(class);
+        if !dir.is_dir() {
+            continue;
+        }
+        let label = if numeric { class.parse().unwrap() } else { i as u32 };
+        items.extend(list_dir(&dir)?.into_iter().filter(|p| is_image(p)).map(|path| Item { path, label: Some(label) }));
+    }
+    Ok(items)
+}
+
+impl FolderDataset {
+    pub fn open(cfg: FolderConfig) -> Result<FolderDataset, DataError> {
+        let root = &cfg.root;
+        if !root.is_dir() {
+            return Err(DataError::Mismatch { path: root.clone(), message: "no such folder".into() });
+        }
+        let (mut train, mut test, classes) = if root.join("train").is_dir() {
+            let test_dir = root.join("test");
+            if !test_dir.is_dir() {
+                return Err(DataError::Mismatch {
+                    path: test_dir,
+                    message: "a class-folder dataset needs a `test` folder beside `train`".into(),
+                });
+            }
+            // Classes are the union of both splits' class folders, so labels agree between them.
+            let mut classes: Vec<String> = Vec::new();
+            for dir in [root.join("train"), test_dir.clone()] {
+                for p in list_dir(&dir)?.into_iter().filter(|p| p.is_dir()) {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if !classes.contains(&name) {
+                        classes.push(name);
+                    }
+                }
+            }
+            classes.sort();
+            let numeric = !classes.is_empty() && classes.iter().all(|c| c.parse::<u32>().is_ok());
+            if numeric {
+                classes.sort_by_key(|c| c.parse::<u32>().unwrap());
+            }
+            let train = class_items(&root.join("train"), &classes, numeric)?;
+            let test = class_items(&test_dir, &classes, numeric)?;
+            (train, test, classes)
+        } else {
+            let mut files: Vec<PathBuf> = list_dir(root)?.into_iter().filter(|p| is_image(p)).collect();
+            // Seeded Fisher–Yates shuffle, then the first `test` files form the test split.
+            let mut rng = StreamRng::new(cfg.seed, &[tag("folder-split")]);
+            for i in (1..files.len()).rev() {
+                files.swap(i, rng.below(i + 1));
+            }
+            let n_test = cfg.limits.1.min(files.len() / 2);
+            let train = files.split_off(n_test);
+            let to_items = |v: Vec<PathBuf>| v.into_iter().map(|path| Item { path, label: None }).collect::<Vec<_>>();
+            (to_items(train), to_items(files), Vec::new())
+        };
+        train.truncate(cfg.limits.0);
+        test.truncate(cfg.limits.1);
+        for (split, items) in [("train", &train), ("test", &test)] {
+            if items.is_empty() {
+                return Err(DataError::Mismatch {
+                    path: root.clone(),
+                    message: format!("no image files for the {split} split (looked for {})", EXTENSIONS.join(", ")),
+                });
+            }
+        }
+
+        // Decode everything once, in parallel: sizes and bad files are found before training.
+        let mut skipped = Vec::new();
+        let mut bit_depth = 8;
+        let mut decoded: [Vec<Vec<f32>>; 2] = Default::default();
+        for (k, items) in [&mut train, &mut test].into_iter().enumerate() {
+            let results: Vec<Result<(Vec<f32>, u8), (PathBuf, String)>> =
+                items.par_iter().map(|it| decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))).collect();
+            let mut kept = Vec::new();
+            for (item, r) in std::mem::take(items).into_iter().zip(results) {
+                match r {
+                    Ok((pixels, depth)) => {
+                        bit_depth = bit_depth.max(depth);
+                        decoded[k].push(pixels);
+                        kept.push(item);
+                    }
+                    Err((path, message)) if cfg.on_bad_file == OnBadFile::Skip && !message.starts_with("size:") => {
+                        eprintln!("warning: skipping {}: {message}", path.display());
+                        skipped.push((path, message));
+                    }
+                    Err((path, message)) => {
+                        let message = message.trim_start_matches("size: ").to_string();
+                        return Err(DataError::Mismatch { path, message });
+                    }
+                }
+            }
+            *items = kept;
+        }
+        let bytes: usize = decoded.iter().flatten().map(|v| v.len() * 4).sum();
+        let cache = (bytes <= cfg.cache_mib << 20).then(|| {
+            let [a, b] = decoded;
+            (a, b)
+        });
+        Ok(FolderDataset { cfg, train, test, cache, bit_depth, skipped, classes })
+    }
+
+    /// Files left out under `on_bad_file: Skip`, with the reason.
+    pub fn skipped(&self) -> &[(PathBuf, String)] {
+        &self.skipped
+    }
+
+    /// Class folder names, in label order (empty for a flat folder).
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn is_cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    fn items(&self, split: Split) -> &[Item] {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+}
+
+/// Decodes one file to C×size×size values in [0, 1] and its bit depth. Size problems start with
+/// "size:" so that they are never skipped (they are a spec problem, not a bad file).
+fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    let depth = (img.color().bits_per_pixel() / img.color().channel_count() as u16) as u8;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let size = cfg.size as u32;
+    let img = match cfg.fit {
+        Fit::Exact if (w, h) != (cfg.size, cfg.size) => {
+            return Err(format!(
+                "size: image is {w}×{h} but `size` is {0}×{0}; set `fit: Resize` or `fit: CenterCrop` to adapt images",
+                cfg.size
+            ));
+        }
+        Fit::Exact => img,
+        Fit::Resize => img.resize_exact(size, size, image::imageops::FilterType::Triangle),
+        Fit::CenterCrop => {
+            let side = w.min(h) as u32;
+            img.crop_imm((w as u32 - side) / 2, (h as u32 - side) / 2, side, side).resize_exact(
+                size,
+                size,
+                image::imageops::FilterType::Triangle,
+            )
+        }
+    };
+    let pixels = match cfg.channels {
+        Channels::Grey => img.to_luma32f().into_raw(),
+        Channels::Rgb => {
+            // Interleaved RGB → planar C×H×W.
+            let rgb = img.to_rgb32f().into_raw();
+            let n = rgb.len() / 3;
+            (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect()
+        }
+    };
+    Ok((pixels, depth))
+}
+
+impl Dataset for FolderDataset {
+    fn name(&self) -> &str {
+        "folder"
+    }
+    fn image_shape(&self) -> (usize, usize, usize) {
+        let c = match self.cfg.channels {
+            Channels::Grey => 1,
+            Channels::Rgb => 3,
+        };
+        (c, self.cfg.size, self.cfg.size)
+    }
+    fn len(&self, split: Split) -> usize {
+        self.items(split).len()
+    }
+    fn bit_depth(&self) -> u8 {
+        self.bit_depth
+    }
+    fn factor_names(&self) -> Vec<String> {
+        if self.classes.is_empty() {
+            vec![]
+        } else {
+            vec!["label".into()]
+        }
+    }
+    fn skipped(&self) -> Vec<(PathBuf, String)> {
+        self.skipped.clone()
+    }
+    fn sample(&self, split: Split, index: usize) -> Sample {
+        let item = &self.items(split)[index];
+        let factors = item.label.map(|l| vec![l as f32]).unwrap_or_default();
+        let pixels = match &self.cache {
+            Some((train, test)) => match split {
+                Split::Train => train[index].clone(),
+                Split::Test => test[index].clone(),
+            },
+            // Decoded successfully when the dataset was opened; a file changed since then is
+            // reported and replaced by a black image rather than stopping a long run.
+            None => decode(&item.path, &self.cfg).map(|d| d.0).unwrap_or_else(|e| {
+                eprintln!("warning: {} changed since the dataset was opened: {e}", item.path.display());
+                let (c, h, w) = self.image_shape();
+                vec![0.0; c * h * w]
+            }),
+        };
+        Sample { pixels, factors }
+    }
+}
