@@ -4,8 +4,8 @@ use crate::nn::{to_batch_last, FeatShape};
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
 use vaelab_datasets::{
-    tag, DataError, Dataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch, Shapes, ShapesConfig, Split,
-    StreamRng,
+    tag, DataError, Dataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch, KneeConfig, KneePhantom, Shapes,
+    ShapesConfig, Split, StreamRng,
 };
 
 /// Opens the spec's dataset. File formats read (and check) their files here, before any training.
@@ -16,6 +16,13 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
             train: e.data.train_size,
             test: e.data.test_size,
             seed: e.seed,
+        })),
+        spec::Dataset::KneePhantom { patella } => Box::new(KneePhantom::new(KneeConfig {
+            size: e.data.size,
+            train: e.data.train_size,
+            test: e.data.test_size,
+            seed: e.seed,
+            patella: *patella,
         })),
         spec::Dataset::Idx { dir, train, test } => {
             let cfg = IdxConfig { dir: dir.clone(), train: train.clone(), test: test.clone() };

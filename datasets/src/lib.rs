@@ -9,6 +9,7 @@ mod batch;
 mod error;
 pub mod folder;
 pub mod idx;
+pub mod knee;
 mod rng;
 pub mod shapes;
 
@@ -16,6 +17,7 @@ pub use batch::ImageBatch;
 pub use error::DataError;
 pub use folder::{Channels, Fit, FolderConfig, FolderDataset, OnBadFile};
 pub use idx::{IdxConfig, IdxDataset};
+pub use knee::{KneeConfig, KneeFactors, KneePhantom};
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
 

@@ -104,7 +104,7 @@ fn resolve_data_paths(loaded: &mut LoadedSpec) {
     let dir = match &mut loaded.experiment.data.dataset {
         crate::spec::Dataset::Idx { dir, .. } => Some(dir),
         crate::spec::Dataset::Folder { root, .. } => Some(root),
-        crate::spec::Dataset::Shapes => None,
+        crate::spec::Dataset::Shapes | crate::spec::Dataset::KneePhantom { .. } => None,
     };
     if let Some(dir) = dir {
         if dir.is_relative() {

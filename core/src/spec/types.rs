@@ -59,6 +59,12 @@ pub enum Dataset {
         #[serde(default = "idx_test")]
         test: String,
     },
+    /// Synthetic standing AP knee radiographs (`vaelab_datasets::knee`), with KL-like grade, joint-space
+    /// width, osteophytes, sclerosis, rotation, laterality and exposure as ground-truth factors.
+    KneePhantom {
+        #[serde(default = "yes")]
+        patella: bool,
+    },
     /// A folder of PNG (8/16-bit), JPEG or TIFF files: either `root/{train,test}/<class>/*` (class
     /// folders become labels, as in the Knee OA grading data) or images directly in `root` (no labels;
     /// a seeded shuffle picks `test_size` test images). Relative roots are resolved against the spec file.
@@ -76,6 +82,10 @@ pub enum Dataset {
         #[serde(default = "cache_mib")]
         cache_mib: usize,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn cache_mib() -> usize {
