@@ -18,6 +18,7 @@
 //! Osteophytes and sclerosis are sampled independently of the grade, so every factor can be
 //! studied on its own; in real knees they rise with the KL grade (Kellgren & Lawrence 1957).
 
+use crate::procedural::{image_rng, split_len};
 use crate::rng::{tag, StreamRng};
 use crate::{Dataset, Sample, Split};
 use serde::{Deserialize, Serialize};
@@ -241,11 +242,7 @@ impl KneePhantom {
     }
 
     pub fn factors(&self, split: Split, index: usize) -> KneeFactors {
-        let split_tag = match split {
-            Split::Train => tag("knee/train"),
-            Split::Test => tag("knee/test"),
-        };
-        KneeFactors::sample(&mut StreamRng::new(self.cfg.seed, &[split_tag, index as u64]))
+        KneeFactors::sample(&mut image_rng(self.cfg.seed, "knee", split, index))
     }
 }
 
@@ -257,10 +254,7 @@ impl Dataset for KneePhantom {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        match split {
-            Split::Train => self.cfg.train,
-            Split::Test => self.cfg.test,
-        }
+        split_len(split, self.cfg.train, self.cfg.test)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()

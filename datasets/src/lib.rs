@@ -10,6 +10,7 @@ mod error;
 pub mod folder;
 pub mod idx;
 pub mod knee;
+mod procedural;
 mod rng;
 pub mod shapes;
 

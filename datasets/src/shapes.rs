@@ -12,7 +12,8 @@
 //! levels, so they look the same at 32 px and 1024 px. The factor grid can be enumerated exactly
 //! (`grid_index`) or sampled (the train and test splits sample it from disjoint streams).
 
-use crate::rng::{tag, StreamRng};
+use crate::procedural::{image_rng, split_len};
+use crate::rng::StreamRng;
 use crate::{Dataset, Sample, Split};
 use serde::{Deserialize, Serialize};
 
@@ -145,11 +146,7 @@ impl Shapes {
 
     /// The factors of image `index` of `split`. Train and test draw from disjoint random streams.
     pub fn factors(&self, split: Split, index: usize) -> ShapeFactors {
-        let split_tag = match split {
-            Split::Train => tag("shapes/train"),
-            Split::Test => tag("shapes/test"),
-        };
-        ShapeFactors::sample(&mut StreamRng::new(self.cfg.seed, &[split_tag, index as u64]))
+        ShapeFactors::sample(&mut image_rng(self.cfg.seed, "shapes", split, index))
     }
 }
 
@@ -161,10 +158,7 @@ impl Dataset for Shapes {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        match split {
-            Split::Train => self.cfg.train,
-            Split::Test => self.cfg.test,
-        }
+        split_len(split, self.cfg.train, self.cfg.test)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()
