@@ -18,6 +18,10 @@ pub trait Metric: Send + Sync {
     fn definition(&self) -> &str;
     fn higher_is_better(&self) -> bool;
     fn compute(&self, real: &ImageBatch, fake: &ImageBatch) -> Result<f64, MetricError>;
+    /// Anything a reader must know to compare the value (e.g. MS-SSIM's scale count on small images).
+    fn note(&self, _real: &ImageBatch) -> Option<String> {
+        None
+    }
 }
 
 fn check_pair(name: &str, real: &ImageBatch, fake: &ImageBatch) -> Result<(), MetricError> {
@@ -95,7 +99,9 @@ pub struct MetricRegistry {
 
 impl MetricRegistry {
     pub fn builtin() -> Self {
-        MetricRegistry { metrics: vec![Box::new(Mse), Box::new(Psnr)] }
+        MetricRegistry {
+            metrics: vec![Box::new(Mse), Box::new(Psnr), Box::new(super::ssim::Ssim), Box::new(super::ssim::MsSsim)],
+        }
     }
 
     /// Adds a metric (e.g. from a plugin); a name already taken is an error.

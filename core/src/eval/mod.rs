@@ -6,6 +6,7 @@
 
 pub mod grid;
 pub mod metric;
+pub mod ssim;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
@@ -42,6 +43,8 @@ pub struct MetricEntry {
     pub value: f64,
     pub higher_is_better: bool,
     pub definition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -163,12 +166,13 @@ fn evaluate_on<D: Backend>(
                 value: m.compute(&real, &fake)?,
                 higher_is_better: m.higher_is_better(),
                 definition: m.definition().into(),
+                note: m.note(&real),
             },
         );
     }
     if wants_elbo {
         let (rec, kl) = (rec_sum / n as f64, kl_sum / n as f64);
-        let entry = |value, hib, def: &str| MetricEntry { value, higher_is_better: hib, definition: def.into() };
+        let entry = |value, hib, def: &str| MetricEntry { value, higher_is_better: hib, definition: def.into(), note: None };
         metrics.insert(
             "elbo".into(),
             entry(-(rec + kl), true, "evidence lower bound E[log p(x|z)] − KL(q(z|x)‖p(z)), nats per image, one z sample"),

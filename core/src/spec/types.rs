@@ -374,7 +374,7 @@ section! {
     /// What `vaelab eval` computes and draws.
     pub struct Eval / EvalPatch {
         /// Metric names; `vaelab eval` lists the available ones when a name is unknown.
-        metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "elbo".into()],
+        metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "ssim".into(), "ms_ssim".into(), "elbo".into()],
         /// Held-out images the metrics average over.
         test_images: usize = 1_000,
         /// Images (and grid columns) in the reconstruction and sample grids.
