@@ -155,7 +155,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         let mut values = std::collections::BTreeMap::new();
         let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
         let (rec, kl) = (terms.rec, terms.kl);
-        let mut pending = vec![("rec", Some(rec)), ("kl", Some(kl))];
+        let mut pending = [("rec", Some(rec)), ("kl", Some(kl))];
         for (name, w) in &weights {
             let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
             let v = term.as_vec()[0];

@@ -84,7 +84,7 @@ fn train_then_eval_writes_the_run_directory() {
 fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
     let run = std::env::temp_dir().join(format!("vaelab-cli-sigint-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
-    let mut child = vaelab()
+    let child = vaelab()
         .args(["train", "tests/specs/tiny.ron", "--steps", "100000", "--threads", "1", "--no-eval", "--out"])
         .arg(&run)
         .stdout(std::process::Stdio::piped())
@@ -105,7 +105,7 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
     assert!(stderr.contains("checkpoint") && stderr.contains("--resume"), "{stderr}");
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
     let step: usize = latest.trim().trim_start_matches("step-").trim_end_matches(".safetensors").parse().unwrap();
-    assert!(step >= 3 && step < 100000, "{latest}");
+    assert!((3..100000).contains(&step), "{latest}");
     let more =
         vaelab().args(["train", "--no-eval", "--steps"]).arg((step + 2).to_string()).arg("--resume").arg(&run).output().unwrap();
     assert!(more.status.success(), "{}", String::from_utf8_lossy(&more.stderr));

@@ -69,12 +69,17 @@ struct Item {
     label: Option<u32>,
 }
 
+/// Decoded pixels of every image of a split, in item order.
+type Decoded = Vec<Vec<f32>>;
+/// A file's pixels and bit depth, or the file and why it could not be used.
+type Decode = Result<(Vec<f32>, u8), (PathBuf, String)>;
+
 pub struct FolderDataset {
     cfg: FolderConfig,
     train: Vec<Item>,
     test: Vec<Item>,
     /// Decoded pixels, when they fit the cache: (train, test).
-    cache: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    cache: Option<(Decoded, Decoded)>,
     bit_depth: u8,
     skipped: Vec<(PathBuf, String)>,
     classes: Vec<String>,
@@ -165,9 +170,9 @@ impl FolderDataset {
         // Decode everything once, in parallel: sizes and bad files are found before training.
         let mut skipped = Vec::new();
         let mut bit_depth = 8;
-        let mut decoded: [Vec<Vec<f32>>; 2] = Default::default();
+        let mut decoded: [Decoded; 2] = Default::default();
         for (k, items) in [&mut train, &mut test].into_iter().enumerate() {
-            let results: Vec<Result<(Vec<f32>, u8), (PathBuf, String)>> =
+            let results: Vec<Decode> =
                 items.par_iter().map(|it| decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))).collect();
             let mut kept = Vec::new();
             for (item, r) in std::mem::take(items).into_iter().zip(results) {

@@ -24,7 +24,8 @@ pub trait Metric: Send + Sync {
     }
 }
 
-fn check_pair(name: &str, real: &ImageBatch, fake: &ImageBatch) -> Result<(), MetricError> {
+/// Pairwise metrics need two non-empty batches of the same geometry.
+pub(crate) fn check_pair(name: &str, real: &ImageBatch, fake: &ImageBatch) -> Result<(), MetricError> {
     if (real.n, real.c, real.h, real.w) != (fake.n, fake.c, fake.h, fake.w) {
         return Err(MetricError::Failed {
             metric: name.into(),

@@ -14,7 +14,7 @@
 //!
 //! Computed in f64. Checked against pytorch-msssim on fixed inputs (tests/fixtures/ssim_reference.json).
 
-use super::metric::{Metric, MetricError};
+use super::metric::{check_pair, Metric, MetricError};
 use rayon::prelude::*;
 use vaelab_datasets::ImageBatch;
 
@@ -139,16 +139,6 @@ fn mean_over(real: &ImageBatch, fake: &ImageBatch, per_channel: impl Fn(&[f64], 
     total / real.n as f64
 }
 
-fn check(name: &str, real: &ImageBatch, fake: &ImageBatch) -> Result<(), MetricError> {
-    if (real.n, real.c, real.h, real.w) != (fake.n, fake.c, fake.h, fake.w) || real.n == 0 {
-        return Err(MetricError::Failed {
-            metric: name.into(),
-            message: "batches must be non-empty and of the same geometry".into(),
-        });
-    }
-    Ok(())
-}
-
 pub struct Ssim;
 
 impl Metric for Ssim {
@@ -162,7 +152,7 @@ impl Metric for Ssim {
         true
     }
     fn compute(&self, real: &ImageBatch, fake: &ImageBatch) -> Result<f64, MetricError> {
-        check(self.name(), real, fake)?;
+        check_pair(self.name(), real, fake)?;
         Ok(mean_over(real, fake, |x, y| ssim_cs(x, y, real.h, real.w).0))
     }
 }
@@ -189,7 +179,7 @@ impl Metric for MsSsim {
         true
     }
     fn compute(&self, real: &ImageBatch, fake: &ImageBatch) -> Result<f64, MetricError> {
-        check(self.name(), real, fake)?;
+        check_pair(self.name(), real, fake)?;
         let weights = Self::weights(real.h, real.w);
         Ok(mean_over(real, fake, |x, y| ms_ssim_channel(x, y, real.h, real.w, &weights)))
     }

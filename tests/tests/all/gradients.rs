@@ -11,6 +11,9 @@ fn values(seed: u64, n: usize, scale: f64) -> Vec<f32> {
     (0..n).map(|_| ((r.uniform() * 2.0 - 1.0) * scale) as f32).collect()
 }
 
+/// The input tensor of a checked forward pass, so its gradient can be looked up.
+type Input = Tensor<(usize, usize), f32, Cpu>;
+
 /// loss(x, params) = Σ y ⊙ r for a fixed random r, so every output element carries gradient.
 fn loss(
     block: &Sequential,
@@ -19,7 +22,7 @@ fn loss(
     x: &[f32],
     batch: usize,
     probe: &[f32],
-) -> (f32, Gradients<f32, Cpu>, Tensor<(usize, usize), f32, Cpu>) {
+) -> (f32, Gradients<f32, Cpu>, Input) {
     let dev = store.dev.clone();
     let xt = dev.tensor_from_vec(x.to_vec(), (shape.len(), batch));
     let ctx = Ctx::new(store, true, 1, 0);
