@@ -36,7 +36,7 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
         let x = to_tensor(&dev, &images);
         let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code, batch);
         let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-        let terms = model.terms(&ctx, &store, x, noise);
+        let terms = model.terms(&ctx, x, noise);
         let w = term_weights(&spec.losses, step);
         let weight = |n: &str| w.iter().find(|(m, _)| *m == n).map(|(_, v)| *v).unwrap_or(0.0);
         let loss = terms.rec * weight("rec") + terms.kl * weight("kl");

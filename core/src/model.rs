@@ -1,6 +1,6 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
-use crate::latent::LatentModel;
+use crate::latent::{Encoded, LatentModel};
 use crate::nn::{infer, Act, Backend, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT};
 use crate::spec::{self, Likelihood, Sigma};
 use dfdx::prelude::*;
@@ -80,26 +80,28 @@ impl Model {
     pub fn terms<D: Backend>(
         &self,
         ctx: &Ctx<D>,
-        store: &ParamStore<D>,
         x: Tensor<(usize, usize), f32, D>,
         noise: Tensor<(usize, usize), f32, D>,
     ) -> StepTerms<D> {
-        let input = Act { t: x.clone().retaped(), shape: self.data_shape, needs_grad: false };
-        let h = self.encoder.forward(ctx, input);
-        let enc = self.latent.encode(ctx, h, noise);
+        let enc = self.encode(ctx, x.clone(), noise);
         let out = self.decode(ctx, enc.z);
-        let rec = self.nll(ctx, store, out, x);
+        let rec = self.nll(ctx, out, x);
         StepTerms { rec, kl: enc.kl }
     }
 
-    /// −log p(x | decoder output), summed over pixels and averaged over the batch.
-    pub fn nll<D: Backend>(
+    /// Encoder and latent for a batch `x` (batch-last); `noise` drives the posterior sample.
+    pub fn encode<D: Backend>(
         &self,
         ctx: &Ctx<D>,
-        _store: &ParamStore<D>,
-        out: Tensor2<D>,
         x: Tensor<(usize, usize), f32, D>,
-    ) -> Tensor<(), f32, D, OT<D>> {
+        noise: Tensor<(usize, usize), f32, D>,
+    ) -> Encoded<D> {
+        let h = self.encoder.forward(ctx, Act { t: x.retaped(), shape: self.data_shape, needs_grad: false });
+        self.latent.encode(ctx, h, noise)
+    }
+
+    /// −log p(x | decoder output), summed over pixels and averaged over the batch.
+    pub fn nll<D: Backend>(&self, ctx: &Ctx<D>, out: Tensor2<D>, x: Tensor<(usize, usize), f32, D>) -> Tensor<(), f32, D, OT<D>> {
         let (features, batch) = *out.shape();
         match self.likelihood {
             LikelihoodHead::Bernoulli => {

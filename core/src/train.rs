@@ -150,7 +150,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         let x = to_tensor(&dev, &images);
         let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
         let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-        let terms = model.terms(&ctx, &store, x, noise);
+        let terms = model.terms(&ctx, x, noise);
         let weights = term_weights(&spec.losses, step);
         let mut values = std::collections::BTreeMap::new();
         let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;

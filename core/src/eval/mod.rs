@@ -11,7 +11,7 @@ pub mod ssim;
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
 use crate::model::Model;
-use crate::nn::{from_batch_last, Act, Backend, Ctx, ParamStore};
+use crate::nn::{from_batch_last, Backend, Ctx, ParamStore};
 use crate::spec::Experiment;
 use dfdx::prelude::*;
 use metric::{MetricError, MetricRegistry};
@@ -129,11 +129,10 @@ fn evaluate_on<D: Backend>(
         let x = to_tensor(&dev, &batch);
         let ctx = Ctx::new(&store, false, spec.seed, bi as u64);
         let noise = normal_noise(&dev, spec.seed, "eval-noise", bi as u64, code, chunk.len());
-        let terms = model.terms(&ctx, &store, x.clone(), noise);
-        rec_sum += terms.rec.as_vec()[0] as f64 * chunk.len() as f64;
-        kl_sum += terms.kl.as_vec()[0] as f64 * chunk.len() as f64;
-        let h = model.encoder.forward(&ctx, Act { t: x.retaped(), shape, needs_grad: false });
-        let enc = model.latent.encode(&ctx, h, dev.zeros_like(&(code, chunk.len())));
+        // One encoder pass serves both: the sampled code scores the ELBO, the mean is reconstructed.
+        let enc = model.encode(&ctx, x.clone(), noise);
+        rec_sum += model.nll(&ctx, model.decode(&ctx, enc.z), x).as_vec()[0] as f64 * chunk.len() as f64;
+        kl_sum += enc.kl.as_vec()[0] as f64 * chunk.len() as f64;
         let (mu, lv) = (enc.mu.with_empty_tape().as_vec(), enc.logvar.as_vec());
         for d in 0..code {
             for j in 0..chunk.len() {

@@ -32,7 +32,7 @@ fn check(likelihood: Likelihood) {
     let code = model.latent.code_shape().len();
     let loss = |store: &ParamStore<Cpu>| {
         let ctx = Ctx::new(store, true, 1, 0);
-        let t = model.terms(&ctx, store, to_tensor(&dev, &images), normal_noise(&dev, 1, "noise", 0, code, 3));
+        let t = model.terms(&ctx, to_tensor(&dev, &images), normal_noise(&dev, 1, "noise", 0, code, 3));
         t.rec + t.kl * 0.7
     };
     let grads = loss(&store).backward();
