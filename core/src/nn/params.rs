@@ -18,7 +18,6 @@ pub enum Init {
     FanInUniform {
         fan_in: usize,
     },
-    Constant(f32),
 }
 
 /// Which optimizer updates a tensor. Buffers (BatchNorm running statistics) are never updated by one.
@@ -93,18 +92,12 @@ impl<D: Device<f32>> ParamStore<D> {
         let t = self.dev.tensor_from_vec(values, (n,));
         self.set(id, t);
     }
-
-    /// Number of trainable scalars.
-    pub fn trainable_count(&self) -> usize {
-        self.params.iter().filter(|p| p.role == Role::Trainable).map(|p| p.tensor.shape().0).sum()
-    }
 }
 
 fn initial_values(seed: u64, name: &str, n: usize, init: Init) -> Vec<f32> {
     match init {
         Init::Zeros => vec![0.0; n],
         Init::Ones => vec![1.0; n],
-        Init::Constant(c) => vec![c; n],
         Init::FanInUniform { fan_in } => {
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
             let mut rng = StreamRng::new(seed, &[vaelab_datasets::tag("init"), vaelab_datasets::tag(name)]);
