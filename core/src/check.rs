@@ -3,26 +3,69 @@
 
 use crate::data::{build_dataset, data_shape, size_mismatch};
 use crate::model::Model;
+use crate::eval::metric::MetricRegistry;
 use crate::nn::{FeatShape, SummaryRow};
-use crate::spec::{load_spec, Experiment, LoadedSpec, SpecErrors};
+use crate::plugin::PluginSet;
+use crate::spec::{load_spec, Experiment, LoadedSpec, SpecError, SpecErrors};
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A spec that passed every check, with the data's shape and the model summary.
 pub struct Checked {
     pub loaded: LoadedSpec,
     pub input: FeatShape,
     pub rows: Vec<SummaryRow>,
+    pub plugins: PluginSet,
 }
 
-/// Loads `path`, opens its dataset and checks every layer's shapes against the data.
-pub fn check_file(path: &Path) -> Result<Checked, SpecErrors> {
-    let loaded = load_spec(path)?;
-    let (input, rows) = check_shapes(&loaded)?;
-    Ok(Checked { loaded, input, rows })
+/// Loads `path` and its plugins (the spec's, then `extra_plugins`, which are recorded in the
+/// resolved spec), opens its dataset and checks every layer's shapes against the data.
+pub fn check_file(path: &Path, extra_plugins: &[PathBuf]) -> Result<Checked, SpecErrors> {
+    let mut loaded = load_spec(path)?;
+    let written = loaded.experiment.plugins.len();
+    loaded.experiment.plugins.extend(extra_plugins.iter().cloned());
+    let plugins = load_plugins(&loaded, written)?;
+    let (input, rows) = check_shapes(&loaded, &plugins)?;
+    check_metric_names(&loaded, &plugins)?;
+    Ok(Checked { loaded, input, rows, plugins })
 }
 
-pub fn check_shapes(loaded: &LoadedSpec) -> Result<(FeatShape, Vec<SummaryRow>), SpecErrors> {
+/// The spec's plugins; errors point at the spec's `plugins[i]`, or name `--plugin`/`VAELAB_PLUGIN_PATH`
+/// for entries that came from the command line or the environment (index ≥ `written`).
+pub fn load_plugins(loaded: &LoadedSpec, written: usize) -> Result<PluginSet, SpecErrors> {
+    PluginSet::load(&loaded.experiment.plugins).map_err(|(i, e)| {
+        SpecErrors::from(if i < written {
+            loaded.error_at(&format!("plugins[{i}]"), e.to_string())
+        } else {
+            let file = loaded.sources.first().map(|s| s.path.clone()).unwrap_or_default();
+            SpecError { file, line: 0, col: 0, path: "plugins (from --plugin or VAELAB_PLUGIN_PATH)".into(), message: e.to_string() }
+        })
+    })
+}
+
+/// Every name in `eval.metrics` is a built-in or plugin metric.
+fn check_metric_names(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(), SpecErrors> {
+    let builtin = MetricRegistry::builtin();
+    let mut known: Vec<&str> = builtin.names();
+    known.push("elbo");
+    known.extend(plugins.libraries.iter().flat_map(|l| l.metrics.iter().map(|m| m.name.as_str())));
+    let errors: Vec<SpecError> = loaded
+        .experiment
+        .eval
+        .metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !known.contains(&m.as_str()))
+        .map(|(i, m)| loaded.error_at(&format!("eval.metrics[{i}]"), format!("unknown metric `{m}`; available: {}", known.join(", "))))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+pub fn check_shapes(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(FeatShape, Vec<SummaryRow>), SpecErrors> {
     let e = &loaded.experiment;
     let ds = build_dataset(e)
         .map_err(|err| SpecErrors::from(loaded.error_at("data.dataset", format!("cannot open the dataset: {err}"))))?;
@@ -30,7 +73,7 @@ pub fn check_shapes(loaded: &LoadedSpec) -> Result<(FeatShape, Vec<SummaryRow>),
         return Err(loaded.error_at("data.size", message).into());
     }
     let input = data_shape(ds.as_ref());
-    let rows = Model::summary(&e.model, input).map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
+    let rows = Model::summary(&e.model, input, plugins).map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
     Ok((input, rows))
 }
 

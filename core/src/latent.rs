@@ -2,7 +2,7 @@
 //! and knows its prior. Only the Gaussian kind exists so far; spatial and quantized kinds add
 //! variants here without touching the trainer.
 
-use crate::nn::{Act, Backend, Ctx, FeatShape, ParamStore, Sequential, Tensor2, OT};
+use crate::nn::{Act, Backend, Ctx, FeatShape, NoBlocks, ParamStore, Sequential, Tensor2, OT};
 use crate::spec::{Latent, Layer};
 use dfdx::prelude::*;
 
@@ -44,8 +44,8 @@ impl LatentModel {
                     ));
                 }
                 let head = [Layer::Dense { out: dim }];
-                let mu = Sequential::build(&head, features, "latent.mu", "model.latent", store)?;
-                let logvar = Sequential::build(&head, features, "latent.logvar", "model.latent", store)?;
+                let mu = Sequential::build(&head, features, "latent.mu", "model.latent", store, &NoBlocks)?;
+                let logvar = Sequential::build(&head, features, "latent.logvar", "model.latent", store, &NoBlocks)?;
                 Ok(LatentModel::Gaussian(GaussianLatent { dim, mu, logvar }))
             }
         }

@@ -5,6 +5,7 @@
 //! * [`latent`], [`model`]: the model a spec describes, and its loss terms.
 //! * [`optim`], [`checkpoint`], [`train`]: the training loop.
 //! * [`eval`]: metrics and image grids.
+//! * [`plugin`]: metric and model-block plugins loaded at run time through a C ABI.
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
@@ -14,5 +15,6 @@ pub mod latent;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod plugin;
 pub mod spec;
 pub mod train;

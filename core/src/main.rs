@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vaelab_core::spec::Device;
-use vaelab_core::{check, eval, train};
+use vaelab_core::{check, eval, plugin, train};
 
 // Large, short-lived activation buffers make glibc malloc return memory to the OS and page-fault
 // it back every step; mimalloc keeps it (measured: about half the step time on 2 cores).
@@ -28,7 +28,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a spec, print it fully resolved and summarise the model it builds.
-    Check { spec: PathBuf },
+    Check {
+        spec: PathBuf,
+        /// A plugin library or folder of libraries to load besides the spec's (repeatable).
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+    },
     /// Train a spec into runs/<name>/, then evaluate it.
     Train {
         /// The spec file (not needed with --resume, which reads the run's own spec).
@@ -51,6 +56,10 @@ enum Command {
         /// Skip the evaluation after training.
         #[arg(long)]
         no_eval: bool,
+        /// A plugin library or folder of libraries to load besides the spec's (repeatable); it is
+        /// recorded in the run's spec, so `eval` and `--resume` load it too.
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
     },
     /// Evaluate a run: eval/metrics.json and PNG grids.
     Eval {
@@ -63,6 +72,11 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Inspect plugin libraries.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Time training steps of a spec on a fixed batch (used by `cargo xtask bench`).
     #[command(hide = true)]
     Bench {
@@ -72,6 +86,18 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Load each library (or every library in each folder; default: VAELAB_PLUGIN_PATH) and show its
+    /// ABI version, metrics with their outputs and flags, and blocks.
+    List { paths: Vec<PathBuf> },
+}
+
+/// `--plugin` entries then `VAELAB_PLUGIN_PATH`'s, as absolute paths (they are recorded in runs).
+fn extra_plugins(cli: &[PathBuf]) -> Vec<PathBuf> {
+    cli.iter().map(|p| plugin::absolute(p)).chain(plugin::env_entries()).collect()
 }
 
 fn main() -> ExitCode {
@@ -93,7 +119,7 @@ fn set_threads(threads: Option<usize>) -> Result<usize> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check { spec } => match check::check_file(&spec) {
+        Command::Check { spec, plugins } => match check::check_file(&spec, &extra_plugins(&plugins)) {
             Ok(checked) => {
                 print!("{}", check::report(&checked));
                 Ok(ExitCode::SUCCESS)
@@ -103,12 +129,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Train { spec, out, steps, device, threads, resume, no_eval } => {
+        Command::Train { spec, out, steps, device, threads, resume, no_eval, plugins } => {
             let threads = set_threads(threads)?;
             let (mut experiment, run_dir) = match (&resume, &spec) {
                 (Some(dir), _) => (eval::read_run_spec(dir)?, dir.clone()),
                 (None, Some(path)) => {
-                    let loaded = match check::check_file(path) {
+                    let loaded = match check::check_file(path, &extra_plugins(&plugins)) {
                         Ok(ok) => ok.loaded,
                         Err(errors) => {
                             eprint!("{errors}");
@@ -165,19 +191,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("finished {steps} steps; checkpoint {}", checkpoint.display());
                 }
             }
-            if !no_eval {
-                print_report(&eval::evaluate(&run_dir, None, device)?, &run_dir);
+            if no_eval {
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(print_report(&eval::evaluate(&run_dir, None, device)?, &run_dir))
         }
         Command::Eval { run_dir, checkpoint, device, threads } => {
             set_threads(threads)?;
-            print_report(&eval::evaluate(&run_dir, checkpoint.as_deref(), device)?, &run_dir);
-            Ok(ExitCode::SUCCESS)
+            Ok(print_report(&eval::evaluate(&run_dir, checkpoint.as_deref(), device)?, &run_dir))
+        }
+        Command::Plugins { command: PluginsCommand::List { paths } } => {
+            let entries = if paths.is_empty() { plugin::env_entries() } else { paths };
+            anyhow::ensure!(!entries.is_empty(), "give plugin files or folders, or set {}", plugin::PLUGIN_PATH_VAR);
+            let mut ok = true;
+            for entry in &entries {
+                let files = match plugin::expand_entry(entry) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ok = false;
+                        continue;
+                    }
+                };
+                if files.is_empty() {
+                    eprintln!("{}: no shared libraries in this folder", entry.display());
+                }
+                for file in files {
+                    match plugin::library::open(&file) {
+                        Ok(lib) => print!("{}", plugin::describe(&[lib])),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bench { spec, steps, threads } => {
             let threads = set_threads(threads)?;
-            let loaded = check::check_file(&spec).map_err(|e| anyhow::anyhow!("{e}"))?.loaded;
+            let loaded = check::check_file(&spec, &extra_plugins(&[])).map_err(|e| anyhow::anyhow!("{e}"))?.loaded;
             let result = vaelab_core::bench::time_steps(&loaded.experiment, steps)?;
             let [f, b, o] = result.median_parts_s;
             println!(
@@ -189,11 +242,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) {
+/// Prints the evaluation; a metric that failed makes the exit status 1 (everything else is written).
+fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCode {
     println!("evaluation of `{}` at step {} on {} test images:", report.run, report.checkpoint_step, report.test_images);
     for (name, m) in &report.metrics {
         println!("  {name:<10} {:>12.5}  ({})", m.value, if m.higher_is_better { "higher is better" } else { "lower is better" });
+        if let Some(note) = &m.note {
+            println!("  {:<10} note: {note}", "");
+        }
+    }
+    for (name, why) in &report.failed {
+        eprintln!("  {name:<10} FAILED: {why}");
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
     println!("wrote {}/eval/: metrics.json, reconstructions.png, samples.png, traversal.png", run_dir.display());
+    if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -1,7 +1,7 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
 use crate::latent::{Encoded, LatentModel};
-use crate::nn::{infer, Act, Backend, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT};
+use crate::nn::{infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT};
 use crate::spec::{self, Likelihood, Sigma};
 use dfdx::prelude::*;
 
@@ -31,10 +31,11 @@ impl Model {
         spec: &spec::Model,
         data_shape: FeatShape,
         store: &mut ParamStore<D>,
+        blocks: &dyn BlockSource,
     ) -> Result<Model, (String, String)> {
-        let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store)?;
+        let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store, blocks)?;
         let latent = LatentModel::build(&spec.latent, encoder.output, store)?;
-        let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store)?;
+        let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store, blocks)?;
         if decoder.output != data_shape {
             return Err((
                 "model.decoder".into(),
@@ -52,18 +53,22 @@ impl Model {
     }
 
     /// The rows of `vaelab check`'s summary table, without allocating any parameter.
-    pub fn summary(spec: &spec::Model, data_shape: FeatShape) -> Result<Vec<SummaryRow>, (String, String)> {
-        let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder")?;
+    pub fn summary(
+        spec: &spec::Model,
+        data_shape: FeatShape,
+        blocks: &dyn BlockSource,
+    ) -> Result<Vec<SummaryRow>, (String, String)> {
+        let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder", blocks)?;
         // Building the latent and likelihood into a scratch store gives their rows exactly.
         let mut scratch = ParamStore::new(Cpu::default(), 0);
         let latent = LatentModel::build(&spec.latent, enc_out, &mut scratch)?;
         let code = latent.code_shape();
         let latent_params: Vec<_> = scratch
             .iter()
-            .map(|p| crate::nn::shape::ParamDecl { suffix: "", shape: p.shape.clone(), init: p.init, role: p.role })
+            .map(|p| crate::nn::shape::ParamDecl { suffix: String::new(), shape: p.shape.clone(), init: p.init, role: p.role })
             .collect();
-        rows.push(SummaryRow { name: "latent".into(), kind: latent_kind(&spec.latent), output: code, params: latent_params });
-        let (dec_out, dec_rows) = infer(&spec.decoder, code, "decoder", "model.decoder")?;
+        rows.push(SummaryRow { name: "latent".into(), kind: latent_kind(&spec.latent).into(), output: code, params: latent_params });
+        let (dec_out, dec_rows) = infer(&spec.decoder, code, "decoder", "model.decoder", blocks)?;
         rows.extend(dec_rows);
         if dec_out != data_shape {
             return Err(("model.decoder".into(), format!("the decoder outputs {dec_out} but the data are {data_shape}")));

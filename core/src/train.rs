@@ -6,6 +6,7 @@ use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batc
 use crate::model::Model;
 use crate::nn::{Backend, Ctx, ParamStore};
 use crate::optim::Optimizer;
+use crate::plugin::PluginSet;
 use crate::spec::{Experiment, Loss};
 use dfdx::prelude::*;
 use std::io::Write;
@@ -30,6 +31,10 @@ pub enum TrainError {
     RunExists(PathBuf),
     #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
     NoCuda,
+    #[error("{0}")]
+    Plugin(String),
+    #[error("step {step}: {failure}; training stopped before this step changed any parameter.\n{kept}")]
+    PluginFailed { step: usize, failure: String, kept: String },
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
@@ -108,8 +113,10 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the run directory"))?;
     let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
+    let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| TrainError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
+    let model =
+        Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
     let total = spec.train.steps;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), total);
 
@@ -160,12 +167,8 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
             let v = term.as_vec()[0];
             if !v.is_finite() {
-                let kept = match &last_checkpoint {
-                    Some(p) => format!("The last good checkpoint is kept: {}", p.display()),
-                    None => "No checkpoint was written before it.".to_string(),
-                };
                 bar.abandon();
-                return Err(TrainError::NonFinite { step: step + 1, term: name.to_string(), value: v, kept });
+                return Err(TrainError::NonFinite { step: step + 1, term: name.to_string(), value: v, kept: kept(&last_checkpoint) });
             }
             values.insert(name.to_string(), v);
             let weighted = term * *w;
@@ -177,6 +180,10 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         let loss = total_loss.expect("validation requires at least one loss");
         let loss_value = loss.as_vec()[0];
         let mut grads = loss.backward();
+        if let Some(failure) = ctx.failures.take() {
+            bar.abandon();
+            return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
+        }
         let updates = ctx.buffer_updates.take();
         drop(ctx);
         for (id, v) in updates {
@@ -220,6 +227,14 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         None => save(&store, &opt, total)?,
     };
     Ok(TrainOutcome::Finished { steps: total, checkpoint })
+}
+
+/// What a stopped run leaves behind.
+fn kept(last_checkpoint: &Option<PathBuf>) -> String {
+    match last_checkpoint {
+        Some(p) => format!("The last good checkpoint is kept: {}", p.display()),
+        None => "No checkpoint was written before it.".to_string(),
+    }
 }
 
 fn progress_bar(show: bool, total: usize, start: usize) -> indicatif::ProgressBar {

@@ -112,3 +112,89 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
     let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
     assert!(log.lines().last().unwrap().contains(&format!("\"step\":{}", step + 2)));
 }
+
+#[path = "../../tests/support/plugin_build.rs"]
+mod plugin_build;
+
+/// A spec that extends `base` (relative to the workspace) with `extra` RON fields, in a fresh folder.
+fn extending_spec(name: &str, base: &str, extra: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vaelab-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = workspace().join(base);
+    std::fs::write(dir.join("spec.ron"), format!("Experiment(extends: {:?}, {extra})", base.display().to_string())).unwrap();
+    dir
+}
+
+/// `specs/plugins/se-vae.ron` (a plugin block in the encoder, a plugin metric in eval) trains and
+/// evaluates through the binary. Its own plugin list names release builds; here the test-built
+/// libraries come through `--plugin` and `VAELAB_PLUGIN_PATH`, and are recorded in the run.
+#[test]
+fn a_spec_with_a_plugin_block_and_metric_trains_and_evaluates() {
+    let se = plugin_build::plugin_library("vaelab-block-se");
+    let psnr = plugin_build::plugin_library("vaelab-metric-psnr");
+    let dir = extending_spec(
+        "se-vae",
+        "specs/plugins/se-vae.ron",
+        "plugins: [], data: (train_size: 2000, test_size: 64, batch: 16), eval: (test_images: 64)",
+    );
+    let run = dir.join("run");
+    let out = vaelab()
+        .args(["train", "--steps", "20", "--threads", "2", "--plugin"])
+        .arg(&se)
+        .arg(dir.join("spec.ron"))
+        .arg("--out")
+        .arg(&run)
+        .env("VAELAB_PLUGIN_PATH", &psnr)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
+    let (plugin, builtin) = (metrics["metrics"]["psnr_rs"]["value"].as_f64().unwrap(), metrics["metrics"]["psnr"]["value"].as_f64().unwrap());
+    assert!((plugin - builtin).abs() < 1e-9, "{plugin} vs {builtin}");
+    // The run records where its plugins came from, so a later eval (without flags or variables) works.
+    let recorded = std::fs::read_to_string(run.join("spec.ron")).unwrap();
+    assert!(recorded.contains(&se.display().to_string()) && recorded.contains(&psnr.display().to_string()), "{recorded}");
+    let again = vaelab().arg("eval").arg(&run).env_remove("VAELAB_PLUGIN_PATH").output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let checkpoint = safetensors_names(&run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/latest")).unwrap().trim()));
+    // Plugin parameters are checkpointed (with their Adam moments) like any other.
+    // Plugin parameters are checkpointed, with their Adam moments, like any other.
+    for key in ["encoder.4.fc1_weight", "optim.first.encoder.4.fc1_weight"] {
+        assert!(checkpoint.iter().any(|n| n == key), "{key} not in {checkpoint:?}");
+    }
+}
+
+fn safetensors_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    header.as_object().unwrap().keys().cloned().collect()
+}
+
+/// A plugin block that fails mid-training stops the run with the plugin's message, before that
+/// step changes any parameter; `vaelab check` names unknown blocks and missing plugin files in place.
+#[test]
+fn plugin_failures_stop_cleanly_and_bad_plugin_entries_are_located() {
+    let faulty = plugin_build::plugin_library("vaelab-test-faulty");
+    let layers = r#"model: (encoder: [Conv(out: 8, k: 4, s: 2, p: 1), Plugin("wrong_output"), Relu, Conv(out: 16, k: 4, s: 2, p: 1), Relu, Flatten, Dense(out: 64), Relu])"#;
+    let dir = extending_spec("faulty", "tests/specs/tiny.ron", &format!("plugins: [{:?}], {layers}", faulty.display().to_string()));
+    let out = vaelab().args(["train", "--threads", "1"]).arg(dir.join("spec.ron")).arg("--out").arg(dir.join("run")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("step 1: block `wrong_output`") && stderr.contains("libvaelab_test_faulty"), "{stderr}");
+    assert!(stderr.contains("before this step changed any parameter") && !stderr.contains("panicked"), "{stderr}");
+
+    let dir = extending_spec("missing", "tests/specs/tiny.ron", r#"plugins: ["nowhere/libnothing.so"]"#);
+    let out = vaelab().arg("check").arg(dir.join("spec.ron")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("spec.ron:1:") && stderr.contains("plugins[0]: plugin") && stderr.contains("no such file"), "{stderr}");
+
+    let dir = extending_spec("unknown-block", "tests/specs/tiny.ron", r#"model: (decoder: [Plugin("film", (channels: 2))])"#);
+    let out = vaelab().arg("check").arg(dir.join("spec.ron")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model.decoder[0]: unknown block `film`: no plugin is loaded"), "{stderr}");
+}

@@ -1,5 +1,5 @@
 //! The metric interface. Built-in metrics implement [`Metric`]; plugin metrics (loaded at run
-//! time) will be wrapped in the same trait, so the evaluator cannot tell them apart.
+//! time, `crate::plugin::metric`) implement the same trait, so the evaluator cannot tell them apart.
 
 use vaelab_datasets::ImageBatch;
 
@@ -9,6 +9,15 @@ pub enum MetricError {
     Failed { metric: String, message: String },
     #[error("unknown metric `{name}`; available: {available}")]
     Unknown { name: String, available: String },
+}
+
+/// One value a metric reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// The key in `metrics.json`: the metric's name, or `name.output` for multi-output metrics.
+    pub key: String,
+    pub value: f64,
+    pub note: Option<String>,
 }
 
 /// An image metric over two equally sized batches (`real` = references, `fake` = model output).
@@ -21,6 +30,10 @@ pub trait Metric: Send + Sync {
     /// Anything a reader must know to compare the value (e.g. MS-SSIM's scale count on small images).
     fn note(&self, _real: &ImageBatch) -> Option<String> {
         None
+    }
+    /// Every value the metric reports; single-valued metrics report `compute` under their name.
+    fn evaluate(&self, real: &ImageBatch, fake: &ImageBatch) -> Result<Vec<Scored>, MetricError> {
+        Ok(vec![Scored { key: self.name().into(), value: self.compute(real, fake)?, note: self.note(real) }])
     }
 }
 

@@ -12,6 +12,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
 use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, ParamStore};
+use crate::plugin::PluginSet;
 use crate::spec::Experiment;
 use dfdx::prelude::*;
 use metric::{MetricError, MetricRegistry};
@@ -36,6 +37,8 @@ pub enum EvalError {
     Data(#[from] vaelab_datasets::DataError),
     #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
     NoCuda,
+    #[error("{0}")]
+    Plugin(String),
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -60,6 +63,9 @@ pub struct EvalReport {
     pub kl_per_dim: Vec<f64>,
     /// Latent dimensions in the order of `traversal.png`'s rows (largest KL first).
     pub traversal_order: Vec<usize>,
+    /// Metrics that failed (e.g. a plugin returned an error), with the message; the others are kept.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
 }
 
 /// Reads the resolved spec a run was trained with.
@@ -96,15 +102,18 @@ fn evaluate_on<D: Backend>(
 ) -> Result<EvalReport, EvalError> {
     let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
+    let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let model = Model::build(&spec.model, shape, &mut store).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+    let model =
+        Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
     let ckpt = match checkpoint {
         Some(p) => p.to_path_buf(),
         None => checkpoint::latest(&run_dir.join("checkpoints"))?,
     };
     let info = checkpoint::load(&ckpt, &mut store, None)?;
 
-    let registry = MetricRegistry::builtin();
+    let mut registry = MetricRegistry::builtin();
+    plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
     let wants_elbo = spec.eval.metrics.iter().any(|m| m == "elbo");
     for name in spec.eval.metrics.iter().filter(|m| *m != "elbo") {
         if registry.get(name).is_none() {
@@ -144,6 +153,9 @@ fn evaluate_on<D: Backend>(
             first_code = (0..code).map(|d| mu[d * chunk.len()]).collect();
         }
         let recon = model.to_image(model.decode(&ctx, enc.mu));
+        if let Some(failure) = ctx.failures.take() {
+            return Err(EvalError::Plugin(failure));
+        }
         fake_px.extend(from_batch_last(&recon.as_vec(), chunk.len()));
         real_px.extend_from_slice(&batch.pixels);
         bar.inc(chunk.len() as u64);
@@ -154,20 +166,29 @@ fn evaluate_on<D: Backend>(
     let fake = real.with_pixels(fake_px);
 
     let mut metrics = BTreeMap::new();
+    let mut failed = BTreeMap::new();
     for name in &spec.eval.metrics {
         if name == "elbo" {
             continue;
         }
         let m = registry.get(name).expect("checked above");
-        metrics.insert(
-            name.clone(),
-            MetricEntry {
-                value: m.compute(&real, &fake)?,
-                higher_is_better: m.higher_is_better(),
-                definition: m.definition().into(),
-                note: m.note(&real),
-            },
-        );
+        // One failing metric (a plugin's error, NaN everywhere) must not cost the others.
+        match m.evaluate(&real, &fake) {
+            Ok(scored) => {
+                for s in scored {
+                    let entry = MetricEntry {
+                        value: s.value,
+                        higher_is_better: m.higher_is_better(),
+                        definition: m.definition().into(),
+                        note: s.note,
+                    };
+                    metrics.insert(s.key, entry);
+                }
+            }
+            Err(e) => {
+                failed.insert(name.clone(), e.to_string());
+            }
+        }
     }
     if wants_elbo {
         let (rec, kl) = (rec_sum / n as f64, kl_sum / n as f64);
@@ -198,6 +219,7 @@ fn evaluate_on<D: Backend>(
         mean_image_mse,
         kl_per_dim,
         traversal_order: order,
+        failed,
     };
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
     let path = out_dir.join("metrics.json");

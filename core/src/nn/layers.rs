@@ -1,6 +1,7 @@
 //! Built layers: a layer list from the spec, with its parameters in a [`ParamStore`], and the
 //! forward pass over batch-last activations `(features, batch)`.
 
+use super::external::{external_op, BlockSource, ExternalBlock, Failures};
 use super::geom::ConvGeom;
 use super::params::{ParamId, ParamStore};
 use super::shape::{layer_shape, FeatShape};
@@ -8,6 +9,7 @@ use super::{Backend, Flat, Tensor2, OT};
 use crate::spec::Layer;
 use dfdx::prelude::*;
 use std::cell::RefCell;
+use std::sync::Arc;
 use vaelab_datasets::{tag, StreamRng};
 
 /// What a forward pass needs besides its input: parameters, mode and the step's random streams.
@@ -18,11 +20,13 @@ pub struct Ctx<'a, D: Device<f32>> {
     pub step: u64,
     /// New values for buffers (BatchNorm running statistics), applied after the step.
     pub buffer_updates: RefCell<Vec<(ParamId, Vec<f32>)>>,
+    /// Errors from plugin blocks in this pass (checked before any parameter changes).
+    pub failures: Failures,
 }
 
 impl<'a, D: Device<f32>> Ctx<'a, D> {
     pub fn new(store: &'a ParamStore<D>, train: bool, seed: u64, step: u64) -> Self {
-        Ctx { store, train, seed, step, buffer_updates: RefCell::new(Vec::new()) }
+        Ctx { store, train, seed, step, buffer_updates: RefCell::new(Vec::new()), failures: Failures::default() }
     }
 
     /// A parameter on a fresh tape; its gradient is found later by the stored tensor's id.
@@ -60,6 +64,7 @@ enum Op {
     GroupNorm { w: ParamId, b: ParamId, groups: usize, eps: f32 },
     Dropout { p: f32, key: u64 },
     Residual(Sequential),
+    Plugin { block: Arc<dyn ExternalBlock>, params: Vec<ParamId> },
 }
 
 /// A built layer list.
@@ -78,13 +83,14 @@ impl Sequential {
         name: &str,
         spec_path: &str,
         store: &mut ParamStore<D>,
+        blocks: &dyn BlockSource,
     ) -> Result<Sequential, (String, String)> {
         let mut ops = Vec::new();
         let mut shape = input;
         for (i, layer) in layers.iter().enumerate() {
             let (lname, lpath) = (format!("{name}.{i}"), format!("{spec_path}[{i}]"));
             if let Layer::Residual(inner) = layer {
-                let block = Sequential::build(inner, shape, &lname, &format!("{lpath}[0]"), store)?;
+                let block = Sequential::build(inner, shape, &lname, &format!("{lpath}[0]"), store, blocks)?;
                 if block.output != shape {
                     return Err((
                         lpath,
@@ -94,7 +100,19 @@ impl Sequential {
                 ops.push((Op::Residual(block), shape));
                 continue;
             }
-            let (out, decls) = layer_shape(layer, shape).map_err(|m| (lpath, m))?;
+            if let Layer::Plugin(block_name, config) = layer {
+                let block = blocks.instantiate(block_name, config, shape).map_err(|m| (lpath.clone(), m))?;
+                let params = block
+                    .params()
+                    .iter()
+                    .map(|d| store.add(format!("{lname}.{}", d.suffix), d.shape.clone(), d.init, d.role))
+                    .collect();
+                let out = block.output();
+                ops.push((Op::Plugin { block, params }, out));
+                shape = out;
+                continue;
+            }
+            let (out, decls) = layer_shape(layer, shape, blocks).map_err(|m| (lpath, m))?;
             let ids: Vec<ParamId> =
                 decls.into_iter().map(|d| store.add(format!("{lname}.{}", d.suffix), d.shape, d.init, d.role)).collect();
             let op = match *layer {
@@ -129,7 +147,7 @@ impl Sequential {
                 }
                 Layer::GroupNorm { groups, eps } => Op::GroupNorm { w: ids[0], b: ids[1], groups, eps },
                 Layer::Dropout { p } => Op::Dropout { p, key: vaelab_datasets::tag(&lname) },
-                Layer::Residual(_) => unreachable!(),
+                Layer::Residual(_) | Layer::Plugin(..) => unreachable!("built above"),
             };
             ops.push((op, out));
             shape = out;
@@ -246,6 +264,12 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
             let mask: Vec<f32> = (0..len).map(|_| if rng.uniform() < *p as f64 { 0.0 } else { keep }).collect();
             let mask = dev.tensor_from_vec(mask, (x.shape.len(), batch));
             let t = x.t * mask;
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::Plugin { block, params } => {
+            let params = params.iter().map(|id| ctx.param(*id)).collect();
+            let out_len = block.output().len();
+            let t = external_op(block, x.t, params, out_len, &ctx.failures);
             Act { t, shape: x.shape, needs_grad: true }
         }
         Op::Residual(block) => {

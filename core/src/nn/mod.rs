@@ -3,6 +3,7 @@
 //! Layout: activations are batch-last matrices `(C·H·W, B)` everywhere inside models; data enter
 //! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
 
+pub mod external;
 pub mod fused;
 pub mod fused_optim;
 pub mod gather;
@@ -12,6 +13,7 @@ pub mod layers;
 pub mod params;
 pub mod shape;
 
+pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
 pub use geom::ConvGeom;
 pub use layers::{Act, Ctx, Sequential};
 pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
@@ -28,6 +30,9 @@ pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
 /// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
 /// tests check against these generic versions.
 pub trait Backend: Device<f32> {
+    /// Adds host values into device storage, e.g. a gradient (plugin blocks compute on the host).
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err>;
+
     /// Σ g² of `p`'s gradient (0 when `p` got none).
     fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
         grads.try_alloc_for(p).expect("gradient allocation");
@@ -72,6 +77,12 @@ pub trait Backend: Device<f32> {
 }
 
 impl Backend for Cpu {
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err> {
+        for (a, v) in dst.iter_mut().zip(values) {
+            *a += *v;
+        }
+        Ok(())
+    }
     fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
         let g = grads.get_or_alloc_mut(p).expect("CPU allocation");
         g.iter().map(|v| (*v as f64) * (*v as f64)).sum()
@@ -109,7 +120,18 @@ impl Backend for Cpu {
 
 /// CUDA runs the generic dfdx-op kernels (gather-based convolutions).
 #[cfg(feature = "cuda")]
-impl Backend for Cuda {}
+impl Backend for Cuda {
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err> {
+        // Copy the device values down, add, copy them back (plugin blocks are host code).
+        let dev = dst.device();
+        let mut host: Vec<f32> = dev.dtoh_sync_copy(&**dst)?;
+        for (a, v) in host.iter_mut().zip(values) {
+            *a += *v;
+        }
+        dev.htod_sync_copy_into(&host, &mut **dst)?;
+        Ok(())
+    }
+}
 
 /// N×C×H×W values → a batch-last `(C·H·W, N)` matrix.
 pub fn to_batch_last(nchw: &[f32], n: usize) -> Vec<f32> {

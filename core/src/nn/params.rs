@@ -18,6 +18,10 @@ pub enum Init {
     FanInUniform {
         fan_in: usize,
     },
+    /// U(−a, a) (plugin blocks may ask for it).
+    Uniform {
+        a: f32,
+    },
 }
 
 /// Which optimizer updates a tensor. Buffers (BatchNorm running statistics) are never updated by one.
@@ -98,8 +102,12 @@ fn initial_values(seed: u64, name: &str, n: usize, init: Init) -> Vec<f32> {
     match init {
         Init::Zeros => vec![0.0; n],
         Init::Ones => vec![1.0; n],
-        Init::FanInUniform { fan_in } => {
-            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        Init::FanInUniform { .. } | Init::Uniform { .. } => {
+            let bound = match init {
+                Init::Uniform { a } => a as f64,
+                Init::FanInUniform { fan_in } => 1.0 / (fan_in.max(1) as f64).sqrt(),
+                _ => unreachable!(),
+            };
             let mut rng = StreamRng::new(seed, &[vaelab_datasets::tag("init"), vaelab_datasets::tag(name)]);
             (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect()
         }

@@ -1,6 +1,7 @@
 //! Shape inference over a layer list. The same function drives `vaelab check`'s summary table,
 //! spec validation and model building, so the three can never disagree.
 
+use super::external::BlockSource;
 use super::geom::ConvGeom;
 use super::params::{Init, Role};
 use crate::spec::Layer;
@@ -44,22 +45,23 @@ impl fmt::Display for FeatShape {
 /// A parameter a layer needs: name suffix, shape, initializer, role.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamDecl {
-    pub suffix: &'static str,
+    pub suffix: String,
     pub shape: Vec<usize>,
     pub init: Init,
     pub role: Role,
 }
 
-fn trainable(suffix: &'static str, shape: Vec<usize>, init: Init) -> ParamDecl {
-    ParamDecl { suffix, shape, init, role: Role::Trainable }
+fn trainable(suffix: &str, shape: Vec<usize>, init: Init) -> ParamDecl {
+    ParamDecl { suffix: suffix.into(), shape, init, role: Role::Trainable }
 }
 
-fn buffer(suffix: &'static str, shape: Vec<usize>, init: Init) -> ParamDecl {
-    ParamDecl { suffix, shape, init, role: Role::Buffer }
+fn buffer(suffix: &str, shape: Vec<usize>, init: Init) -> ParamDecl {
+    ParamDecl { suffix: suffix.into(), shape, init, role: Role::Buffer }
 }
 
 /// Output shape and parameters of one (non-residual) layer, or what is wrong with its input.
-pub fn layer_shape(layer: &Layer, input: FeatShape) -> Result<(FeatShape, Vec<ParamDecl>), String> {
+/// Plugin blocks are asked through `blocks`.
+pub fn layer_shape(layer: &Layer, input: FeatShape, blocks: &dyn BlockSource) -> Result<(FeatShape, Vec<ParamDecl>), String> {
     use FeatShape::*;
     let image = |input: FeatShape| match input {
         Image(c, h, w) => Ok((c, h, w)),
@@ -121,6 +123,10 @@ pub fn layer_shape(layer: &Layer, input: FeatShape) -> Result<(FeatShape, Vec<Pa
             }
             (input, vec![trainable("weight", vec![c], Init::Ones), trainable("bias", vec![c], Init::Zeros)])
         }
+        Layer::Plugin(ref name, ref config) => {
+            let block = blocks.instantiate(name, config, input)?;
+            (block.output(), block.params().to_vec())
+        }
         Layer::Residual(_) => unreachable!("residual blocks are walked by `infer`"),
     })
 }
@@ -130,7 +136,8 @@ pub fn layer_shape(layer: &Layer, input: FeatShape) -> Result<(FeatShape, Vec<Pa
 pub struct SummaryRow {
     /// Parameter-name prefix, e.g. `encoder.3` or `encoder.5.1` inside a residual block.
     pub name: String,
-    pub kind: &'static str,
+    /// The layer's kind as written in specs (`Conv`, or `Plugin(se)` for plugin blocks).
+    pub kind: String,
     pub output: FeatShape,
     pub params: Vec<ParamDecl>,
 }
@@ -147,21 +154,26 @@ pub fn infer(
     input: FeatShape,
     name: &str,
     spec_path: &str,
+    blocks: &dyn BlockSource,
 ) -> Result<(FeatShape, Vec<SummaryRow>), (String, String)> {
     let mut shape = input;
     let mut rows = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let (lname, lpath) = (format!("{name}.{i}"), format!("{spec_path}[{i}]"));
         if let Layer::Residual(inner) = layer {
-            let (out, inner_rows) = infer(inner, shape, &lname, &format!("{lpath}[0]"))?;
+            let (out, inner_rows) = infer(inner, shape, &lname, &format!("{lpath}[0]"), blocks)?;
             if out != shape {
                 return Err((lpath, format!("Residual block must keep its input shape {shape}, but its layers output {out}")));
             }
-            rows.push(SummaryRow { name: lname, kind: "Residual", output: out, params: vec![] });
+            rows.push(SummaryRow { name: lname, kind: "Residual".into(), output: out, params: vec![] });
             rows.extend(inner_rows);
         } else {
-            let (out, params) = layer_shape(layer, shape).map_err(|m| (lpath, m))?;
-            rows.push(SummaryRow { name: lname, kind: layer.kind(), output: out, params });
+            let (out, params) = layer_shape(layer, shape, blocks).map_err(|m| (lpath, m))?;
+            let kind = match layer {
+                Layer::Plugin(block, _) => format!("Plugin({block})"),
+                other => other.kind().into(),
+            };
+            rows.push(SummaryRow { name: lname, kind, output: out, params });
             shape = out;
         }
     }

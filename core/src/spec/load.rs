@@ -101,6 +101,12 @@ fn load_chain(path: PathBuf, text: String) -> Result<LoadedSpec, SpecErrors> {
 /// Makes a relative dataset folder relative to the spec file that writes it (like `extends`), so a
 /// run's resolved `spec.ron` works from any working directory.
 fn resolve_data_paths(loaded: &mut LoadedSpec) {
+    let plugin_writer = loaded.sources.iter().find(|s| s.locations.contains("plugins")).or(loaded.sources.first());
+    if let Some(base) = plugin_writer.and_then(|s| s.path.parent()) {
+        for p in loaded.experiment.plugins.iter_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
+    }
     let dir = match &mut loaded.experiment.data.dataset {
         crate::spec::Dataset::Idx { dir, .. } => Some(dir),
         crate::spec::Dataset::Folder { root, .. } => Some(root),
@@ -166,6 +172,7 @@ fn resolve(p: ExperimentPatch) -> Result<Experiment, (&'static str, String)> {
         losses: p.losses.unwrap_or_default(),
         train: p.train.unwrap_or_default().resolve(),
         eval: p.eval.unwrap_or_default().resolve(),
+        plugins: p.plugins.unwrap_or_default(),
     })
 }
 

@@ -15,6 +15,11 @@ pub struct Experiment {
     pub losses: Vec<Loss>,
     pub train: Train,
     pub eval: Eval,
+    /// Plugin libraries (metrics and model blocks), relative to the spec file that names them. An entry
+    /// may be a file, a directory (every shared library in it) or a bare library name such as
+    /// `../target/release/vaelab_block_se` (the platform's `lib…so` / `lib…dylib` / `….dll` is added).
+    #[serde(default)]
+    pub plugins: Vec<std::path::PathBuf>,
 }
 
 /// Where tensors live. `--device` on the command line overrides the spec.
@@ -206,6 +211,30 @@ pub enum Layer {
     },
     /// `x + f(x)` where `f` is the layer list; `f` must keep the shape.
     Residual(Vec<Layer>),
+    /// A block from a plugin library, by name, with its configuration: `Plugin("se", (reduction: 4))`.
+    Plugin(String, #[serde(default = "no_config")] ron::Value),
+}
+
+fn no_config() -> ron::Value {
+    ron::Value::Unit
+}
+
+/// A plugin block's configuration as the key/value text pairs that cross the plugin ABI:
+/// `(channels: 32, mode: "fast")` → `[("channels", "32"), ("mode", "\"fast\"")]`.
+pub fn config_pairs(config: &ron::Value) -> Result<Vec<(String, String)>, String> {
+    match config {
+        ron::Value::Unit => Ok(vec![]),
+        ron::Value::Map(map) => map
+            .iter()
+            .map(|(k, v)| match k {
+                ron::Value::String(key) => {
+                    ron::to_string(v).map(|text| (key.clone(), text)).map_err(|e| format!("config `{key}`: {e}"))
+                }
+                other => Err(format!("config keys must be names, got {other:?}")),
+            })
+            .collect(),
+        other => Err(format!("a plugin block's config must look like `(name: value, ...)`, got {other:?}")),
+    }
 }
 
 impl Layer {
@@ -227,6 +256,7 @@ impl Layer {
             Layer::GroupNorm { .. } => "GroupNorm",
             Layer::Dropout { .. } => "Dropout",
             Layer::Residual(_) => "Residual",
+            Layer::Plugin(..) => "Plugin",
         }
     }
 }
@@ -407,6 +437,8 @@ pub struct ExperimentPatch {
     pub train: Option<TrainPatch>,
     #[serde(default)]
     pub eval: Option<EvalPatch>,
+    #[serde(default)]
+    pub plugins: Option<Vec<std::path::PathBuf>>,
 }
 
 fn merge_opt<T>(base: Option<T>, over: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
@@ -429,6 +461,7 @@ impl ExperimentPatch {
             losses: over.losses.or(self.losses),
             train: merge_opt(self.train, over.train, TrainPatch::merge),
             eval: merge_opt(self.eval, over.eval, EvalPatch::merge),
+            plugins: over.plugins.or(self.plugins),
         }
     }
 }

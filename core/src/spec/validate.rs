@@ -110,6 +110,12 @@ fn layers(v: &mut Problems, prefix: &str, list: &[Layer]) {
                 format!("dropout probability must be in [0, 1), got {prob}"),
             ),
             Layer::Residual(inner) => layers(v, &format!("{p}[0]"), inner),
+            Layer::Plugin(name, config) => {
+                v.check(!name.is_empty(), &p, "Plugin needs a block name".into());
+                if let Err(m) = config_pairs(config) {
+                    v.push(&p, m);
+                }
+            }
             Layer::Flatten | Layer::Relu | Layer::Silu | Layer::Tanh | Layer::Sigmoid => {}
         }
     }

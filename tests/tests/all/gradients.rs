@@ -2,7 +2,7 @@
 //! CPU convolutions against the gather-based path that dfdx computes on any device.
 
 use dfdx::prelude::*;
-use vaelab_core::nn::{gather, Act, ConvGeom, Ctx, FeatShape, ParamStore, Sequential};
+use vaelab_core::nn::{gather, Act, BlockSource, ConvGeom, Ctx, FeatShape, NoBlocks, ParamStore, Sequential};
 use vaelab_core::spec::Layer;
 use vaelab_datasets::StreamRng;
 
@@ -35,9 +35,14 @@ fn loss(
 
 /// Compares analytic and central-difference gradients at up to 12 coordinates per tensor.
 fn check_layers(layers: Vec<Layer>, shape: FeatShape, batch: usize) {
+    check_layers_with(layers, shape, batch, &NoBlocks)
+}
+
+/// [`check_layers`] for layer lists that use plugin blocks from `blocks`.
+pub(crate) fn check_layers_with(layers: Vec<Layer>, shape: FeatShape, batch: usize, blocks: &dyn BlockSource) {
     let dev = Cpu::default();
     let mut store = ParamStore::new(dev.clone(), 5);
-    let block = Sequential::build(&layers, shape, "block", "layers", &mut store).expect("layers build");
+    let block = Sequential::build(&layers, shape, "block", "layers", &mut store, blocks).expect("layers build");
     // Make biases and norm affines non-trivial so their gradients are exercised.
     for i in 0..store.len() {
         let id = vaelab_core::nn::ParamId(i);
@@ -79,7 +84,7 @@ fn check_layers(layers: Vec<Layer>, shape: FeatShape, batch: usize) {
         let base = store.get(id).tensor.as_vec();
         let analytic = grads.get(&store.get(id).tensor).as_vec();
         let mut s2 = ParamStore::new(dev.clone(), 5);
-        let block2 = Sequential::build(&layers, shape, "block", "layers", &mut s2).unwrap();
+        let block2 = Sequential::build(&layers, shape, "block", "layers", &mut s2, blocks).unwrap();
         for j in 0..store.len() {
             s2.set_values(vaelab_core::nn::ParamId(j), store.get(vaelab_core::nn::ParamId(j)).tensor.as_vec());
         }

@@ -5,5 +5,6 @@ mod eval;
 mod gradients;
 mod model;
 mod optim;
+mod plugins;
 mod specs;
 mod training;
