@@ -2,8 +2,8 @@
 //! resolved form, and a model summary table.
 
 use crate::data::{build_dataset, data_shape, size_mismatch};
-use crate::model::Model;
 use crate::eval::metric::MetricRegistry;
+use crate::model::Model;
 use crate::nn::{FeatShape, SummaryRow};
 use crate::plugin::PluginSet;
 use crate::spec::{load_spec, Experiment, LoadedSpec, SpecError, SpecErrors};
@@ -38,7 +38,13 @@ pub fn load_plugins(loaded: &LoadedSpec, written: usize) -> Result<PluginSet, Sp
             loaded.error_at(&format!("plugins[{i}]"), e.to_string())
         } else {
             let file = loaded.sources.first().map(|s| s.path.clone()).unwrap_or_default();
-            SpecError { file, line: 0, col: 0, path: "plugins (from --plugin or VAELAB_PLUGIN_PATH)".into(), message: e.to_string() }
+            SpecError {
+                file,
+                line: 0,
+                col: 0,
+                path: "plugins (from --plugin or VAELAB_PLUGIN_PATH)".into(),
+                message: e.to_string(),
+            }
         })
     })
 }
@@ -56,7 +62,9 @@ fn check_metric_names(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(), Sp
         .iter()
         .enumerate()
         .filter(|(_, m)| !known.contains(&m.as_str()))
-        .map(|(i, m)| loaded.error_at(&format!("eval.metrics[{i}]"), format!("unknown metric `{m}`; available: {}", known.join(", "))))
+        .map(|(i, m)| {
+            loaded.error_at(&format!("eval.metrics[{i}]"), format!("unknown metric `{m}`; available: {}", known.join(", ")))
+        })
         .collect();
     if errors.is_empty() {
         Ok(())

@@ -1,7 +1,9 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
 use crate::latent::{Encoded, LatentModel};
-use crate::nn::{infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT};
+use crate::nn::{
+    infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT,
+};
 use crate::spec::{self, Likelihood, Sigma};
 use dfdx::prelude::*;
 
@@ -67,7 +69,12 @@ impl Model {
             .iter()
             .map(|p| crate::nn::shape::ParamDecl { suffix: String::new(), shape: p.shape.clone(), init: p.init, role: p.role })
             .collect();
-        rows.push(SummaryRow { name: "latent".into(), kind: latent_kind(&spec.latent).into(), output: code, params: latent_params });
+        rows.push(SummaryRow {
+            name: "latent".into(),
+            kind: latent_kind(&spec.latent).into(),
+            output: code,
+            params: latent_params,
+        });
         let (dec_out, dec_rows) = infer(&spec.decoder, code, "decoder", "model.decoder", blocks)?;
         rows.extend(dec_rows);
         if dec_out != data_shape {

@@ -168,7 +168,12 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let v = term.as_vec()[0];
             if !v.is_finite() {
                 bar.abandon();
-                return Err(TrainError::NonFinite { step: step + 1, term: name.to_string(), value: v, kept: kept(&last_checkpoint) });
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    term: name.to_string(),
+                    value: v,
+                    kept: kept(&last_checkpoint),
+                });
             }
             values.insert(name.to_string(), v);
             let weighted = term * *w;

@@ -151,14 +151,16 @@ fn a_spec_with_a_plugin_block_and_metric_trains_and_evaluates() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
-    let (plugin, builtin) = (metrics["metrics"]["psnr_rs"]["value"].as_f64().unwrap(), metrics["metrics"]["psnr"]["value"].as_f64().unwrap());
+    let (plugin, builtin) =
+        (metrics["metrics"]["psnr_rs"]["value"].as_f64().unwrap(), metrics["metrics"]["psnr"]["value"].as_f64().unwrap());
     assert!((plugin - builtin).abs() < 1e-9, "{plugin} vs {builtin}");
     // The run records where its plugins came from, so a later eval (without flags or variables) works.
     let recorded = std::fs::read_to_string(run.join("spec.ron")).unwrap();
     assert!(recorded.contains(&se.display().to_string()) && recorded.contains(&psnr.display().to_string()), "{recorded}");
     let again = vaelab().arg("eval").arg(&run).env_remove("VAELAB_PLUGIN_PATH").output().unwrap();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    let checkpoint = safetensors_names(&run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/latest")).unwrap().trim()));
+    let checkpoint =
+        safetensors_names(&run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/latest")).unwrap().trim()));
     // Plugin parameters are checkpointed (with their Adam moments) like any other.
     // Plugin parameters are checkpointed, with their Adam moments, like any other.
     for key in ["encoder.4.fc1_weight", "optim.first.encoder.4.fc1_weight"] {
@@ -179,8 +181,10 @@ fn safetensors_names(path: &Path) -> Vec<String> {
 fn plugin_failures_stop_cleanly_and_bad_plugin_entries_are_located() {
     let faulty = plugin_build::plugin_library("vaelab-test-faulty");
     let layers = r#"model: (encoder: [Conv(out: 8, k: 4, s: 2, p: 1), Plugin("wrong_output"), Relu, Conv(out: 16, k: 4, s: 2, p: 1), Relu, Flatten, Dense(out: 64), Relu])"#;
-    let dir = extending_spec("faulty", "tests/specs/tiny.ron", &format!("plugins: [{:?}], {layers}", faulty.display().to_string()));
-    let out = vaelab().args(["train", "--threads", "1"]).arg(dir.join("spec.ron")).arg("--out").arg(dir.join("run")).output().unwrap();
+    let dir =
+        extending_spec("faulty", "tests/specs/tiny.ron", &format!("plugins: [{:?}], {layers}", faulty.display().to_string()));
+    let out =
+        vaelab().args(["train", "--threads", "1"]).arg(dir.join("spec.ron")).arg("--out").arg(dir.join("run")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("step 1: block `wrong_output`") && stderr.contains("libvaelab_test_faulty"), "{stderr}");
@@ -190,7 +194,10 @@ fn plugin_failures_stop_cleanly_and_bad_plugin_entries_are_located() {
     let out = vaelab().arg("check").arg(dir.join("spec.ron")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("spec.ron:1:") && stderr.contains("plugins[0]: plugin") && stderr.contains("no such file"), "{stderr}");
+    assert!(
+        stderr.contains("spec.ron:1:") && stderr.contains("plugins[0]: plugin") && stderr.contains("no such file"),
+        "{stderr}"
+    );
 
     let dir = extending_spec("unknown-block", "tests/specs/tiny.ron", r#"model: (decoder: [Plugin("film", (channels: 2))])"#);
     let out = vaelab().arg("check").arg(dir.join("spec.ron")).output().unwrap();

@@ -104,8 +104,7 @@ fn evaluate_on<D: Backend>(
     let shape = data_shape(dataset.as_ref());
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let model =
-        Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+    let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
     let ckpt = match checkpoint {
         Some(p) => p.to_path_buf(),
         None => checkpoint::latest(&run_dir.join("checkpoints"))?,

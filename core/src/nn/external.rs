@@ -84,7 +84,12 @@ pub fn external_op<D: Backend>(
     let y_rows = match block.forward(batch, &x_rows, &slices) {
         Ok(y) if y.len() == out_len * batch => y,
         Ok(y) => {
-            failures.push(format!("block {}: forward returned {} values, expected {}", block.describe(), y.len(), out_len * batch));
+            failures.push(format!(
+                "block {}: forward returned {} values, expected {}",
+                block.describe(),
+                y.len(),
+                out_len * batch
+            ));
             vec![0.0; out_len * batch]
         }
         Err(m) => {

@@ -96,10 +96,7 @@ fn load(path: &Path) -> Result<Library, PluginError> {
         check_size(path, "VaelabPlugin", table.size, std::mem::size_of::<abi::VaelabPlugin>())?;
         let table = *table;
         if table.abi_version != found {
-            return Err(bad(format!(
-                "its table says ABI {} but vaelab_plugin_abi_version() says {found}",
-                table.abi_version
-            )));
+            return Err(bad(format!("its table says ABI {} but vaelab_plugin_abi_version() says {found}", table.abi_version)));
         }
         let name = text(table.name).ok_or_else(|| bad("the plugin name is NULL or not UTF-8".into()))?;
         let mut metrics = Vec::new();

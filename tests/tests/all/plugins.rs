@@ -4,6 +4,7 @@
 #[path = "../../support/plugin_build.rs"]
 mod plugin_build;
 
+use dfdx::prelude::TensorFromVec;
 use plugin_build::{plugin_library, plugin_target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,6 @@ use vaelab_core::nn::{Act, BlockSource, Ctx, FeatShape, ParamStore, Sequential};
 use vaelab_core::plugin::{self, PluginSet};
 use vaelab_core::spec::Layer;
 use vaelab_datasets::{ImageBatch, StreamRng};
-use dfdx::prelude::TensorFromVec;
 use vaelab_plugin_abi as abi;
 
 fn workspace() -> PathBuf {
@@ -138,8 +138,8 @@ fn rust_and_c_psnr_plugins_agree_with_the_builtin_metric() {
     assert!(registry.get("psnr_rs").unwrap().higher_is_better() && !registry.get("mae_c").unwrap().higher_is_better());
 
     let mae = registry.get("mae_c").unwrap().evaluate(&real, &fake).unwrap()[0].value;
-    let direct = real.pixels.iter().zip(&fake.pixels).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
-        / real.pixels.len() as f64;
+    let direct =
+        real.pixels.iter().zip(&fake.pixels).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / real.pixels.len() as f64;
     assert!((mae - direct).abs() < 1e-9, "{mae} vs {direct}");
 }
 
@@ -191,7 +191,8 @@ pub(crate) fn with_test_plugins(spec: &Path) -> PathBuf {
     let dir = scratch(&spec.file_stem().unwrap().to_string_lossy());
     let libs = [plugin_library("vaelab-block-se"), plugin_library("vaelab-metric-psnr")];
     let list: Vec<String> = libs.iter().map(|l| format!("{:?}", l.display().to_string())).collect();
-    let text = format!("Experiment(extends: {:?}, plugins: [{}])", spec.canonicalize().unwrap().display().to_string(), list.join(", "));
+    let text =
+        format!("Experiment(extends: {:?}, plugins: [{}])", spec.canonicalize().unwrap().display().to_string(), list.join(", "));
     std::fs::write(dir.join("spec.ron"), text).unwrap();
     dir.join("spec.ron")
 }
@@ -213,6 +214,7 @@ fn load_error(entries: &[PathBuf]) -> String {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn every_bad_plugin_gets_a_clear_message() {
     let dir = scratch("bad");
     let mut report = String::new();
@@ -294,4 +296,34 @@ fn bare_names_and_folders_expand_to_platform_libraries() {
     // Loading the same library twice (by two names) is one library, not a clash.
     let set = PluginSet::load(&[bare, psnr]).map_err(|(_, e)| e.to_string()).unwrap();
     assert_eq!(set.libraries.len(), 1);
+}
+
+/// The first ```fence code block of a markdown text.
+fn readme_block(readme: &str, fence: &str) -> String {
+    let start = readme.find(&format!("```{fence}\n")).unwrap_or_else(|| panic!("no ```{fence} block")) + fence.len() + 4;
+    readme[start..start + readme[start..].find("```").unwrap()].to_string()
+}
+
+/// The README shows exactly the example code CI builds, and its C example builds with only the
+/// header, using the README's own command, and loads.
+#[test]
+#[cfg(target_os = "linux")]
+fn plugin_readme_examples_are_the_built_code_and_build_as_documented() {
+    let readme = std::fs::read_to_string(workspace().join("plugins/README.md")).unwrap();
+    let c_source = std::fs::read_to_string(workspace().join("plugins/metric-c-example/src/metric_c_example.c")).unwrap();
+    let rust_source = std::fs::read_to_string(workspace().join("plugins/metric-psnr/src/lib.rs")).unwrap();
+    let shown_c = readme.split("```c\n").find(|b| b.starts_with("/* A vaelab metric plugin")).expect("the C example");
+    assert!(shown_c.starts_with(&c_source) && shown_c[c_source.len()..].starts_with("```"), "README's C example differs");
+    assert_eq!(readme_block(&readme, "rust"), rust_source, "README's Rust example differs");
+
+    let build = readme_block(&readme, "sh");
+    let linux = build.lines().find(|l| l.starts_with("cc ") && l.contains("-shared")).expect("a Linux build line");
+    let dir = scratch("readme-c");
+    std::fs::write(dir.join("metric_c_example.c"), &c_source).unwrap();
+    let command = linux.replace("plugins/abi/include", &header_dir().display().to_string());
+    let status = Command::new("sh").arg("-c").arg(&command).current_dir(&dir).status().unwrap();
+    assert!(status.success(), "{command}");
+    let set = PluginSet::load(&[dir.join("libmetric_c_example.so")]).map_err(|(_, e)| e.to_string()).unwrap();
+    let names: Vec<&str> = set.libraries[0].metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["psnr_c", "mae_c"]);
 }
