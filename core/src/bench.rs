@@ -72,3 +72,40 @@ pub fn peak_rss_mib() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+pub struct LoaderResult {
+    pub images: usize,
+    /// Opening the folder: listing, decoding and resizing every file (in parallel).
+    pub open_s: f64,
+    pub total_s: f64,
+    pub img_per_s: f64,
+    pub peak_rss_mib: f64,
+}
+
+/// One pass over an image folder's training split as a run sees it: open (decode and resize every
+/// file, in parallel) and assemble every batch.
+pub fn time_loader(root: &std::path::Path, size: usize, batch: usize) -> anyhow::Result<LoaderResult> {
+    use vaelab_datasets::{Dataset, FolderConfig, FolderDataset, Split};
+    let t0 = Instant::now();
+    let ds = FolderDataset::open(FolderConfig {
+        root: root.to_path_buf(),
+        size,
+        channels: vaelab_datasets::Channels::Grey,
+        fit: vaelab_datasets::Fit::Resize,
+        on_bad_file: vaelab_datasets::OnBadFile::Error,
+        limits: (usize::MAX, usize::MAX),
+        seed: 0,
+        cache_mib: 4096,
+    })?;
+    let open_s = t0.elapsed().as_secs_f64();
+    let n = ds.len(Split::Train);
+    let indices: Vec<usize> = (0..n).collect();
+    let mut checksum = 0.0f64;
+    for chunk in indices.chunks(batch) {
+        let b = ds.batch(Split::Train, chunk);
+        checksum += b.pixels[0] as f64;
+    }
+    let total_s = t0.elapsed().as_secs_f64();
+    std::hint::black_box(checksum);
+    Ok(LoaderResult { images: n, open_s, total_s, img_per_s: n as f64 / total_s, peak_rss_mib: peak_rss_mib() })
+}

@@ -4,8 +4,8 @@ use crate::nn::{to_batch_last, FeatShape};
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
 use vaelab_datasets::{
-    tag, DataError, Dataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch, KneeConfig, KneePhantom, Shapes,
-    ShapesConfig, Split, StreamRng,
+    tag, DataError, Dataset, DicomConfig, DicomDataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch,
+    KneeConfig, KneePhantom, Shapes, ShapesConfig, Split, StreamRng,
 };
 
 /// Opens the spec's dataset. File formats read (and check) their files here, before any training.
@@ -37,6 +37,16 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
             limits: (e.data.train_size, e.data.test_size),
             seed: e.seed,
             cache_mib: *cache_mib,
+        })?),
+        spec::Dataset::Dicom { root, fit, window, patches, on_bad_file } => Box::new(DicomDataset::open(DicomConfig {
+            root: root.clone(),
+            size: e.data.size,
+            fit: *fit,
+            window: *window,
+            patches: *patches,
+            on_bad_file: *on_bad_file,
+            limits: (e.data.train_size, e.data.test_size),
+            seed: e.seed,
         })?),
     })
 }

@@ -86,6 +86,18 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Time loading an image folder: decode, resize to `--size` and batch every training image
+    /// (used by `cargo xtask bench loader`).
+    #[command(hide = true)]
+    BenchLoader {
+        root: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +248,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!(
                 "vaelab threads={threads} size={}: median step {:.4}s => {:.0} img/s (peak RSS {:.0} MiB; forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms)",
                 loaded.experiment.data.size, result.median_step_s, result.img_per_s, result.peak_rss_mib, f * 1e3, b * 1e3, o * 1e3
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchLoader { root, size, batch, threads } => {
+            let threads = set_threads(threads)?;
+            let r = vaelab_core::bench::time_loader(&root, size, batch)?;
+            println!(
+                "vaelab loader threads={threads}: {} images in {:.3}s (open {:.3}s) => {:.0} img/s (peak RSS {:.0} MiB)",
+                r.images, r.total_s, r.open_s, r.img_per_s, r.peak_rss_mib
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -145,16 +145,10 @@ impl FolderDataset {
             let test = class_items(&test_dir, &classes, numeric)?;
             (train, test, classes)
         } else {
-            let mut files: Vec<PathBuf> = list_dir(root)?.into_iter().filter(|p| is_image(p)).collect();
-            // Seeded Fisher–Yates shuffle, then the first `test` files form the test split.
-            let mut rng = StreamRng::new(cfg.seed, &[tag("folder-split")]);
-            for i in (1..files.len()).rev() {
-                files.swap(i, rng.below(i + 1));
-            }
-            let n_test = cfg.limits.1.min(files.len() / 2);
-            let train = files.split_off(n_test);
-            let to_items = |v: Vec<PathBuf>| v.into_iter().map(|path| Item { path, label: None }).collect::<Vec<_>>();
-            (to_items(train), to_items(files), Vec::new())
+            let files: Vec<Item> =
+                list_dir(root)?.into_iter().filter(|p| is_image(p)).map(|path| Item { path, label: None }).collect();
+            let (train, test) = split_flat(files, cfg.seed, cfg.limits.1);
+            (train, test, Vec::new())
         };
         train.truncate(cfg.limits.0);
         test.truncate(cfg.limits.1);
@@ -222,6 +216,40 @@ impl FolderDataset {
             Split::Test => &self.test,
         }
     }
+}
+
+/// A seeded Fisher–Yates shuffle of `items`; the first `test_limit` (at most half) form the test split.
+pub(crate) fn split_flat<T>(mut items: Vec<T>, seed: u64, test_limit: usize) -> (Vec<T>, Vec<T>) {
+    let mut rng = StreamRng::new(seed, &[tag("folder-split")]);
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.below(i + 1));
+    }
+    let n_test = test_limit.min(items.len() / 2);
+    let train = items.split_off(n_test);
+    (train, items)
+}
+
+/// A grey image (`w`×`h`, values in [0, 1]) brought to `size`×`size` by `fit`.
+pub(crate) fn fit_grey(pixels: Vec<f32>, w: usize, h: usize, size: usize, fit: Fit) -> Result<Vec<f32>, String> {
+    use image::{imageops, ImageBuffer, Luma};
+    if (w, h) == (size, size) {
+        return Ok(pixels);
+    }
+    let img: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(w as u32, h as u32, pixels).ok_or("pixel count")?;
+    let s = size as u32;
+    Ok(match fit {
+        Fit::Exact => {
+            return Err(format!(
+                "image is {w}×{h} but `size` is {size}×{size}; set `fit: Resize` or `fit: CenterCrop` to adapt images"
+            ))
+        }
+        Fit::Resize => imageops::resize(&img, s, s, imageops::FilterType::Triangle).into_raw(),
+        Fit::CenterCrop => {
+            let side = w.min(h) as u32;
+            let square = imageops::crop_imm(&img, (w as u32 - side) / 2, (h as u32 - side) / 2, side, side).to_image();
+            imageops::resize(&square, s, s, imageops::FilterType::Triangle).into_raw()
+        }
+    })
 }
 
 /// Decodes one file to C×size×size values in [0, 1] and its bit depth. Size problems start with

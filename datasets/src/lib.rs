@@ -6,6 +6,7 @@
 //! so a training run can be resumed without saving any data-loader state.
 
 mod batch;
+pub mod dicom;
 mod error;
 pub mod folder;
 pub mod idx;
@@ -15,6 +16,7 @@ mod rng;
 pub mod shapes;
 
 pub use batch::ImageBatch;
+pub use dicom::{DicomConfig, DicomDataset, Patches, Window};
 pub use error::DataError;
 pub use folder::{Channels, Fit, FolderConfig, FolderDataset, OnBadFile};
 pub use idx::{IdxConfig, IdxDataset};

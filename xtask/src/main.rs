@@ -1,8 +1,11 @@
 //! `cargo xtask <command>`: project automation that needs more than one cargo call.
 //!
 //! * `test`  — the full suite, as CI runs it (tests, then the CUDA compile check).
-//! * `bench` — training throughput of `specs/bench/betavae64.ron` beside the PyTorch reference
-//!   script, alternating the two in one run so both see the same machine load.
+//! * `bench [train|loader]` — training throughput of `specs/bench/betavae64.ron` beside the PyTorch
+//!   reference script, and image-folder loading beside torchvision (`loader`); each alternates the
+//!   two sides in one run so both see the same machine load. Without a name, both run.
+
+mod loader;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -11,9 +14,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("train") => bench(&args[2..]),
+            Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
+            _ => bench(&args[1..]).and_then(|()| loader::bench_loader(&args[1..], &python(&args[1..]))),
+        },
         _ => {
-            eprintln!("usage: cargo xtask test | bench [--rounds N] [--steps N] [--threads N] [--python PATH]");
+            eprintln!("usage: cargo xtask test | bench [train|loader] [--rounds N] [--steps N] [--threads N] [--python PATH]");
             return ExitCode::from(2);
         }
     };
@@ -72,12 +79,17 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The Python with torch (and torchvision) for the reference scripts.
+fn python(args: &[String]) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    flag(args, "--python").unwrap_or_else(|| format!("{home}/.torchenv/bin/python"))
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     let rounds: usize = flag(args, "--rounds").map_or(Ok(5), |s| s.parse()).map_err(|_| "--rounds takes a number")?;
     let steps = flag(args, "--steps").unwrap_or_else(|| "15".into());
     let threads = flag(args, "--threads").unwrap_or_else(|| "2".into());
-    let home = std::env::var("HOME").unwrap_or_default();
-    let python = flag(args, "--python").unwrap_or_else(|| format!("{home}/.torchenv/bin/python"));
+    let python = python(args);
     let script = root().join("../shared/bench/torch_betavae_step.py");
 
     run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-core"]))?;

@@ -109,7 +109,7 @@ fn resolve_data_paths(loaded: &mut LoadedSpec) {
     }
     let dir = match &mut loaded.experiment.data.dataset {
         crate::spec::Dataset::Idx { dir, .. } => Some(dir),
-        crate::spec::Dataset::Folder { root, .. } => Some(root),
+        crate::spec::Dataset::Folder { root, .. } | crate::spec::Dataset::Dicom { root, .. } => Some(root),
         crate::spec::Dataset::Shapes | crate::spec::Dataset::KneePhantom { .. } => None,
     };
     if let Some(dir) = dir {

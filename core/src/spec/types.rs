@@ -87,6 +87,21 @@ pub enum Dataset {
         #[serde(default = "cache_mib")]
         cache_mib: usize,
     },
+    /// DICOM radiographs read with dicom-rs: one file or a folder of them. Stored values are rescaled
+    /// (slope/intercept), windowed (the file's window, or `window: (center: …, width: …)`) and
+    /// MONOCHROME1 is inverted. With `patches: (size: 256, stride: 128, min_foreground: 0.5)` each
+    /// radiograph is cut into patches; otherwise each file is one image, brought to `size` by `fit`.
+    Dicom {
+        root: std::path::PathBuf,
+        #[serde(default)]
+        fit: vaelab_datasets::Fit,
+        #[serde(default)]
+        window: Option<vaelab_datasets::Window>,
+        #[serde(default)]
+        patches: Option<vaelab_datasets::Patches>,
+        #[serde(default)]
+        on_bad_file: vaelab_datasets::OnBadFile,
+    },
 }
 
 fn yes() -> bool {

@@ -1,6 +1,7 @@
 //! vaelab's integration tests: one binary, a module per area.
 
 mod datasets;
+mod dicom;
 mod eval;
 mod gradients;
 mod model;
