@@ -9,9 +9,11 @@
 //!
 //! Every file is decoded once when the dataset is opened (in parallel), so a corrupt file stops a
 //! run before training, never in the middle of it; decoded images are kept in memory when they fit
-//! the cache limit.
+//! the cache limit, as 16-bit levels in one buffer per split (exact for 8- and 16-bit files, since
+//! 65535 = 257·255; resized values are rounded to 1/65535).
 
 use crate::error::DataError;
+use crate::resample;
 use crate::rng::{tag, StreamRng};
 use crate::{Dataset, Sample, Split};
 use rayon::prelude::*;
@@ -69,17 +71,17 @@ struct Item {
     label: Option<u32>,
 }
 
-/// Decoded pixels of every image of a split, in item order.
-type Decoded = Vec<Vec<f32>>;
-/// A file's pixels and bit depth, or the file and why it could not be used.
-type Decode = Result<(Vec<f32>, u8), (PathBuf, String)>;
+/// Decoded images of one split, in item order: `image_len` 16-bit levels each.
+type Levels = Vec<u16>;
+/// A file's bit depth, or the file and why it could not be used.
+type Decode = Result<u8, (PathBuf, String)>;
 
 pub struct FolderDataset {
     cfg: FolderConfig,
     train: Vec<Item>,
     test: Vec<Item>,
     /// Decoded pixels, when they fit the cache: (train, test).
-    cache: Option<(Decoded, Decoded)>,
+    cache: Option<(Levels, Levels)>,
     bit_depth: u8,
     skipped: Vec<(PathBuf, String)>,
     classes: Vec<String>,
@@ -161,20 +163,37 @@ impl FolderDataset {
             }
         }
 
-        // Decode everything once, in parallel: sizes and bad files are found before training.
+        // Decode everything once, in parallel: sizes and bad files are found before training. When
+        // the cache fits, each image lands directly in its slot of one buffer per split.
         let mut skipped = Vec::new();
         let mut bit_depth = 8;
-        let mut decoded: [Decoded; 2] = Default::default();
+        let len = cfg.size * cfg.size * if cfg.channels == Channels::Rgb { 3 } else { 1 };
+        let caching = (train.len() + test.len()) * len * 2 <= cfg.cache_mib << 20;
+        let mut levels: [Levels; 2] = Default::default();
         for (k, items) in [&mut train, &mut test].into_iter().enumerate() {
-            let results: Vec<Decode> =
-                items.par_iter().map(|it| decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))).collect();
+            let check = |it: &Item, slot: Option<&mut [u16]>| -> Decode {
+                let (pixels, depth) = decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))?;
+                if let Some(slot) = slot {
+                    for (l, v) in slot.iter_mut().zip(&pixels) {
+                        *l = (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+                    }
+                }
+                Ok(depth)
+            };
+            let results: Vec<Decode> = if caching {
+                levels[k] = vec![0; items.len() * len];
+                items.par_iter().zip(levels[k].par_chunks_mut(len)).map(|(it, slot)| check(it, Some(slot))).collect()
+            } else {
+                items.par_iter().map(|it| check(it, None)).collect()
+            };
             let mut kept = Vec::new();
-            for (item, r) in std::mem::take(items).into_iter().zip(results) {
+            let mut kept_slots = Vec::new();
+            for (i, (item, r)) in std::mem::take(items).into_iter().zip(results).enumerate() {
                 match r {
-                    Ok((pixels, depth)) => {
+                    Ok(depth) => {
                         bit_depth = bit_depth.max(depth);
-                        decoded[k].push(pixels);
                         kept.push(item);
+                        kept_slots.push(i);
                     }
                     Err((path, message)) if cfg.on_bad_file == OnBadFile::Skip && !message.starts_with("size:") => {
                         eprintln!("warning: skipping {}: {message}", path.display());
@@ -186,11 +205,14 @@ impl FolderDataset {
                     }
                 }
             }
+            if caching && kept.len() < kept_slots.last().map_or(0, |l| l + 1) {
+                // Some files were skipped: close the gaps.
+                levels[k] = kept_slots.iter().flat_map(|&i| levels[k][i * len..(i + 1) * len].to_vec()).collect();
+            }
             *items = kept;
         }
-        let bytes: usize = decoded.iter().flatten().map(|v| v.len() * 4).sum();
-        let cache = (bytes <= cfg.cache_mib << 20).then(|| {
-            let [a, b] = decoded;
+        let cache = caching.then(|| {
+            let [a, b] = levels;
             (a, b)
         });
         Ok(FolderDataset { cfg, train, test, cache, bit_depth, skipped, classes })
@@ -231,30 +253,69 @@ pub(crate) fn split_flat<T>(mut items: Vec<T>, seed: u64, test_limit: usize) -> 
 
 /// A grey image (`w`×`h`, values in [0, 1]) brought to `size`×`size` by `fit`.
 pub(crate) fn fit_grey(pixels: Vec<f32>, w: usize, h: usize, size: usize, fit: Fit) -> Result<Vec<f32>, String> {
-    use image::{imageops, ImageBuffer, Luma};
     if (w, h) == (size, size) {
         return Ok(pixels);
     }
-    let img: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(w as u32, h as u32, pixels).ok_or("pixel count")?;
-    let s = size as u32;
     Ok(match fit {
-        Fit::Exact => {
-            return Err(format!(
-                "image is {w}×{h} but `size` is {size}×{size}; set `fit: Resize` or `fit: CenterCrop` to adapt images"
-            ))
-        }
-        Fit::Resize => imageops::resize(&img, s, s, imageops::FilterType::Triangle).into_raw(),
+        Fit::Exact => return Err(size_error(w, h, size)),
+        Fit::Resize => resample::resize(&pixels, w, h, size, size),
         Fit::CenterCrop => {
-            let side = w.min(h) as u32;
-            let square = imageops::crop_imm(&img, (w as u32 - side) / 2, (h as u32 - side) / 2, side, side).to_image();
-            imageops::resize(&square, s, s, imageops::FilterType::Triangle).into_raw()
+            let side = w.min(h);
+            let (x0, y0) = ((w - side) / 2, (h - side) / 2);
+            let square: Vec<f32> = (y0..y0 + side).flat_map(|y| pixels[y * w + x0..y * w + x0 + side].iter().copied()).collect();
+            resample::resize(&square, side, side, size, size)
         }
+    })
+}
+
+fn size_error(w: usize, h: usize, size: usize) -> String {
+    format!("image is {w}×{h} but `size` is {size}×{size}; set `fit: Resize` or `fit: CenterCrop` to adapt images")
+}
+
+/// The fast path for grey 8- and 16-bit PNG (the Knee-OA files): decoded with the `png` crate into
+/// f32 directly, then fitted. `None` for any other PNG, which takes the general path.
+fn decode_grey_png(path: &Path, cfg: &FolderConfig) -> Option<Result<(Vec<f32>, u8), String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(&bytes[..]));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = match decoder.read_info() {
+        Ok(r) => r,
+        Err(e) => return Some(Err(format!("cannot decode: {e}"))),
+    };
+    let info = reader.info();
+    let depth = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale, png::BitDepth::Eight) => 8u8,
+        (png::ColorType::Grayscale, png::BitDepth::Sixteen) => 16,
+        _ => return None,
+    };
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut raw = vec![0u8; reader.output_buffer_size()?];
+    if let Err(e) = reader.next_frame(&mut raw) {
+        return Some(Err(format!("cannot decode: {e}")));
+    }
+    let pixels: Vec<f32> = if depth == 8 {
+        raw[..w * h].iter().map(|v| *v as f32 / 255.0).collect()
+    } else {
+        raw[..2 * w * h].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as f32 / 65535.0).collect()
+    };
+    Some(match fit_grey(pixels, w, h, cfg.size, cfg.fit) {
+        Ok(p) => Ok((p, depth)),
+        Err(size) => Err(format!("size: {size}")),
     })
 }
 
 /// Decodes one file to C×size×size values in [0, 1] and its bit depth. Size problems start with
 /// "size:" so that they are never skipped (they are a spec problem, not a bad file).
 fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
+    let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png && cfg.channels == Channels::Grey {
+        if let Some(result) = decode_grey_png(path, cfg) {
+            return result;
+        }
+    }
     let img = image::ImageReader::open(path)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
@@ -263,14 +324,13 @@ fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
         .map_err(|e| format!("cannot decode: {e}"))?;
     let depth = (img.color().bits_per_pixel() / img.color().channel_count() as u16) as u8;
     let (w, h) = (img.width() as usize, img.height() as usize);
+    if cfg.channels == Channels::Grey {
+        let pixels = fit_grey(img.to_luma32f().into_raw(), w, h, cfg.size, cfg.fit).map_err(|e| format!("size: {e}"))?;
+        return Ok((pixels, depth));
+    }
     let size = cfg.size as u32;
     let img = match cfg.fit {
-        Fit::Exact if (w, h) != (cfg.size, cfg.size) => {
-            return Err(format!(
-                "size: image is {w}×{h} but `size` is {0}×{0}; set `fit: Resize` or `fit: CenterCrop` to adapt images",
-                cfg.size
-            ));
-        }
+        Fit::Exact if (w, h) != (cfg.size, cfg.size) => return Err(format!("size: {}", size_error(w, h, cfg.size))),
         Fit::Exact => img,
         Fit::Resize => img.resize_exact(size, size, image::imageops::FilterType::Triangle),
         Fit::CenterCrop => {
@@ -282,15 +342,10 @@ fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
             )
         }
     };
-    let pixels = match cfg.channels {
-        Channels::Grey => img.to_luma32f().into_raw(),
-        Channels::Rgb => {
-            // Interleaved RGB → planar C×H×W.
-            let rgb = img.to_rgb32f().into_raw();
-            let n = rgb.len() / 3;
-            (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect()
-        }
-    };
+    // Interleaved RGB → planar C×H×W.
+    let rgb = img.to_rgb32f().into_raw();
+    let n = rgb.len() / 3;
+    let pixels = (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect();
     Ok((pixels, depth))
 }
 
@@ -325,10 +380,11 @@ impl Dataset for FolderDataset {
         let item = &self.items(split)[index];
         let factors = item.label.map(|l| vec![l as f32]).unwrap_or_default();
         let pixels = match &self.cache {
-            Some((train, test)) => match split {
-                Split::Train => train[index].clone(),
-                Split::Test => test[index].clone(),
-            },
+            Some((train, test)) => {
+                let levels = if split == Split::Train { train } else { test };
+                let len = levels.len() / self.items(split).len().max(1);
+                levels[index * len..(index + 1) * len].iter().map(|l| *l as f32 / 65535.0).collect()
+            }
             // Decoded successfully when the dataset was opened; a file changed since then is
             // reported and replaced by a black image rather than stopping a long run.
             None => decode(&item.path, &self.cfg).map(|d| d.0).unwrap_or_else(|e| {

@@ -12,6 +12,7 @@ pub mod folder;
 pub mod idx;
 pub mod knee;
 mod procedural;
+pub mod resample;
 mod rng;
 pub mod shapes;
 
