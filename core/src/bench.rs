@@ -29,7 +29,7 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
         Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &plugins).map_err(|(p, m)| anyhow::anyhow!("{p}: {m}"))?;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), steps);
     let batch = spec.data.batch;
-    let images = train_batch(ds.as_ref(), spec.seed, 0, batch);
+    let images = train_batch(ds.as_ref(), spec.seed, 0, batch, &spec.data.augment);
     let code = model.latent.code_shape().len();
     let mut times = Vec::new();
     let mut parts: [Vec<f64>; 3] = Default::default();
@@ -93,7 +93,7 @@ pub fn time_loader(root: &std::path::Path, size: usize, batch: usize) -> anyhow:
         channels: vaelab_datasets::Channels::Grey,
         fit: vaelab_datasets::Fit::Resize,
         on_bad_file: vaelab_datasets::OnBadFile::Error,
-        limits: (usize::MAX, usize::MAX),
+        limits: vaelab_datasets::SplitSizes::unlimited(),
         seed: 0,
         cache_mib: 4096,
     })?;

@@ -4,8 +4,8 @@ use crate::nn::{to_batch_last, FeatShape};
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
 use vaelab_datasets::{
-    tag, DataError, Dataset, DicomConfig, DicomDataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch,
-    KneeConfig, KneePhantom, Shapes, ShapesConfig, Split, StreamRng,
+    tag, Augment, DataError, Dataset, DicomConfig, DicomDataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch,
+    KneeConfig, KneePhantom, Shapes, ShapesConfig, Split, SplitSizes, StreamRng,
 };
 
 /// Opens the spec's dataset. File formats read (and check) their files here, before any training.
@@ -14,19 +14,21 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
         spec::Dataset::Shapes => Box::new(Shapes::new(ShapesConfig {
             size: e.data.size,
             train: e.data.train_size,
+            val: e.data.val_size,
             test: e.data.test_size,
             seed: e.seed,
         })),
         spec::Dataset::KneePhantom { patella } => Box::new(KneePhantom::new(KneeConfig {
             size: e.data.size,
             train: e.data.train_size,
+            val: e.data.val_size,
             test: e.data.test_size,
             seed: e.seed,
             patella: *patella,
         })),
         spec::Dataset::Idx { dir, train, test } => {
             let cfg = IdxConfig { dir: dir.clone(), train: train.clone(), test: test.clone() };
-            Box::new(IdxDataset::open(&cfg, (e.data.train_size, e.data.test_size))?)
+            Box::new(IdxDataset::open(&cfg, split_sizes(e))?)
         }
         spec::Dataset::Folder { root, channels, fit, on_bad_file, cache_mib } => Box::new(FolderDataset::open(FolderConfig {
             root: root.clone(),
@@ -34,7 +36,7 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
             channels: *channels,
             fit: *fit,
             on_bad_file: *on_bad_file,
-            limits: (e.data.train_size, e.data.test_size),
+            limits: split_sizes(e),
             seed: e.seed,
             cache_mib: *cache_mib,
         })?),
@@ -45,10 +47,14 @@ pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
             window: *window,
             patches: *patches,
             on_bad_file: *on_bad_file,
-            limits: (e.data.train_size, e.data.test_size),
+            limits: split_sizes(e),
             seed: e.seed,
         })?),
     })
+}
+
+fn split_sizes(e: &Experiment) -> SplitSizes {
+    SplitSizes { train: e.data.train_size, val: e.data.val_size, test: e.data.test_size }
 }
 
 /// Why a dataset's images do not fit the spec's `data.size`, if they don't.
@@ -64,12 +70,15 @@ pub fn data_shape(ds: &dyn Dataset) -> FeatShape {
     FeatShape::Image(c, h, w)
 }
 
-/// The training batch of `step`: a pure function of (seed, step), so resumed runs see the same data.
-pub fn train_batch(ds: &dyn Dataset, seed: u64, step: usize, batch: usize) -> ImageBatch {
+/// The training batch of `step`, augmented: a pure function of (seed, step), so resumed runs see
+/// the same data.
+pub fn train_batch(ds: &dyn Dataset, seed: u64, step: usize, batch: usize, augment: &Augment) -> ImageBatch {
     let mut rng = StreamRng::new(seed, &[tag("batch"), step as u64]);
     let n = ds.len(Split::Train);
     let indices: Vec<usize> = (0..batch).map(|_| rng.below(n)).collect();
-    ds.batch(Split::Train, &indices)
+    let mut images = ds.batch(Split::Train, &indices);
+    augment.apply_batch(&mut images, seed, step as u64);
+    images
 }
 
 /// Standard-normal noise of `rows × batch` from the stream (seed, purpose, step).

@@ -71,6 +71,9 @@ enum Command {
         device: Option<Device>,
         #[arg(long)]
         threads: Option<usize>,
+        /// Which held-out split to score: test (writes eval/) or val (writes eval-val/).
+        #[arg(long, default_value = "test")]
+        split: vaelab_datasets::Split,
     },
     /// Inspect plugin libraries.
     Plugins {
@@ -206,11 +209,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if no_eval {
                 return Ok(ExitCode::SUCCESS);
             }
-            Ok(print_report(&eval::evaluate(&run_dir, None, device)?, &run_dir))
+            let opts = eval::EvalOptions { device, ..Default::default() };
+            Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
-        Command::Eval { run_dir, checkpoint, device, threads } => {
+        Command::Eval { run_dir, checkpoint, device, threads, split } => {
             set_threads(threads)?;
-            Ok(print_report(&eval::evaluate(&run_dir, checkpoint.as_deref(), device)?, &run_dir))
+            let opts = eval::EvalOptions { checkpoint, device, split };
+            Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
         Command::Plugins { command: PluginsCommand::List { paths } } => {
             let entries = if paths.is_empty() { plugin::env_entries() } else { paths };
@@ -265,7 +270,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Prints the evaluation; a metric that failed makes the exit status 1 (everything else is written).
 fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCode {
-    println!("evaluation of `{}` at step {} on {} test images:", report.run, report.checkpoint_step, report.test_images);
+    println!(
+        "evaluation of `{}` at step {} on {} {} images:",
+        report.run,
+        report.checkpoint_step,
+        report.test_images,
+        report.split.name()
+    );
     for (name, m) in &report.metrics {
         println!("  {name:<10} {:>12.5}  ({})", m.value, if m.higher_is_better { "higher is better" } else { "lower is better" });
         if let Some(note) = &m.note {
@@ -276,7 +287,8 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
         eprintln!("  {name:<10} FAILED: {why}");
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
-    println!("wrote {}/eval/: metrics.json, reconstructions.png, samples.png, traversal.png", run_dir.display());
+    let dir = eval::eval_dir(run_dir, report.split);
+    println!("wrote {}/: metrics.json, reconstructions.png, samples.png, traversal.png", dir.display());
     if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

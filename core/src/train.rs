@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use vaelab_datasets::ImageBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -150,88 +151,100 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     };
     let code_rows = model.latent.code_shape().len();
     let batch = spec.data.batch;
+    let fetch = |step: usize| train_batch(dataset.as_ref(), spec.seed, step, batch, &spec.data.augment);
 
-    for step in start..total {
-        let t0 = Instant::now();
-        let images = train_batch(dataset.as_ref(), spec.seed, step, batch);
-        let x = to_tensor(&dev, &images);
-        let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
-        let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-        let terms = model.terms(&ctx, x, noise);
-        let weights = term_weights(&spec.losses, step);
-        let mut values = std::collections::BTreeMap::new();
-        let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
-        let (rec, kl) = (terms.rec, terms.kl);
-        let mut pending = [("rec", Some(rec)), ("kl", Some(kl))];
-        for (name, w) in &weights {
-            let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
-            let v = term.as_vec()[0];
-            if !v.is_finite() {
-                bar.abandon();
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    term: name.to_string(),
-                    value: v,
-                    kept: kept(&last_checkpoint),
+    // The next step's batch is decoded, generated and augmented on another thread while this step
+    // trains; batches are pure functions of (seed, step), so this changes no number.
+    std::thread::scope(|scope| {
+        let mut prefetched: Option<std::thread::ScopedJoinHandle<'_, ImageBatch>> = None;
+        for step in start..total {
+            let t0 = Instant::now();
+            let images = match prefetched.take() {
+                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => fetch(step),
+            };
+            if step + 1 < total {
+                prefetched = Some(scope.spawn(move || fetch(step + 1)));
+            }
+            let x = to_tensor(&dev, &images);
+            let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
+            let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+            let terms = model.terms(&ctx, x, noise);
+            let weights = term_weights(&spec.losses, step);
+            let mut values = std::collections::BTreeMap::new();
+            let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
+            let (rec, kl) = (terms.rec, terms.kl);
+            let mut pending = [("rec", Some(rec)), ("kl", Some(kl))];
+            for (name, w) in &weights {
+                let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
+                let v = term.as_vec()[0];
+                if !v.is_finite() {
+                    bar.abandon();
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        term: name.to_string(),
+                        value: v,
+                        kept: kept(&last_checkpoint),
+                    });
+                }
+                values.insert(name.to_string(), v);
+                let weighted = term * *w;
+                total_loss = Some(match total_loss {
+                    None => weighted,
+                    Some(acc) => acc + weighted,
                 });
             }
-            values.insert(name.to_string(), v);
-            let weighted = term * *w;
-            total_loss = Some(match total_loss {
-                None => weighted,
-                Some(acc) => acc + weighted,
-            });
-        }
-        let loss = total_loss.expect("validation requires at least one loss");
-        let loss_value = loss.as_vec()[0];
-        let mut grads = loss.backward();
-        if let Some(failure) = ctx.failures.take() {
-            bar.abandon();
-            return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
-        }
-        let updates = ctx.buffer_updates.take();
-        drop(ctx);
-        for (id, v) in updates {
-            store.set_values(id, v);
-        }
-        let lr = opt.lr(step);
-        let grad_norm = opt.step(&mut store, &mut grads, step);
-        let done = step + 1;
-        let img_per_s = batch as f32 / t0.elapsed().as_secs_f32();
+            let loss = total_loss.expect("validation requires at least one loss");
+            let loss_value = loss.as_vec()[0];
+            let mut grads = loss.backward();
+            if let Some(failure) = ctx.failures.take() {
+                bar.abandon();
+                return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
+            }
+            let updates = ctx.buffer_updates.take();
+            drop(ctx);
+            for (id, v) in updates {
+                store.set_values(id, v);
+            }
+            let lr = opt.lr(step);
+            let grad_norm = opt.step(&mut store, &mut grads, step);
+            let done = step + 1;
+            let img_per_s = batch as f32 / t0.elapsed().as_secs_f32();
 
-        if done % spec.train.log_every == 0 || done == total {
-            let line = LogLine {
-                step: done,
-                loss: loss_value,
-                terms: values.clone(),
-                weights: weights.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
-                lr,
-                grad_norm,
-                img_per_s,
-            };
-            writeln!(log, "{}", serde_json::to_string(&line).expect("log lines serialize"))
-                .map_err(io(&log_path, "cannot append to the log"))?;
-        }
-        bar.set_position(done as u64);
-        bar.set_message(values.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join("  "));
+            if done % spec.train.log_every == 0 || done == total {
+                let line = LogLine {
+                    step: done,
+                    loss: loss_value,
+                    terms: values.clone(),
+                    weights: weights.iter().map(|(n, w)| (n.to_string(), *w)).collect(),
+                    lr,
+                    grad_norm,
+                    img_per_s,
+                };
+                writeln!(log, "{}", serde_json::to_string(&line).expect("log lines serialize"))
+                    .map_err(io(&log_path, "cannot append to the log"))?;
+            }
+            bar.set_position(done as u64);
+            bar.set_message(values.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join("  "));
 
-        let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_at == Some(done);
-        if done % spec.train.checkpoint_every == 0 || done == total || interrupted {
-            log.flush().map_err(io(&log_path, "cannot flush the log"))?;
-            let path = save(&store, &opt, done)?;
-            last_checkpoint = Some(path.clone());
-            if interrupted && done < total {
-                bar.abandon_with_message(format!("interrupted at step {done}; checkpoint saved"));
-                return Ok(TrainOutcome::Interrupted { step: done, checkpoint: path });
+            let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_at == Some(done);
+            if done % spec.train.checkpoint_every == 0 || done == total || interrupted {
+                log.flush().map_err(io(&log_path, "cannot flush the log"))?;
+                let path = save(&store, &opt, done)?;
+                last_checkpoint = Some(path.clone());
+                if interrupted && done < total {
+                    bar.abandon_with_message(format!("interrupted at step {done}; checkpoint saved"));
+                    return Ok(TrainOutcome::Interrupted { step: done, checkpoint: path });
+                }
             }
         }
-    }
-    bar.finish();
-    let checkpoint = match last_checkpoint {
-        Some(p) => p,
-        None => save(&store, &opt, total)?,
-    };
-    Ok(TrainOutcome::Finished { steps: total, checkpoint })
+        bar.finish();
+        let checkpoint = match last_checkpoint {
+            Some(p) => p,
+            None => save(&store, &opt, total)?,
+        };
+        Ok(TrainOutcome::Finished { steps: total, checkpoint })
+    })
 }
 
 /// What a stopped run leaves behind.

@@ -14,8 +14,8 @@
 //! radiograph cut into square patches (size, stride, minimum foreground fraction).
 
 use crate::error::DataError;
-use crate::folder::{fit_grey, split_flat, Fit, OnBadFile};
-use crate::{Dataset, Sample, Split};
+use crate::folder::{fit_grey, split_flat, split_index, Fit, OnBadFile, SPLITS};
+use crate::{Dataset, Sample, Split, SplitSizes};
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder, PixelRepresentation, VoiLutFunction};
 use dicom_transfer_syntax_registry::TransferSyntaxIndex;
 use rayon::prelude::*;
@@ -56,8 +56,8 @@ pub struct DicomConfig {
     pub window: Option<Window>,
     pub patches: Option<Patches>,
     pub on_bad_file: OnBadFile,
-    /// Images (or patches) per split at most: (train, test).
-    pub limits: (usize, usize),
+    /// Images (or patches) per split at most.
+    pub limits: SplitSizes,
     pub seed: u64,
 }
 
@@ -164,10 +164,8 @@ struct Item {
 pub struct DicomDataset {
     cfg: DicomConfig,
     files: Vec<PathBuf>,
-    train: Vec<Item>,
-    test: Vec<Item>,
-    /// Fitted pixels of every item: (train, test).
-    pixels: (Vec<Vec<f32>>, Vec<Vec<f32>>),
+    /// Fitted pixels of every item of each split (train, val, test).
+    pixels: [Vec<Vec<f32>>; 3],
     bit_depth: u8,
     skipped: Vec<(PathBuf, String)>,
 }
@@ -238,18 +236,20 @@ impl DicomDataset {
             None => (0..images.len()).map(|file| Item { file, at: None }).collect(),
             Some(p) => patch_items(&images, &files, p)?,
         };
-        let (mut train, mut test) = if cfg.patches.is_none() && items.len() == 1 {
+        let mut splits = if cfg.patches.is_none() && items.len() == 1 {
             // One radiograph: it is both the training and the test image.
-            (items.clone(), items)
+            [items.clone(), vec![], items]
         } else {
-            split_flat(items, cfg.seed, cfg.limits.1)
+            split_flat(items, cfg.seed, cfg.limits)
         };
-        train.truncate(cfg.limits.0);
-        test.truncate(cfg.limits.1);
-        if train.is_empty() || test.is_empty() {
+        for (items, split) in splits.iter_mut().zip(SPLITS) {
+            items.truncate(cfg.limits.get(split));
+        }
+        if splits[0].is_empty() || splits[2].is_empty() {
+            let n: usize = splits.iter().map(Vec::len).sum();
             return Err(DataError::Mismatch {
                 path: root.clone(),
-                message: format!("{} images/patches are too few for a train and a test split", train.len() + test.len()),
+                message: format!("{n} images/patches are too few for a train and a test split"),
             });
         }
         let fit = |it: &Item| -> Result<Vec<f32>, DataError> {
@@ -261,9 +261,11 @@ impl DicomDataset {
             fit_grey(pixels, side_w, side_h, cfg.size, cfg.fit)
                 .map_err(|message| DataError::Mismatch { path: files[it.file].clone(), message })
         };
-        let pixels =
-            (train.par_iter().map(fit).collect::<Result<Vec<_>, _>>()?, test.par_iter().map(fit).collect::<Result<Vec<_>, _>>()?);
-        Ok(DicomDataset { cfg, files, train, test, pixels, bit_depth, skipped })
+        let mut pixels: [Vec<Vec<f32>>; 3] = Default::default();
+        for (out, items) in pixels.iter_mut().zip(&splits) {
+            *out = items.par_iter().map(fit).collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(DicomDataset { cfg, files, pixels, bit_depth, skipped })
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -310,10 +312,7 @@ impl Dataset for DicomDataset {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        match split {
-            Split::Train => self.train.len(),
-            Split::Test => self.test.len(),
-        }
+        self.pixels[split_index(split)].len()
     }
     fn bit_depth(&self) -> u8 {
         self.bit_depth
@@ -322,10 +321,6 @@ impl Dataset for DicomDataset {
         self.skipped.clone()
     }
     fn sample(&self, split: Split, index: usize) -> Sample {
-        let pixels = match split {
-            Split::Train => self.pixels.0[index].clone(),
-            Split::Test => self.pixels.1[index].clone(),
-        };
-        Sample { pixels, factors: vec![] }
+        Sample { pixels: self.pixels[split_index(split)][index].clone(), factors: vec![] }
     }
 }

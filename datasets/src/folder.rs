@@ -1,11 +1,12 @@
 //! Folders of ordinary image files (PNG 8/16-bit, JPEG, TIFF; grey or RGB), read with the `image`
 //! crate. Two layouts:
 //!
-//! * **class folders**: `root/train/<class>/*.png` and `root/test/<class>/*.png` (the Knee
-//!   Osteoarthritis Severity Grading layout, classes `0`…`4`). Class folder names become labels:
-//!   their number when every name is a number, else their index in sorted order.
+//! * **class folders**: `root/train/<class>/*.png`, `root/test/<class>/*.png` and optionally
+//!   `root/val/<class>/*.png` (the Knee Osteoarthritis Severity Grading layout, classes `0`…`4`).
+//!   Class folder names become labels: their number when every name is a number, else their index
+//!   in sorted order.
 //! * **flat**: image files directly in `root`, no labels; a seeded shuffle puts `test_size` of
-//!   them in the test split.
+//!   them in the test split and `val_size` in the validation split.
 //!
 //! Every file is decoded once when the dataset is opened (in parallel), so a corrupt file stops a
 //! run before training, never in the middle of it; decoded images are kept in memory when they fit
@@ -15,7 +16,7 @@
 use crate::error::DataError;
 use crate::resample;
 use crate::rng::{tag, StreamRng};
-use crate::{Dataset, Sample, Split};
+use crate::{Dataset, Sample, Split, SplitSizes};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -59,8 +60,8 @@ pub struct FolderConfig {
     pub channels: Channels,
     pub fit: Fit,
     pub on_bad_file: OnBadFile,
-    /// Images per split at most (train, test).
-    pub limits: (usize, usize),
+    /// Images per split at most.
+    pub limits: SplitSizes,
     pub seed: u64,
     /// Keep decoded images in memory when all of them fit in this many MiB.
     pub cache_mib: usize,
@@ -78,10 +79,10 @@ type Decode = Result<u8, (PathBuf, String)>;
 
 pub struct FolderDataset {
     cfg: FolderConfig,
-    train: Vec<Item>,
-    test: Vec<Item>,
-    /// Decoded pixels, when they fit the cache: (train, test).
-    cache: Option<(Levels, Levels)>,
+    /// Items of each split: train, val, test.
+    splits: [Vec<Item>; 3],
+    /// Decoded pixels of each split, when they fit the cache.
+    cache: Option<[Levels; 3]>,
     bit_depth: u8,
     skipped: Vec<(PathBuf, String)>,
     classes: Vec<String>,
@@ -120,7 +121,7 @@ impl FolderDataset {
         if !root.is_dir() {
             return Err(DataError::Mismatch { path: root.clone(), message: "no such folder".into() });
         }
-        let (mut train, mut test, classes) = if root.join("train").is_dir() {
+        let (mut splits, classes): ([Vec<Item>; 3], Vec<String>) = if root.join("train").is_dir() {
             let test_dir = root.join("test");
             if !test_dir.is_dir() {
                 return Err(DataError::Mismatch {
@@ -128,10 +129,11 @@ impl FolderDataset {
                     message: "a class-folder dataset needs a `test` folder beside `train`".into(),
                 });
             }
-            // Classes are the union of both splits' class folders, so labels agree between them.
+            let split_dirs = [root.join("train"), root.join("val"), test_dir];
+            // Classes are the union of every split's class folders, so labels agree between them.
             let mut classes: Vec<String> = Vec::new();
-            for dir in [root.join("train"), test_dir.clone()] {
-                for p in list_dir(&dir)?.into_iter().filter(|p| p.is_dir()) {
+            for dir in split_dirs.iter().filter(|d| d.is_dir()) {
+                for p in list_dir(dir)?.into_iter().filter(|p| p.is_dir()) {
                     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     if !classes.contains(&name) {
                         classes.push(name);
@@ -143,22 +145,26 @@ impl FolderDataset {
             if numeric {
                 classes.sort_by_key(|c| c.parse::<u32>().unwrap());
             }
-            let train = class_items(&root.join("train"), &classes, numeric)?;
-            let test = class_items(&test_dir, &classes, numeric)?;
-            (train, test, classes)
+            let mut splits: [Vec<Item>; 3] = Default::default();
+            for (items, dir) in splits.iter_mut().zip(&split_dirs) {
+                if dir.is_dir() {
+                    *items = class_items(dir, &classes, numeric)?;
+                }
+            }
+            (splits, classes)
         } else {
             let files: Vec<Item> =
                 list_dir(root)?.into_iter().filter(|p| is_image(p)).map(|path| Item { path, label: None }).collect();
-            let (train, test) = split_flat(files, cfg.seed, cfg.limits.1);
-            (train, test, Vec::new())
+            (split_flat(files, cfg.seed, cfg.limits), Vec::new())
         };
-        train.truncate(cfg.limits.0);
-        test.truncate(cfg.limits.1);
-        for (split, items) in [("train", &train), ("test", &test)] {
-            if items.is_empty() {
+        for (items, split) in splits.iter_mut().zip(SPLITS) {
+            items.truncate(cfg.limits.get(split));
+        }
+        for (items, split) in splits.iter().zip(SPLITS) {
+            if items.is_empty() && split != Split::Val {
                 return Err(DataError::Mismatch {
                     path: root.clone(),
-                    message: format!("no image files for the {split} split (looked for {})", EXTENSIONS.join(", ")),
+                    message: format!("no image files for the {} split (looked for {})", split.name(), EXTENSIONS.join(", ")),
                 });
             }
         }
@@ -168,9 +174,9 @@ impl FolderDataset {
         let mut skipped = Vec::new();
         let mut bit_depth = 8;
         let len = cfg.size * cfg.size * if cfg.channels == Channels::Rgb { 3 } else { 1 };
-        let caching = (train.len() + test.len()) * len * 2 <= cfg.cache_mib << 20;
-        let mut levels: [Levels; 2] = Default::default();
-        for (k, items) in [&mut train, &mut test].into_iter().enumerate() {
+        let caching = splits.iter().map(Vec::len).sum::<usize>() * len * 2 <= cfg.cache_mib << 20;
+        let mut levels: [Levels; 3] = Default::default();
+        for (k, items) in splits.iter_mut().enumerate() {
             let check = |it: &Item, slot: Option<&mut [u16]>| -> Decode {
                 let (pixels, depth) = decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))?;
                 if let Some(slot) = slot {
@@ -188,6 +194,7 @@ impl FolderDataset {
             };
             let mut kept = Vec::new();
             let mut kept_slots = Vec::new();
+            let count = results.len();
             for (i, (item, r)) in std::mem::take(items).into_iter().zip(results).enumerate() {
                 match r {
                     Ok(depth) => {
@@ -205,17 +212,14 @@ impl FolderDataset {
                     }
                 }
             }
-            if caching && kept.len() < kept_slots.last().map_or(0, |l| l + 1) {
+            if caching && kept.len() < count {
                 // Some files were skipped: close the gaps.
                 levels[k] = kept_slots.iter().flat_map(|&i| levels[k][i * len..(i + 1) * len].to_vec()).collect();
             }
             *items = kept;
         }
-        let cache = caching.then(|| {
-            let [a, b] = levels;
-            (a, b)
-        });
-        Ok(FolderDataset { cfg, train, test, cache, bit_depth, skipped, classes })
+        let cache = caching.then_some(levels);
+        Ok(FolderDataset { cfg, splits, cache, bit_depth, skipped, classes })
     }
 
     /// Files left out under `on_bad_file: Skip`, with the reason.
@@ -233,22 +237,29 @@ impl FolderDataset {
     }
 
     fn items(&self, split: Split) -> &[Item] {
-        match split {
-            Split::Train => &self.train,
-            Split::Test => &self.test,
-        }
+        &self.splits[split_index(split)]
     }
 }
 
-/// A seeded Fisher–Yates shuffle of `items`; the first `test_limit` (at most half) form the test split.
-pub(crate) fn split_flat<T>(mut items: Vec<T>, seed: u64, test_limit: usize) -> (Vec<T>, Vec<T>) {
+/// The splits in storage order.
+pub(crate) const SPLITS: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+pub(crate) fn split_index(split: Split) -> usize {
+    SPLITS.iter().position(|s| *s == split).expect("every split is listed")
+}
+
+/// A seeded Fisher–Yates shuffle of `items` into [train, val, test]: the first `limits.test` (at most
+/// half) are the test split, the next `limits.val` (at most half the rest) the validation split.
+pub(crate) fn split_flat<T>(mut items: Vec<T>, seed: u64, limits: SplitSizes) -> [Vec<T>; 3] {
     let mut rng = StreamRng::new(seed, &[tag("folder-split")]);
     for i in (1..items.len()).rev() {
         items.swap(i, rng.below(i + 1));
     }
-    let n_test = test_limit.min(items.len() / 2);
-    let train = items.split_off(n_test);
-    (train, items)
+    let n_test = limits.test.min(items.len() / 2);
+    let mut rest = items.split_off(n_test);
+    let n_val = limits.val.min(rest.len() / 2);
+    let train = rest.split_off(n_val);
+    [train, rest, items]
 }
 
 /// A grey image (`w`×`h`, values in [0, 1]) brought to `size`×`size` by `fit`.
@@ -380,8 +391,8 @@ impl Dataset for FolderDataset {
         let item = &self.items(split)[index];
         let factors = item.label.map(|l| vec![l as f32]).unwrap_or_default();
         let pixels = match &self.cache {
-            Some((train, test)) => {
-                let levels = if split == Split::Train { train } else { test };
+            Some(cache) => {
+                let levels = &cache[split_index(split)];
                 let len = levels.len() / self.items(split).len().max(1);
                 levels[index * len..(index + 1) * len].iter().map(|l| *l as f32 / 65535.0).collect()
             }

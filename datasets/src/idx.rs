@@ -3,7 +3,7 @@
 //! Files may be gzip-compressed (`.gz`), as distributed.
 
 use crate::error::DataError;
-use crate::{Dataset, Sample, Split};
+use crate::{Dataset, Sample, Split, SplitSizes};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -92,8 +92,9 @@ struct Part {
 pub struct IdxDataset {
     train: Part,
     test: Part,
-    /// Use at most this many images of each split (train, test).
-    limits: (usize, usize),
+    /// Use at most this many images of each split. The validation images are the last `val` of the
+    /// training file (IDX sets ship no validation file), and never train.
+    limits: SplitSizes,
 }
 
 fn find(dir: &Path, prefix: &str, kind: &str) -> Result<PathBuf, DataError> {
@@ -130,8 +131,9 @@ fn open_part(dir: &Path, prefix: &str) -> Result<Part, DataError> {
 }
 
 impl IdxDataset {
-    /// Opens both splits. `limits` caps the images used per split (the first N, in file order).
-    pub fn open(cfg: &IdxConfig, limits: (usize, usize)) -> Result<IdxDataset, DataError> {
+    /// Opens both files. `limits` caps the images used per split (the first N, in file order); the
+    /// validation split takes the last `limits.val` images of the training file (at most half of it).
+    pub fn open(cfg: &IdxConfig, limits: SplitSizes) -> Result<IdxDataset, DataError> {
         let train = open_part(&cfg.dir, &cfg.train)?;
         let test = open_part(&cfg.dir, &cfg.test)?;
         if train.images.dims[1..] != test.images.dims[1..] {
@@ -144,19 +146,23 @@ impl IdxDataset {
                 ),
             });
         }
-        Ok(IdxDataset { train, test, limits })
+        let val = limits.val.min(train.images.dims[0] / 2);
+        Ok(IdxDataset { train, test, limits: SplitSizes { val, ..limits } })
     }
 
-    fn part(&self, split: Split) -> &Part {
+    /// The file part and the index in it of image `index` of `split`.
+    fn locate(&self, split: Split, index: usize) -> (&Part, usize) {
         match split {
-            Split::Train => &self.train,
-            Split::Test => &self.test,
+            Split::Train => (&self.train, index),
+            Split::Val => (&self.train, self.train.images.dims[0] - self.limits.val + index),
+            Split::Test => (&self.test, index),
         }
     }
 
     /// The class label of an image.
     pub fn label(&self, split: Split, index: usize) -> u8 {
-        self.part(split).labels[index]
+        let (part, i) = self.locate(split, index);
+        part.labels[i]
     }
 }
 
@@ -168,17 +174,17 @@ impl Dataset for IdxDataset {
         (1, self.train.images.dims[1], self.train.images.dims[2])
     }
     fn len(&self, split: Split) -> usize {
-        let cap = match split {
-            Split::Train => self.limits.0,
-            Split::Test => self.limits.1,
-        };
-        self.part(split).images.dims[0].min(cap)
+        match split {
+            Split::Train => (self.train.images.dims[0] - self.limits.val).min(self.limits.train),
+            Split::Val => self.limits.val,
+            Split::Test => self.test.images.dims[0].min(self.limits.test),
+        }
     }
     fn factor_names(&self) -> Vec<String> {
         vec!["label".into()]
     }
     fn sample(&self, split: Split, index: usize) -> Sample {
-        let part = self.part(split);
+        let (part, index) = self.locate(split, index);
         let len = part.images.dims[1] * part.images.dims[2];
         let pixels = part.images.data[index * len..(index + 1) * len].iter().map(|&v| v as f32 / 255.0).collect();
         Sample { pixels, factors: vec![part.labels[index] as f32] }

@@ -18,9 +18,9 @@
 //! Osteophytes and sclerosis are sampled independently of the grade, so every factor can be
 //! studied on its own; in real knees they rise with the KL grade (Kellgren & Lawrence 1957).
 
-use crate::procedural::{image_rng, split_len};
+use crate::procedural::image_rng;
 use crate::rng::{tag, StreamRng};
-use crate::{Dataset, Sample, Split};
+use crate::{Dataset, Sample, Split, SplitSizes};
 use serde::{Deserialize, Serialize};
 
 pub const FACTOR_NAMES: [&str; 7] = ["grade", "jsw", "osteophyte", "sclerosis", "rotation", "laterality", "exposure"];
@@ -32,6 +32,7 @@ pub const GRADE_JSW: [f32; 5] = [0.12, 0.095, 0.07, 0.045, 0.022];
 pub struct KneeConfig {
     pub size: usize,
     pub train: usize,
+    pub val: usize,
     pub test: usize,
     pub seed: u64,
     /// Draw the patella shadow over the femur.
@@ -254,7 +255,7 @@ impl Dataset for KneePhantom {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        split_len(split, self.cfg.train, self.cfg.test)
+        SplitSizes { train: self.cfg.train, val: self.cfg.val, test: self.cfg.test }.get(split)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()
@@ -306,7 +307,7 @@ mod tests {
 
     #[test]
     fn factors_are_consistent_and_images_deterministic() {
-        let ds = KneePhantom::new(KneeConfig { size: 32, train: 100, test: 10, seed: 4, patella: true });
+        let ds = KneePhantom::new(KneeConfig { size: 32, train: 100, val: 5, test: 10, seed: 4, patella: true });
         for i in 0..100 {
             let f = ds.factors(Split::Train, i);
             // The grade is a function of the joint-space width alone.

@@ -5,6 +5,7 @@
 //! Datasets are deterministic: an image is a pure function of (dataset options, split, index),
 //! so a training run can be resumed without saving any data-loader state.
 
+pub mod augment;
 mod batch;
 pub mod dicom;
 mod error;
@@ -16,12 +17,14 @@ pub mod resample;
 mod rng;
 pub mod shapes;
 
+pub use augment::Augment;
 pub use batch::ImageBatch;
 pub use dicom::{DicomConfig, DicomDataset, Patches, Window};
 pub use error::DataError;
 pub use folder::{Channels, Fit, FolderConfig, FolderDataset, OnBadFile};
 pub use idx::{IdxConfig, IdxDataset};
 pub use knee::{KneeConfig, KneeFactors, KneePhantom};
+pub use procedural::image_rng;
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
 
@@ -31,7 +34,54 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Split {
     Train,
+    /// Held out for choosing models and settings; empty unless `val_size` asks for it.
+    Val,
     Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Split, String> {
+        match s {
+            "train" => Ok(Split::Train),
+            "val" => Ok(Split::Val),
+            "test" => Ok(Split::Test),
+            other => Err(format!("unknown split `{other}`: expected train, val or test")),
+        }
+    }
+}
+
+/// How many images each split holds (procedural data) or may use at most (files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitSizes {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+}
+
+impl SplitSizes {
+    pub fn get(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.train,
+            Split::Val => self.val,
+            Split::Test => self.test,
+        }
+    }
+
+    /// Every training and test image, none held out for validation.
+    pub fn unlimited() -> SplitSizes {
+        SplitSizes { train: usize::MAX, val: 0, test: usize::MAX }
+    }
 }
 
 /// One image with its ground truth.

@@ -7,17 +7,5 @@ use crate::Split;
 /// The random stream of image `index` of `split` in the dataset called `name`.
 /// (Keyed by `"<name>/<split>"` and the index, as these datasets always were, so data never change.)
 pub fn image_rng(seed: u64, name: &str, split: Split, index: usize) -> StreamRng {
-    let split_name = match split {
-        Split::Train => "train",
-        Split::Test => "test",
-    };
-    StreamRng::new(seed, &[tag(&format!("{name}/{split_name}")), index as u64])
-}
-
-/// The length of `split` given both lengths.
-pub fn split_len(split: Split, train: usize, test: usize) -> usize {
-    match split {
-        Split::Train => train,
-        Split::Test => test,
-    }
+    StreamRng::new(seed, &[tag(&format!("{name}/{}", split.name())), index as u64])
 }

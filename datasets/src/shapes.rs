@@ -12,9 +12,9 @@
 //! levels, so they look the same at 32 px and 1024 px. The factor grid can be enumerated exactly
 //! (`grid_index`) or sampled (the train and test splits sample it from disjoint streams).
 
-use crate::procedural::{image_rng, split_len};
+use crate::procedural::image_rng;
 use crate::rng::StreamRng;
-use crate::{Dataset, Sample, Split};
+use crate::{Dataset, Sample, Split, SplitSizes};
 use serde::{Deserialize, Serialize};
 
 pub const SHAPE_NAMES: [&str; 3] = ["square", "ellipse", "heart"];
@@ -29,6 +29,8 @@ pub struct ShapesConfig {
     pub size: usize,
     /// Images in the train split (sampled from the factor grid).
     pub train: usize,
+    /// Images in the validation split.
+    pub val: usize,
     /// Images in the test split.
     pub test: usize,
     /// Seed of the data streams.
@@ -158,7 +160,7 @@ impl Dataset for Shapes {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        split_len(split, self.cfg.train, self.cfg.test)
+        SplitSizes { train: self.cfg.train, val: self.cfg.val, test: self.cfg.test }.get(split)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()
@@ -191,7 +193,7 @@ mod tests {
         // Square side ∝ scale, so area ratio ≈ (1.0 / 0.5)² = 4.
         let ratio = area(&large) / area(&small);
         assert!((ratio - 4.0).abs() < 0.3, "area ratio {ratio}");
-        let ds = Shapes::new(ShapesConfig { size: 32, train: 10, test: 10, seed: 3 });
+        let ds = Shapes::new(ShapesConfig { size: 32, train: 10, val: 0, test: 10, seed: 3 });
         assert_eq!(ds.sample(Split::Train, 4).pixels, ds.sample(Split::Train, 4).pixels);
         assert_ne!(ds.sample(Split::Train, 4).pixels, ds.sample(Split::Test, 4).pixels);
     }

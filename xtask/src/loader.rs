@@ -20,7 +20,7 @@ fn ensure_folder() -> Result<PathBuf, String> {
         return Ok(dir);
     }
     eprintln!("writing {IMAGES} 16-bit {SIDE}×{SIDE} PNGs to {}", dir.display());
-    let knee = KneePhantom::new(KneeConfig { size: SIDE, train: IMAGES, test: 1, seed: 11, patella: true });
+    let knee = KneePhantom::new(KneeConfig { size: SIDE, train: IMAGES, val: 0, test: 1, seed: 11, patella: true });
     let grade = knee.factor_names().iter().position(|n| n == "grade").ok_or("the knee phantom has no grade factor")?;
     let write = |split: Split, i: usize, folder: &Path| -> Result<(), String> {
         let s = knee.sample(split, i);

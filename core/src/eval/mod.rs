@@ -54,6 +54,9 @@ pub struct MetricEntry {
 pub struct EvalReport {
     pub run: String,
     pub checkpoint_step: usize,
+    /// The split scored (`test` unless `--split` says otherwise).
+    #[serde(default = "test_split")]
+    pub split: Split,
     pub test_images: usize,
     pub bit_depth: u8,
     pub metrics: BTreeMap<String, MetricEntry>,
@@ -63,9 +66,16 @@ pub struct EvalReport {
     pub kl_per_dim: Vec<f64>,
     /// Latent dimensions in the order of `traversal.png`'s rows (largest KL first).
     pub traversal_order: Vec<usize>,
+    /// `factor-<name>.png` files written: one row per value of each discrete ground-truth factor.
+    #[serde(default)]
+    pub factor_grids: Vec<String>,
     /// Metrics that failed (e.g. a plugin returned an error), with the message; the others are kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<String, String>,
+}
+
+fn test_split() -> Split {
+    Split::Test
 }
 
 /// Reads the resolved spec a run was trained with.
@@ -76,18 +86,45 @@ pub fn read_run_spec(run_dir: &Path) -> Result<Experiment, EvalError> {
 }
 
 /// Evaluates the run's latest checkpoint (or `checkpoint`) and writes `RUN_DIR/eval/`.
-pub fn evaluate(run_dir: &Path, checkpoint: Option<&Path>, device: Option<crate::spec::Device>) -> Result<EvalReport, EvalError> {
+/// What `vaelab eval` evaluates beyond the run itself.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// A checkpoint file [default: the run's latest].
+    pub checkpoint: Option<PathBuf>,
+    /// Overrides the run's device.
+    pub device: Option<crate::spec::Device>,
+    /// The split scored: `Test` writes `eval/`, the others `eval-<split>/`.
+    pub split: Split,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { checkpoint: None, device: None, split: Split::Test }
+    }
+}
+
+/// The folder an evaluation of `split` writes.
+pub fn eval_dir(run_dir: &Path, split: Split) -> PathBuf {
+    match split {
+        Split::Test => run_dir.join("eval"),
+        other => run_dir.join(format!("eval-{}", other.name())),
+    }
+}
+
+pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
     let mut spec = read_run_spec(run_dir)?;
-    if let Some(d) = device {
+    if let Some(d) = opts.device {
         spec.device = d;
     }
+    let checkpoint = opts.checkpoint.as_deref();
+    let split = opts.split;
     match spec.device {
-        crate::spec::Device::Cpu => evaluate_on(Cpu::seed_from_u64(spec.seed), &spec, run_dir, checkpoint),
+        crate::spec::Device::Cpu => evaluate_on(Cpu::seed_from_u64(spec.seed), &spec, run_dir, checkpoint, split),
         #[cfg(feature = "cuda")]
         crate::spec::Device::Cuda(i) => {
             let dev =
                 Cuda::try_build(i, spec.seed).map_err(|e| EvalError::Model(format!("cannot open CUDA device {i}: {e:?}")))?;
-            evaluate_on(dev, &spec, run_dir, checkpoint)
+            evaluate_on(dev, &spec, run_dir, checkpoint, split)
         }
         #[cfg(not(feature = "cuda"))]
         crate::spec::Device::Cuda(_) => Err(EvalError::NoCuda),
@@ -99,6 +136,7 @@ fn evaluate_on<D: Backend>(
     spec: &Experiment,
     run_dir: &Path,
     checkpoint: Option<&Path>,
+    split: Split,
 ) -> Result<EvalReport, EvalError> {
     let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
@@ -123,17 +161,26 @@ fn evaluate_on<D: Backend>(
     }
 
     // Reconstruct the test images (decoding the posterior mean) and accumulate the ELBO terms.
-    let n = spec.eval.test_images.min(dataset.len(Split::Test));
+    let n = spec.eval.test_images.min(dataset.len(split));
+    if n == 0 {
+        return Err(EvalError::Model(format!(
+            "the {} split is empty{}",
+            split.name(),
+            if split == Split::Val { "; set `data.val_size` in the spec to hold out validation images" } else { "" }
+        )));
+    }
     let bs = spec.data.batch;
     let code = model.latent.code_shape().len();
     let (mut real_px, mut fake_px) = (Vec::new(), Vec::new());
     let (mut rec_sum, mut kl_sum) = (0.0f64, 0.0f64);
     let mut kl_dims = vec![0.0f64; code];
     let mut first_code: Vec<f32> = Vec::new();
+    // Each test image's posterior mean and ground-truth factors, for the per-factor grids.
+    let (mut codes, mut factors): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (Vec::new(), Vec::new());
     let indices: Vec<usize> = (0..n).collect();
     let bar = indicatif::ProgressBar::new(n as u64);
     for (bi, chunk) in indices.chunks(bs).enumerate() {
-        let batch = dataset.batch(Split::Test, chunk);
+        let batch = dataset.batch(split, chunk);
         let x = to_tensor(&dev, &batch);
         let ctx = Ctx::new(&store, false, spec.seed, bi as u64);
         let noise = normal_noise(&dev, spec.seed, "eval-noise", bi as u64, code, chunk.len());
@@ -151,6 +198,8 @@ fn evaluate_on<D: Backend>(
         if bi == 0 {
             first_code = (0..code).map(|d| mu[d * chunk.len()]).collect();
         }
+        codes.extend((0..chunk.len()).map(|j| (0..code).map(|d| mu[d * chunk.len() + j]).collect::<Vec<f32>>()));
+        factors.extend(batch.factors.iter().cloned());
         let recon = model.to_image(model.decode(&ctx, enc.mu));
         if let Some(failure) = ctx.failures.take() {
             return Err(EvalError::Plugin(failure));
@@ -161,7 +210,7 @@ fn evaluate_on<D: Backend>(
     }
     bar.finish_and_clear();
     let (c, h, w) = dataset.image_shape();
-    let real = ImageBatch { n, c, h, w, pixels: real_px, factors: vec![], bit_depth: dataset.bit_depth() };
+    let real = ImageBatch { n, c, h, w, pixels: real_px, factors, bit_depth: dataset.bit_depth() };
     let fake = real.with_pixels(fake_px);
 
     let mut metrics = BTreeMap::new();
@@ -205,19 +254,22 @@ fn evaluate_on<D: Backend>(
     let mut order: Vec<usize> = (0..code).collect();
     order.sort_by(|a, b| kl_per_dim[*b].total_cmp(&kl_per_dim[*a]));
 
-    let out_dir = run_dir.join("eval");
+    let out_dir = eval_dir(run_dir, split);
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
     write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
+    let factor_grids = write_factor_grids(&dev, &model, &store, spec, &fake, &codes, &dataset.factor_names(), &out_dir)?;
 
     let report = EvalReport {
         run: spec.name.clone(),
         checkpoint_step: info.step,
+        split,
         test_images: n,
         bit_depth: real.bit_depth,
         metrics,
         mean_image_mse,
         kl_per_dim,
         traversal_order: order,
+        factor_grids,
         failed,
     };
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
@@ -241,6 +293,70 @@ fn mean_image_baseline(ds: &dyn Dataset, test: &ImageBatch) -> f64 {
     let mean_f32: Vec<f32> = mean.iter().map(|v| *v as f32).collect();
     let fake = test.with_pixels(mean_f32.repeat(test.n));
     metric::Metric::compute(&metric::Mse, test, &fake).expect("same geometry")
+}
+
+/// Factors with 2 to 10 distinct values among the test images (a KL grade, a class label, a shape)
+/// get `factor-<name>.png`: one row per value, holding up to `grid_images` reconstructions of test
+/// images with that value and, in the last column, the decoded mean code of all of them, which
+/// shows what the latent space has learned about the factor.
+#[allow(clippy::too_many_arguments)]
+fn write_factor_grids<D: Backend>(
+    dev: &D,
+    model: &Model,
+    store: &ParamStore<D>,
+    spec: &Experiment,
+    fake: &ImageBatch,
+    codes: &[Vec<f32>],
+    names: &[String],
+    out_dir: &Path,
+) -> Result<Vec<String>, EvalError> {
+    let shape = (fake.c, fake.h, fake.w);
+    let k = spec.eval.grid_images;
+    let code = model.latent.code_shape().len();
+    let ctx = Ctx::new(store, false, spec.seed, 0);
+    let mut written = Vec::new();
+    for (f, name) in names.iter().enumerate() {
+        let values: Vec<f32> = {
+            let mut v: Vec<f32> = fake.factors.iter().filter_map(|fs| fs.get(f).copied()).collect();
+            v.sort_by(f32::total_cmp);
+            v.dedup();
+            v
+        };
+        if !(2..=10).contains(&values.len()) {
+            continue;
+        }
+        let mut cells = Vec::new();
+        let mut means = Vec::new();
+        for v in &values {
+            let members: Vec<usize> = (0..codes.len()).filter(|&i| fake.factors[i].get(f) == Some(v)).collect();
+            for slot in 0..k {
+                cells.push(match members.get(slot) {
+                    Some(&i) => fake.image(i).to_vec(),
+                    None => vec![0.38; fake.image_len()],
+                });
+            }
+            cells.push(vec![]); // replaced by the decoded class mean below
+            let mean: Vec<f32> =
+                (0..code).map(|d| members.iter().map(|&i| codes[i][d]).sum::<f32>() / members.len() as f32).collect();
+            means.push(mean);
+        }
+        let count = means.len();
+        let mut z = vec![0.0f32; code * count];
+        for (col, m) in means.iter().enumerate() {
+            for (d, v) in m.iter().enumerate() {
+                z[d * count + col] = *v;
+            }
+        }
+        let zt = dev.tensor_from_vec(z, (code, count));
+        let decoded = from_batch_last(&model.to_image(model.decode(&ctx, zt.retaped())).as_vec(), count);
+        for (row, img) in decoded.chunks(fake.image_len()).enumerate() {
+            cells[row * (k + 1) + k] = img.to_vec();
+        }
+        let file = format!("factor-{name}.png");
+        save(&grid::grid(&cells, shape, k + 1), &out_dir.join(&file))?;
+        written.push(file);
+    }
+    Ok(written)
 }
 
 #[allow(clippy::too_many_arguments)]

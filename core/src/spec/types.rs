@@ -127,10 +127,17 @@ section! {
         size: usize = 64,
         /// Images in the train split.
         train_size: usize = 100_000,
+        /// Images in the validation split (`vaelab eval --split val`): generated for procedural
+        /// data, held out of the training images for flat folders, DICOM and IDX, read from
+        /// `root/val/` for class folders. 0: no validation split.
+        val_size: usize = 0,
         /// Held-out images in the test split.
         test_size: usize = 1_000,
         /// Images per training step.
         batch: usize = 64,
+        /// Training-time augmentation: `(flip_horizontal: true, rotate_degrees: 5, brightness: 0.05,
+        /// contrast: 0.1)`; evaluation never augments.
+        augment: vaelab_datasets::Augment = vaelab_datasets::Augment::default(),
     }
 }
 

@@ -13,6 +13,9 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     v.positive("data.batch", d.batch);
     v.positive("data.train_size", d.train_size);
     v.positive("data.test_size", d.test_size);
+    for (field, message) in d.augment.problems() {
+        v.push(&format!("data.augment.{field}"), message);
+    }
     layers(&mut v, "model.encoder", &e.model.encoder);
     layers(&mut v, "model.decoder", &e.model.decoder);
     match e.model.latent {

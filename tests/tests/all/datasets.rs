@@ -49,7 +49,7 @@ fn idx_files_plain_and_gzipped_load_with_labels() {
     for gzip in [false, true] {
         let dir = scratch(&format!("idx-{gzip}"));
         tiny_idx(&dir, gzip);
-        let ds = IdxDataset::open(&config(&dir), (usize::MAX, usize::MAX)).unwrap();
+        let ds = IdxDataset::open(&config(&dir), vaelab_datasets::SplitSizes::unlimited()).unwrap();
         assert_eq!(ds.image_shape(), (1, 2, 3));
         assert_eq!((ds.len(Split::Train), ds.len(Split::Test)), (3, 2));
         let s = ds.sample(Split::Train, 1);
@@ -57,7 +57,15 @@ fn idx_files_plain_and_gzipped_load_with_labels() {
         assert_eq!(s.factors, vec![1.0]);
         assert_eq!(ds.label(Split::Test, 1), 9);
         // Size caps take the first images of each file.
-        assert_eq!(IdxDataset::open(&config(&dir), (2, 1)).unwrap().len(Split::Train), 2);
+        assert_eq!(
+            IdxDataset::open(&config(&dir), vaelab_datasets::SplitSizes { train: 2, val: 0, test: 1 }).unwrap().len(Split::Train),
+            2
+        );
+        // Validation images are the last of the training file and leave the training split.
+        let with_val = IdxDataset::open(&config(&dir), vaelab_datasets::SplitSizes { train: 9, val: 1, test: 1 }).unwrap();
+        let n = ds.len(Split::Train);
+        assert_eq!((with_val.len(Split::Train), with_val.len(Split::Val)), (n - 1, 1));
+        assert_eq!(with_val.sample(Split::Val, 0).pixels, ds.sample(Split::Train, n - 1).pixels);
     }
 }
 
@@ -69,12 +77,15 @@ fn bad_idx_input_names_the_file() {
     let images = dir.join("train-images-idx3-ubyte");
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() - 5]).unwrap();
-    let truncated = IdxDataset::open(&config(&dir), (usize::MAX, usize::MAX)).err().unwrap().to_string();
+    let truncated = IdxDataset::open(&config(&dir), vaelab_datasets::SplitSizes::unlimited()).err().unwrap().to_string();
     // Label count that does not match the images.
     tiny_idx(&dir, false);
     write_idx(&dir.join("t10k-labels-idx1-ubyte"), &[3], &[1, 2, 3]).unwrap();
-    let labels = IdxDataset::open(&config(&dir), (usize::MAX, usize::MAX)).err().unwrap().to_string();
-    let missing = IdxDataset::open(&config(&dir.join("nowhere")), (1, 1)).err().unwrap().to_string();
+    let labels = IdxDataset::open(&config(&dir), vaelab_datasets::SplitSizes::unlimited()).err().unwrap().to_string();
+    let missing = IdxDataset::open(&config(&dir.join("nowhere")), vaelab_datasets::SplitSizes { train: 1, val: 0, test: 1 })
+        .err()
+        .unwrap()
+        .to_string();
     let report = [truncated, labels, missing].join("\n").replace(&dir.display().to_string(), "DIR");
     insta::assert_snapshot!(report);
 }
@@ -86,7 +97,7 @@ fn real_fashion_mnist_loads() {
     if !have_real_data(FASHION) {
         return;
     }
-    let ds = IdxDataset::open(&config(Path::new(FASHION)), (usize::MAX, usize::MAX)).unwrap();
+    let ds = IdxDataset::open(&config(Path::new(FASHION)), vaelab_datasets::SplitSizes::unlimited()).unwrap();
     assert_eq!((ds.len(Split::Train), ds.len(Split::Test)), (60_000, 10_000));
     assert_eq!(ds.image_shape(), (1, 28, 28));
     let mut counts = [0usize; 10];
@@ -111,7 +122,7 @@ fn fashion_mnist_spec_trains() {
     spec.eval.test_images = 64;
     let dir = scratch("fashion");
     vaelab_core::train::train(&spec, &crate::training::options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, None, None).unwrap();
+    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
     assert!(report.metrics["mse"].value.is_finite());
     assert_eq!(report.test_images, 64);
 }
@@ -129,7 +140,7 @@ mod folders {
             channels: Channels::Grey,
             fit: Fit::Exact,
             on_bad_file: OnBadFile::Error,
-            limits: (usize::MAX, 2),
+            limits: vaelab_datasets::SplitSizes { train: usize::MAX, val: 0, test: 2 },
             seed: 1,
             cache_mib: 64,
         }
@@ -172,6 +183,36 @@ mod folders {
         assert!(ds.is_cached());
     }
 
+    /// The Knee-OA validation folder becomes the val split; a flat folder holds `val` images out of
+    /// training; the splits are disjoint and the same for the same seed.
+    #[test]
+    fn validation_splits_from_a_val_folder_or_held_out() {
+        let root = scratch("folder-val");
+        for (split, n) in [("train", 4), ("val", 2), ("test", 1)] {
+            for i in 0..n {
+                grey8(&root.join(format!("{split}/{}/{split}{i}.png", i % 2)), 4, 4, (i * 10) as u8);
+            }
+        }
+        let limits = vaelab_datasets::SplitSizes { train: usize::MAX, val: usize::MAX, test: usize::MAX };
+        let ds = FolderDataset::open(FolderConfig { limits, ..cfg(&root, 4) }).unwrap();
+        assert_eq!([Split::Train, Split::Val, Split::Test].map(|s| ds.len(s)), [4, 2, 1]);
+
+        let flat = scratch("folder-flat-val");
+        for i in 0..20 {
+            grey8(&flat.join(format!("{i:02}.png")), 4, 4, (i * 10) as u8);
+        }
+        let limits = vaelab_datasets::SplitSizes { train: usize::MAX, val: 3, test: 5 };
+        let open = || FolderDataset::open(FolderConfig { limits, ..cfg(&flat, 4) }).unwrap();
+        let ds = open();
+        assert_eq!([Split::Train, Split::Val, Split::Test].map(|s| ds.len(s)), [12, 3, 5]);
+        let values = |ds: &FolderDataset, s: Split| (0..ds.len(s)).map(|i| ds.sample(s, i).pixels[0]).collect::<Vec<f32>>();
+        let mut all: Vec<f32> = [Split::Train, Split::Val, Split::Test].iter().flat_map(|s| values(&ds, *s)).collect();
+        all.sort_by(f32::total_cmp);
+        all.dedup();
+        assert_eq!(all.len(), 20, "every image in exactly one split");
+        assert_eq!(values(&open(), Split::Val), values(&ds, Split::Val));
+    }
+
     #[test]
     fn rgb_jpeg_tiff_and_fitting_to_size() {
         let root = scratch("folder-formats");
@@ -187,7 +228,7 @@ mod folders {
         }
         img.save(root.join("wide.png")).unwrap();
         let mut c = cfg(&root, 8);
-        c.limits = (usize::MAX, 1);
+        c.limits = vaelab_datasets::SplitSizes { train: usize::MAX, val: 0, test: 1 };
         c.channels = Channels::Rgb;
         c.fit = Fit::Resize;
         let ds = FolderDataset::open(c.clone()).unwrap();

@@ -8,7 +8,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use std::path::{Path, PathBuf};
 use vaelab_datasets::dicom::{is_foreground, read_radiograph};
-use vaelab_datasets::{Dataset, DicomConfig, DicomDataset, Fit, OnBadFile, Patches, Split, Window};
+use vaelab_datasets::{Dataset, DicomConfig, DicomDataset, Fit, OnBadFile, Patches, Split, SplitSizes, Window};
 
 /// `datasets/downloads/pydicom-data` (filled by `datasets/fetch/pydicom-data.sh`) or `VAELAB_DICOM_DIR`.
 /// Absent data skip these tests unless `VAELAB_REQUIRE_DATA` is set (CI), where they must run.
@@ -83,7 +83,7 @@ fn a_radiograph_cut_into_patches() {
         window: None,
         patches: Some(patches),
         on_bad_file: OnBadFile::Error,
-        limits: (usize::MAX, 5),
+        limits: SplitSizes { train: usize::MAX, val: 0, test: 5 },
         seed: 1,
     };
     let ds = DicomDataset::open(cfg.clone()).unwrap();
@@ -226,7 +226,7 @@ fn a_folder_of_dicom_files_with_fit_and_bad_files() {
         window: None,
         patches: None,
         on_bad_file: OnBadFile::Error,
-        limits: (100, 2),
+        limits: SplitSizes { train: 100, val: 0, test: 2 },
         seed: 3,
     };
     let ds = DicomDataset::open(cfg.clone()).unwrap();
@@ -253,7 +253,7 @@ fn bad_dicom_inputs_give_clear_errors() {
             window: None,
             patches: None,
             on_bad_file: OnBadFile::Error,
-            limits: (10, 10),
+            limits: SplitSizes { train: 10, val: 0, test: 10 },
             seed: 0,
         };
         DicomDataset::open(cfg).err().expect("should fail").to_string()

@@ -37,7 +37,7 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     let mut spec = tiny();
     spec.train.steps = 300;
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, None, None).unwrap();
+    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
     for name in ["mse", "psnr", "elbo", "rec_nll", "kl"] {
         assert!(report.metrics.contains_key(name), "{name} missing");
     }
@@ -53,9 +53,32 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     assert_eq!(json["checkpoint_step"], 300);
     assert_eq!(json["test_images"], 64);
     // Same run directory, same numbers.
-    assert_eq!(vaelab_core::eval::evaluate(&dir, None, None).unwrap(), report);
+    assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
     // 300 steps of the tiny model already beat predicting the mean image by a wide margin.
     assert!(report.metrics["mse"].value < 0.5 * report.mean_image_mse, "{report:?}");
+    // The shapes' discrete factors get one grid each: a row per value, grid_images + 1 columns.
+    assert_eq!(report.factor_grids, ["factor-shape.png", "factor-scale.png"]);
+    let shapes = image::open(dir.join("eval/factor-shape.png")).unwrap();
+    assert_eq!(((shapes.width() - 2) / cell, (shapes.height() - 2) / cell), (5, 3));
+    // No validation split was held out: asking for one says how to get it.
+    let opts = vaelab_core::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
+    let err = vaelab_core::eval::evaluate(&dir, &opts).unwrap_err().to_string();
+    assert!(err.contains("the val split is empty") && err.contains("data.val_size"), "{err}");
+}
+
+#[test]
+fn the_validation_split_is_scored_into_its_own_folder() {
+    let dir = scratch("eval-val");
+    let mut spec = tiny();
+    spec.train.steps = 5;
+    spec.data.val_size = 32;
+    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    let opts = vaelab_core::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
+    let val = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    let test = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    assert_eq!((val.split, val.test_images, test.test_images), (vaelab_datasets::Split::Val, 32, 64));
+    assert_ne!(val.metrics["mse"].value, test.metrics["mse"].value, "different images");
+    assert!(dir.join("eval-val/metrics.json").exists() && dir.join("eval/metrics.json").exists());
 }
 
 #[test]
@@ -65,7 +88,7 @@ fn unknown_metric_names_list_the_available_ones() {
     spec.train.steps = 1;
     spec.eval.metrics = vec!["mse".into(), "fid".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let err = vaelab_core::eval::evaluate(&dir, None, None).unwrap_err();
+    let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
     insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo");
 }
 
@@ -73,7 +96,7 @@ fn unknown_metric_names_list_the_available_ones() {
 fn eval_of_a_directory_that_is_not_a_run_says_so() {
     let dir = scratch("not-a-run");
     std::fs::create_dir_all(&dir).unwrap();
-    let message = vaelab_core::eval::evaluate(&dir, None, None).unwrap_err().to_string();
+    let message = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err().to_string();
     assert!(message.contains("is not a vaelab run directory"), "{message}");
 }
 

@@ -28,7 +28,7 @@ fn check(likelihood: Likelihood) {
     let ds = build_dataset(&spec).unwrap();
     let mut store = ParamStore::new(dev.clone(), 11);
     let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
-    let images = train_batch(ds.as_ref(), 1, 0, 3);
+    let images = train_batch(ds.as_ref(), 1, 0, 3, &Default::default());
     let code = model.latent.code_shape().len();
     let loss = |store: &ParamStore<Cpu>| {
         let ctx = Ctx::new(store, true, 1, 0);
