@@ -295,6 +295,14 @@ fn mean_image_baseline(ds: &dyn Dataset, test: &ImageBatch) -> f64 {
     metric::Metric::compute(&metric::Mse, test, &fake).expect("same geometry")
 }
 
+/// Decodes `count` codes given batch-last (`code × count`) into one image per code.
+fn decode_codes<D: Backend>(dev: &D, model: &Model, ctx: &Ctx<D>, z: Vec<f32>, count: usize, image_len: usize) -> Vec<Vec<f32>> {
+    let code = model.latent.code_shape().len();
+    let zt = dev.tensor_from_vec(z, (code, count));
+    let imgs = model.to_image(model.decode(ctx, zt.retaped())).as_vec();
+    from_batch_last(&imgs, count).chunks(image_len).map(|c| c.to_vec()).collect()
+}
+
 /// Factors with 2 to 10 distinct values among the test images (a KL grade, a class label, a shape)
 /// get `factor-<name>.png`: one row per value, holding up to `grid_images` reconstructions of test
 /// images with that value and, in the last column, the decoded mean code of all of them, which
@@ -347,10 +355,8 @@ fn write_factor_grids<D: Backend>(
                 z[d * count + col] = *v;
             }
         }
-        let zt = dev.tensor_from_vec(z, (code, count));
-        let decoded = from_batch_last(&model.to_image(model.decode(&ctx, zt.retaped())).as_vec(), count);
-        for (row, img) in decoded.chunks(fake.image_len()).enumerate() {
-            cells[row * (k + 1) + k] = img.to_vec();
+        for (row, img) in decode_codes(dev, model, &ctx, z, count, fake.image_len()).into_iter().enumerate() {
+            cells[row * (k + 1) + k] = img;
         }
         let file = format!("factor-{name}.png");
         save(&grid::grid(&cells, shape, k + 1), &out_dir.join(&file))?;
@@ -383,11 +389,7 @@ fn write_grids<D: Backend>(
 
     let ctx = Ctx::new(store, false, spec.seed, 0);
     let code = model.latent.code_shape().len();
-    let decode = |z: Vec<f32>, count: usize| -> Vec<Vec<f32>> {
-        let zt = dev.tensor_from_vec(z, (code, count));
-        let imgs = model.to_image(model.decode(&ctx, zt.retaped())).as_vec();
-        from_batch_last(&imgs, count).chunks(real.image_len()).map(|c| c.to_vec()).collect()
-    };
+    let decode = |z: Vec<f32>, count: usize| decode_codes(dev, model, &ctx, z, count, real.image_len());
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
     let z = model.latent.sample_prior(dev, spec.seed, "eval-samples", g * g).as_vec();
