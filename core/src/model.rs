@@ -145,7 +145,5 @@ impl Model {
 }
 
 fn latent_kind(l: &spec::Latent) -> &'static str {
-    match l {
-        spec::Latent::Gaussian { .. } => "Gaussian",
-    }
+    l.kind()
 }

@@ -62,9 +62,11 @@ pub struct EvalReport {
     pub metrics: BTreeMap<String, MetricEntry>,
     /// MSE of predicting every test image by the mean training image: reconstructions must beat it.
     pub mean_image_mse: f64,
-    /// KL per latent dimension (nats, averaged over test images), in dimension order.
+    /// KL per latent dimension (nats, averaged over test images), in dimension order; empty for an
+    /// autoencoder, which has no posterior.
     pub kl_per_dim: Vec<f64>,
-    /// Latent dimensions in the order of `traversal.png`'s rows (largest KL first).
+    /// Latent dimensions in the order of `traversal.png`'s rows: largest KL first (largest variance
+    /// of the test codes for an autoencoder), at most [`TRAVERSAL_ROWS`].
     pub traversal_order: Vec<usize>,
     /// `factor-<name>.png` files written: one row per value of each discrete ground-truth factor.
     #[serde(default)]
@@ -73,6 +75,9 @@ pub struct EvalReport {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<String, String>,
 }
+
+/// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
+pub const TRAVERSAL_ROWS: usize = 16;
 
 fn test_split() -> Split {
     Split::Test
@@ -238,21 +243,36 @@ fn evaluate_on<D: Backend>(
             }
         }
     }
+    let probabilistic = spec.model.latent.is_probabilistic();
     if wants_elbo {
         let (rec, kl) = (rec_sum / n as f64, kl_sum / n as f64);
         let entry = |value, hib, def: &str| MetricEntry { value, higher_is_better: hib, definition: def.into(), note: None };
-        metrics.insert(
-            "elbo".into(),
-            entry(-(rec + kl), true, "evidence lower bound E[log p(x|z)] − KL(q(z|x)‖p(z)), nats per image, one z sample"),
-        );
         metrics.insert("rec_nll".into(), entry(rec, false, "−log p(x|z) summed over pixels, nats per image, one z sample"));
-        metrics.insert("kl".into(), entry(kl, false, "KL(q(z|x) ‖ N(0, I)) summed over latent dimensions, nats per image"));
+        // An autoencoder has no posterior or prior: only its reconstruction term means something.
+        if probabilistic {
+            metrics.insert(
+                "elbo".into(),
+                entry(-(rec + kl), true, "evidence lower bound E[log p(x|z)] − KL(q(z|x)‖p(z)), nats per image, one z sample"),
+            );
+            metrics.insert("kl".into(), entry(kl, false, "KL(q(z|x) ‖ N(0, I)) summed over latent dimensions, nats per image"));
+        }
     }
 
     let mean_image_mse = mean_image_baseline(dataset.as_ref(), &real);
-    let kl_per_dim: Vec<f64> = kl_dims.iter().map(|k| k / n as f64).collect();
+    let kl_per_dim: Vec<f64> = if probabilistic { kl_dims.iter().map(|k| k / n as f64).collect() } else { vec![] };
+    let score: Vec<f64> = if probabilistic {
+        kl_per_dim.clone()
+    } else {
+        (0..code)
+            .map(|d| {
+                let mean = codes.iter().map(|c| c[d] as f64).sum::<f64>() / n as f64;
+                codes.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n as f64
+            })
+            .collect()
+    };
     let mut order: Vec<usize> = (0..code).collect();
-    order.sort_by(|a, b| kl_per_dim[*b].total_cmp(&kl_per_dim[*a]));
+    order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
+    order.truncate(TRAVERSAL_ROWS);
 
     let out_dir = eval_dir(run_dir, split);
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;

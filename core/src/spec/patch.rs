@@ -27,7 +27,7 @@ macro_rules! section {
         #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct $patch {
-            $( #[serde(default)] pub $field: Option<$ty>, )*
+            $( #[serde(default, deserialize_with = "crate::spec::patch::present")] pub $field: Option<$ty>, )*
         }
 
         impl $patch {
@@ -45,3 +45,9 @@ macro_rules! section {
 }
 
 pub(crate) use section;
+
+/// A written field is always `Some`: its value is read as the field's own type, so a value that is
+/// itself spelled `None` (`latent: None`) is not mistaken for "not written" by RON's implicit `Some`.
+pub(crate) fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}

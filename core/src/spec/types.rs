@@ -287,9 +287,32 @@ impl Layer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum Latent {
+    /// No latent variable: the encoder's output is the code (a plain autoencoder; no KL term).
+    None,
     /// A diagonal Gaussian posterior with a N(0, I) prior (Kingma & Welling 2014).
     /// A Dense head maps the encoder's features to mean and log-variance.
     Gaussian { dim: usize },
+    /// A C×h×w Gaussian code (Wang, Yuan & Ji 2017; the KL-regularised autoencoder of Rombach et al.
+    /// 2021): 1×1 convolutions map the encoder's (C', h, w) output to a per-element mean and
+    /// log-variance with `channels` channels; the KL is summed over elements; the prior N(0, I) has
+    /// the same C×h×w shape.
+    Spatial { channels: usize },
+}
+
+impl Latent {
+    /// The variant's name as written in specs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Latent::None => "None",
+            Latent::Gaussian { .. } => "Gaussian",
+            Latent::Spatial { .. } => "Spatial",
+        }
+    }
+
+    /// Whether the latent has a posterior and prior, so that a KL term means something.
+    pub fn is_probabilistic(&self) -> bool {
+        !matches!(self, Latent::None)
+    }
 }
 
 /// p(x | z): how the decoder's output scores an image.

@@ -20,6 +20,17 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     layers(&mut v, "model.decoder", &e.model.decoder);
     match e.model.latent {
         Latent::Gaussian { dim } => v.positive("model.latent.dim", dim),
+        Latent::Spatial { channels } => v.positive("model.latent.channels", channels),
+        Latent::None => {
+            for (i, loss) in e.losses.iter().enumerate() {
+                if matches!(loss, crate::spec::Loss::Kl { .. }) {
+                    v.push(
+                        &format!("losses[{i}]"),
+                        "a KL term needs a probabilistic latent; `latent: None` has no posterior".into(),
+                    );
+                }
+            }
+        }
     }
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));

@@ -55,14 +55,14 @@ fn round3(x: f32) -> String {
     format!("{:.3e}", x)
 }
 
-#[test]
-fn twenty_step_trace_is_deterministic() {
-    let (a, b) = (scratch("trace-a"), scratch("trace-b"));
-    let spec = tiny();
-    assert!(matches!(train(&spec, &options(&a)).unwrap(), TrainOutcome::Finished { steps: 20, .. }));
-    train(&spec, &options(&b)).unwrap();
+/// Trains `spec` twice, checks the runs are bit-identical, and returns the log and a readable trace.
+fn deterministic_trace(spec: &Experiment, name: &str) -> (Vec<LogLine>, String) {
+    let (a, b) = (scratch(&format!("{name}-a")), scratch(&format!("{name}-b")));
+    let steps = spec.train.steps;
+    assert!(matches!(train(spec, &options(&a)).unwrap(), TrainOutcome::Finished { steps: s, .. } if s == steps));
+    train(spec, &options(&b)).unwrap();
     let (la, lb) = (log(&a), log(&b));
-    assert_eq!(la.len(), 20);
+    assert_eq!(la.len(), steps);
     // Same spec, seed and thread count: bit-identical losses and parameters.
     for (x, y) in la.iter().zip(&lb) {
         assert_eq!((x.loss.to_bits(), x.grad_norm.to_bits()), (y.loss.to_bits(), y.grad_norm.to_bits()));
@@ -72,12 +72,38 @@ fn twenty_step_trace_is_deterministic() {
         .iter()
         .map(|l| {
             let terms: Vec<String> = l.terms.iter().map(|(k, v)| format!("{k}={}", round3(*v))).collect();
-            format!("step {:>2}  loss={}  {}  kl_weight={:.2}\n", l.step, round3(l.loss), terms.join("  "), l.weights["kl"])
+            let kl = l.weights.get("kl").map(|w| format!("  kl_weight={w:.2}")).unwrap_or_default();
+            format!("step {:>2}  loss={}  {}{kl}\n", l.step, round3(l.loss), terms.join("  "))
         })
         .collect();
+    (la, trace)
+}
+
+#[test]
+fn twenty_step_trace_is_deterministic() {
+    let (la, trace) = deterministic_trace(&tiny(), "trace");
     insta::assert_snapshot!(trace);
     // It learns: the reconstruction term falls over the 20 steps.
     assert!(la[19].terms["rec"] < la[0].terms["rec"] * 0.9, "{} → {}", la[0].terms["rec"], la[19].terms["rec"]);
+}
+
+/// The autoencoder and spatial-VAE kinds on the tiny architecture: deterministic 20-step traces.
+#[test]
+fn autoencoder_and_spatial_vae_traces() {
+    use vaelab_core::spec::{Latent, Layer::*, Loss};
+    let mut ae = tiny();
+    ae.model.encoder.push(Dense { out: 4 });
+    ae.model.latent = Latent::None;
+    ae.losses = vec![Loss::Reconstruction { weight: 1.0 }];
+    let mut svae = tiny();
+    svae.model.encoder = vec![Conv { out: 8, k: 4, s: 2, p: 1 }, Relu, Conv { out: 16, k: 4, s: 2, p: 1 }, Relu];
+    svae.model.latent = Latent::Spatial { channels: 2 };
+    svae.model.decoder = vec![ConvT { out: 8, k: 4, s: 2, p: 1 }, Relu, ConvT { out: 1, k: 4, s: 2, p: 1 }];
+    for (spec, name) in [(ae, "autoencoder"), (svae, "spatial_vae")] {
+        let (la, trace) = deterministic_trace(&spec, name);
+        insta::assert_snapshot!(name, trace);
+        assert!(la[19].terms["rec"] < la[0].terms["rec"] * 0.9, "{name}: {} → {}", la[0].terms["rec"], la[19].terms["rec"]);
+    }
 }
 
 #[test]
