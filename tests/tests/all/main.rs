@@ -3,6 +3,7 @@
 mod datasets;
 mod dicom;
 mod eval;
+mod frechet;
 mod gradients;
 mod model;
 mod optim;
