@@ -109,3 +109,33 @@ pub fn time_loader(root: &std::path::Path, size: usize, batch: usize) -> anyhow:
     std::hint::black_box(checksum);
     Ok(LoaderResult { images: n, open_s, total_s, img_per_s: n as f64 / total_s, peak_rss_mib: peak_rss_mib() })
 }
+
+/// The image pairs of the MS-SSIM benchmark: a closed-form pattern (`xtask/bench/torch_msssim.py`
+/// computes the same one), so both sides score identical inputs.
+pub fn ms_ssim_pairs(pairs: usize, size: usize) -> (vaelab_datasets::ImageBatch, vaelab_datasets::ImageBatch) {
+    let mut a = Vec::with_capacity(pairs * size * size);
+    let mut b = Vec::with_capacity(pairs * size * size);
+    for i in 0..pairs {
+        let i = i as f64;
+        for y in 0..size {
+            for x in 0..size {
+                let (y, x) = (y as f64, x as f64);
+                let va = 0.5 + 0.35 * (0.05 * (i + 1.0) * x + 0.07 * y).sin() * (0.03 * y + 0.1 * i).cos();
+                let vb = (va + 0.08 * (0.9 * x * y + i).sin()).clamp(0.0, 1.0);
+                a.push(va as f32);
+                b.push(vb as f32);
+            }
+        }
+    }
+    let batch = |pixels| vaelab_datasets::ImageBatch { n: pairs, c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
+    (batch(a), batch(b))
+}
+
+/// Seconds to score `pairs` MS-SSIM pairs of `size`² grey images, and the mean value.
+pub fn time_ms_ssim(pairs: usize, size: usize) -> anyhow::Result<(f64, f64)> {
+    use crate::eval::metric::Metric;
+    let (a, b) = ms_ssim_pairs(pairs, size);
+    let t0 = Instant::now();
+    let mean = crate::eval::ssim::MsSsim.compute(&a, &b)?;
+    Ok((t0.elapsed().as_secs_f64(), mean))
+}

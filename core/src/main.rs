@@ -89,6 +89,16 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Time MS-SSIM on grey image pairs (used by `cargo xtask bench msssim`).
+    #[command(hide = true)]
+    BenchMsSsim {
+        #[arg(long, default_value_t = 256)]
+        pairs: usize,
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Time loading an image folder: decode, resize to `--size` and batch every training image
     /// (used by `cargo xtask bench loader`).
     #[command(hide = true)]
@@ -253,6 +263,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!(
                 "vaelab threads={threads} size={}: median step {:.4}s => {:.0} img/s (peak RSS {:.0} MiB; forward {:.1} ms, backward {:.1} ms, optimizer {:.1} ms)",
                 loaded.experiment.data.size, result.median_step_s, result.img_per_s, result.peak_rss_mib, f * 1e3, b * 1e3, o * 1e3
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchMsSsim { pairs, size, threads } => {
+            let threads = set_threads(threads)?;
+            let (seconds, mean) = vaelab_core::bench::time_ms_ssim(pairs, size)?;
+            println!(
+                "vaelab ms_ssim threads={threads}: {pairs} pairs in {seconds:.3}s => {:.1} pairs/s (mean {mean:.9})",
+                pairs as f64 / seconds
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,11 +1,13 @@
 //! `cargo xtask <command>`: project automation that needs more than one cargo call.
 //!
 //! * `test`  — the full suite, as CI runs it (tests, then the CUDA compile check).
-//! * `bench [train|loader]` — training throughput of `specs/bench/betavae64.ron` beside the PyTorch
-//!   reference script, and image-folder loading beside torchvision (`loader`); each alternates the
-//!   two sides in one run so both see the same machine load. Without a name, both run.
+//! * `bench [train|loader|msssim]` — training throughput of `specs/bench/betavae64.ron` beside the
+//!   PyTorch reference script, image-folder loading beside torchvision (`loader`), and MS-SSIM beside
+//!   pytorch-msssim (`msssim`); each alternates the two sides in one run so both see the same machine
+//!   load. Without a name, all three run.
 
 mod loader;
+mod msssim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -17,10 +19,15 @@ fn main() -> ExitCode {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("train") => bench(&args[2..]),
             Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
-            _ => bench(&args[1..]).and_then(|()| loader::bench_loader(&args[1..], &python(&args[1..]))),
+            Some("msssim") => msssim::bench_msssim(&args[2..], &python(&args[2..])),
+            _ => bench(&args[1..])
+                .and_then(|()| loader::bench_loader(&args[1..], &python(&args[1..])))
+                .and_then(|()| msssim::bench_msssim(&args[1..], &python(&args[1..]))),
         },
         _ => {
-            eprintln!("usage: cargo xtask test | bench [train|loader] [--rounds N] [--steps N] [--threads N] [--python PATH]");
+            eprintln!(
+                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]"
+            );
             return ExitCode::from(2);
         }
     };
