@@ -75,6 +75,25 @@ enum Command {
         #[arg(long, default_value = "test")]
         split: vaelab_datasets::Split,
     },
+    /// Compare two image files, or two folders of images paired by sorted name, with no model.
+    Metrics {
+        real: PathBuf,
+        fake: PathBuf,
+        /// Comma-separated metric names (built-in or from --plugin libraries).
+        #[arg(long, value_delimiter = ',', default_value = "mse,psnr,ssim,ms_ssim")]
+        metrics: Vec<String>,
+        /// Read images as RGB instead of grey.
+        #[arg(long)]
+        rgb: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A plugin library or folder whose metrics may be named (repeatable).
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Inspect plugin libraries.
     Plugins {
         #[command(subcommand)]
@@ -226,6 +245,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             set_threads(threads)?;
             let opts = eval::EvalOptions { checkpoint, device, split };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
+        }
+        Command::Metrics { real, fake, metrics, rgb, json, plugins, threads } => {
+            set_threads(threads)?;
+            let set = plugin::PluginSet::load(&extra_plugins(&plugins)).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
+            let mut registry = vaelab_core::eval::metric::MetricRegistry::builtin();
+            set.register_metrics(&mut registry, 64).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let channels = if rgb { vaelab_datasets::Channels::Rgb } else { vaelab_datasets::Channels::Grey };
+            let result = eval::compare::compare(&real, &fake, channels, &metrics, &registry)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                print!("{}", eval::compare::format(&result));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command: PluginsCommand::List { paths } } => {
             let entries = if paths.is_empty() { plugin::env_entries() } else { paths };

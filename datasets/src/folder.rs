@@ -88,7 +88,8 @@ pub struct FolderDataset {
     classes: Vec<String>,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether a path has an image extension this module reads.
+pub fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
@@ -241,6 +242,28 @@ impl FolderDataset {
     }
 }
 
+/// One image file at its own size: C×H×W values in [0, 1] (planar for RGB), (width, height) and
+/// bit depth.
+pub fn read_image(path: &Path, channels: Channels) -> Result<(Vec<f32>, (usize, usize), u8), String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    let depth = (img.color().bits_per_pixel() / img.color().channel_count() as u16) as u8;
+    let size = (img.width() as usize, img.height() as usize);
+    let pixels = match channels {
+        Channels::Grey => img.to_luma32f().into_raw(),
+        Channels::Rgb => {
+            let rgb = img.to_rgb32f().into_raw();
+            let n = rgb.len() / 3;
+            (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect()
+        }
+    };
+    Ok((pixels, size, depth))
+}
+
 /// The splits in storage order.
 pub(crate) const SPLITS: [Split; 3] = [Split::Train, Split::Val, Split::Test];
 
@@ -327,37 +350,13 @@ fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
             return result;
         }
     }
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| format!("cannot decode: {e}"))?;
-    let depth = (img.color().bits_per_pixel() / img.color().channel_count() as u16) as u8;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if cfg.channels == Channels::Grey {
-        let pixels = fit_grey(img.to_luma32f().into_raw(), w, h, cfg.size, cfg.fit).map_err(|e| format!("size: {e}"))?;
-        return Ok((pixels, depth));
+    let (pixels, (w, h), depth) = read_image(path, cfg.channels)?;
+    // Each plane (grey, or R, G, B) is fitted on its own.
+    let mut out = Vec::with_capacity(pixels.len() / (w * h).max(1) * cfg.size * cfg.size);
+    for plane in pixels.chunks(w * h) {
+        out.extend(fit_grey(plane.to_vec(), w, h, cfg.size, cfg.fit).map_err(|e| format!("size: {e}"))?);
     }
-    let size = cfg.size as u32;
-    let img = match cfg.fit {
-        Fit::Exact if (w, h) != (cfg.size, cfg.size) => return Err(format!("size: {}", size_error(w, h, cfg.size))),
-        Fit::Exact => img,
-        Fit::Resize => img.resize_exact(size, size, image::imageops::FilterType::Triangle),
-        Fit::CenterCrop => {
-            let side = w.min(h) as u32;
-            img.crop_imm((w as u32 - side) / 2, (h as u32 - side) / 2, side, side).resize_exact(
-                size,
-                size,
-                image::imageops::FilterType::Triangle,
-            )
-        }
-    };
-    // Interleaved RGB → planar C×H×W.
-    let rgb = img.to_rgb32f().into_raw();
-    let n = rgb.len() / 3;
-    let pixels = (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect();
-    Ok((pixels, depth))
+    Ok((out, depth))
 }
 
 impl Dataset for FolderDataset {

@@ -4,6 +4,7 @@
 //! `reconstructions.png` (input beside output), `samples.png` (decoded prior samples) and
 //! `traversal.png` (one row per latent dimension, most informative first).
 
+pub mod compare;
 pub mod frechet;
 pub mod grid;
 pub mod metric;

@@ -157,3 +157,49 @@ fn ssim_and_ms_ssim_match_pytorch_msssim() {
     let (small, _) = reference_pair(1, 1, 64, 64);
     insta::assert_snapshot!(MsSsim.note(&small).unwrap(), @"3 scales: images of 64×64 px are too small for 5");
 }
+
+/// `vaelab metrics REAL FAKE`: folders paired by sorted name, scored like the evaluator scores runs;
+/// mismatched inputs are clear errors.
+#[test]
+fn comparing_two_folders_of_images() {
+    use vaelab_core::eval::compare::compare;
+    let dir = scratch("compare");
+    let (a, b) = (dir.join("real"), dir.join("fake"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut real_px = Vec::new();
+    let mut fake_px = Vec::new();
+    for i in 0..4u32 {
+        let img = image::GrayImage::from_fn(32, 32, |x, y| image::Luma([((x * 7 + y * 3 + i * 11) % 256) as u8]));
+        let noisy =
+            image::GrayImage::from_fn(32, 32, |x, y| image::Luma([img.get_pixel(x, y)[0].saturating_add(((x + y) % 9) as u8)]));
+        img.save(a.join(format!("{i}.png"))).unwrap();
+        noisy.save(b.join(format!("{i}.png"))).unwrap();
+        real_px.extend(img.pixels().map(|p| p[0] as f32 / 255.0));
+        fake_px.extend(noisy.pixels().map(|p| p[0] as f32 / 255.0));
+    }
+    let registry = MetricRegistry::builtin();
+    let names: Vec<String> = ["mse", "psnr", "ssim"].map(String::from).to_vec();
+    let c = compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap();
+    assert_eq!((c.pairs, c.width, c.height, c.channels, c.bit_depth), (4, 32, 32, 1, 8));
+    let real = ImageBatch { n: 4, c: 1, h: 32, w: 32, pixels: real_px, factors: vec![], bit_depth: 8 };
+    let fake = real.with_pixels(fake_px);
+    assert!((c.metrics["mse"].value - Mse.compute(&real, &fake).unwrap()).abs() < 1e-12);
+    assert!((c.metrics["psnr"].value - Psnr.compute(&real, &fake).unwrap()).abs() < 1e-9);
+    assert!(c.metrics["ssim"].value < 1.0 && c.metrics["ssim"].value > 0.5);
+
+    std::fs::remove_file(b.join("3.png")).unwrap();
+    let mut report = String::new();
+    let mut case =
+        |title: &str, err: String| report += &format!("## {title}\n{}\n", err.replace(&dir.display().to_string(), "[DIR]"));
+    case("different counts", compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string());
+    image::GrayImage::new(16, 16).save(b.join("3.png")).unwrap();
+    case("different sizes", compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string());
+    let unknown = vec!["fid".to_string()];
+    case("unknown metric", compare(&a, &b, vaelab_datasets::Channels::Grey, &unknown, &registry).unwrap_err().to_string());
+    case(
+        "missing folder",
+        compare(&dir.join("nowhere"), &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string(),
+    );
+    insta::assert_snapshot!(report);
+}
