@@ -242,9 +242,17 @@ impl FolderDataset {
     }
 }
 
-/// One image file at its own size: C×H×W values in [0, 1] (planar for RGB), (width, height) and
-/// bit depth.
-pub fn read_image(path: &Path, channels: Channels) -> Result<(Vec<f32>, (usize, usize), u8), String> {
+/// An image file decoded at its own size.
+pub struct DecodedImage {
+    /// C×H×W values in [0, 1] (planar for RGB).
+    pub pixels: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+    pub bit_depth: u8,
+}
+
+/// Decodes one image file at its own size.
+pub fn read_image(path: &Path, channels: Channels) -> Result<DecodedImage, String> {
     let img = image::ImageReader::open(path)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
@@ -252,7 +260,7 @@ pub fn read_image(path: &Path, channels: Channels) -> Result<(Vec<f32>, (usize, 
         .decode()
         .map_err(|e| format!("cannot decode: {e}"))?;
     let depth = (img.color().bits_per_pixel() / img.color().channel_count() as u16) as u8;
-    let size = (img.width() as usize, img.height() as usize);
+    let (width, height) = (img.width() as usize, img.height() as usize);
     let pixels = match channels {
         Channels::Grey => img.to_luma32f().into_raw(),
         Channels::Rgb => {
@@ -261,7 +269,7 @@ pub fn read_image(path: &Path, channels: Channels) -> Result<(Vec<f32>, (usize, 
             (0..3).flat_map(|c| (0..n).map(move |i| (c, i))).map(|(c, i)| rgb[i * 3 + c]).collect()
         }
     };
-    Ok((pixels, size, depth))
+    Ok(DecodedImage { pixels, width, height, bit_depth: depth })
 }
 
 /// The splits in storage order.
@@ -350,7 +358,7 @@ fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
             return result;
         }
     }
-    let (pixels, (w, h), depth) = read_image(path, cfg.channels)?;
+    let DecodedImage { pixels, width: w, height: h, bit_depth: depth } = read_image(path, cfg.channels)?;
     // Each plane (grey, or R, G, B) is fitted on its own.
     let mut out = Vec::with_capacity(pixels.len() / (w * h).max(1) * cfg.size * cfg.size);
     for plane in pixels.chunks(w * h) {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use vaelab_datasets::folder::{is_image, read_image};
+use vaelab_datasets::folder::{is_image, read_image, DecodedImage};
 use vaelab_datasets::{Channels, ImageBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +47,10 @@ fn load(paths: &[PathBuf], channels: Channels) -> Result<(ImageBatch, (usize, us
         .par_iter()
         .map(|p| read_image(p, channels).map_err(|m| CompareError::Input(p.clone(), m)))
         .collect::<Result<_, _>>()?;
-    let (w, h) = decoded[0].1;
+    let (w, h) = (decoded[0].width, decoded[0].height);
     let mut pixels = Vec::new();
     let mut depth = 0;
-    for ((px, (iw, ih), d), path) in decoded.into_iter().zip(paths) {
+    for (DecodedImage { pixels: px, width: iw, height: ih, bit_depth: d }, path) in decoded.into_iter().zip(paths) {
         if (iw, ih) != (w, h) {
             return Err(CompareError::Input(
                 path.clone(),
