@@ -5,6 +5,7 @@
 //! `traversal.png` (one row per latent dimension, most informative first).
 
 pub mod compare;
+pub mod disentangle;
 pub mod frechet;
 pub mod grid;
 pub mod metric;

@@ -2,6 +2,7 @@
 
 mod datasets;
 mod dicom;
+mod disentangle;
 mod eval;
 mod frechet;
 mod gradients;

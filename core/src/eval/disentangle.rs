@@ -1,0 +1,161 @@
+//! Disentanglement scores of a representation against ground-truth factors, following the definitions
+//! and default settings of disentanglement_lib (Locatello et al. 2019).
+//!
+//! * [`mig`]: the Mutual Information Gap (Chen et al. 2018).
+//! * [`factor_vae_score`]: the FactorVAE score (Kim & Mnih 2018).
+
+/// disentanglement_lib's histogram discretizer: each code dimension is cut into `bins` equal-width
+/// bins between its minimum and maximum (`np.histogram` edges), and a value's bin is the number of
+/// left edges at or below it (`np.digitize` against the edges without the last), 1…bins.
+pub fn discretize(values: &[f64], bins: usize) -> Vec<usize> {
+    let (mut lo, mut hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+    if lo == hi {
+        (lo, hi) = (lo - 0.5, hi + 0.5);
+    }
+    let step = (hi - lo) / bins as f64;
+    let edges: Vec<f64> = (0..bins).map(|k| k as f64 * step + lo).collect();
+    values.iter().map(|v| edges.iter().filter(|e| **e <= *v).count()).collect()
+}
+
+/// Mutual information of two discrete labelings in nats: Σ p(a,b) ln(p(a,b) / (p(a) p(b))).
+pub fn mutual_information(a: &[usize], b: &[usize]) -> f64 {
+    let n = a.len() as f64;
+    let (na, nb) = (a.iter().max().map_or(0, |m| m + 1), b.iter().max().map_or(0, |m| m + 1));
+    let mut joint = vec![0usize; na * nb];
+    let (mut ca, mut cb) = (vec![0usize; na], vec![0usize; nb]);
+    for (x, y) in a.iter().zip(b) {
+        joint[x * nb + y] += 1;
+        ca[*x] += 1;
+        cb[*y] += 1;
+    }
+    let mut mi = 0.0;
+    for x in 0..na {
+        for y in 0..nb {
+            let nxy = joint[x * nb + y];
+            if nxy > 0 {
+                mi += nxy as f64 / n * ((nxy as f64 * n) / (ca[x] as f64 * cb[y] as f64)).ln();
+            }
+        }
+    }
+    mi.max(0.0)
+}
+
+/// MIG and what it is made of.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Mig {
+    pub score: f64,
+    /// Mutual information (nats) of each code dimension (rows) with each factor (columns).
+    pub mutual_information: Vec<Vec<f64>>,
+    /// Entropy (nats) of each factor.
+    pub factor_entropy: Vec<f64>,
+}
+
+/// MIG = mean over factors k of (I(z_a; v_k) − I(z_b; v_k)) / H(v_k), where z_a and z_b are the two
+/// code dimensions with the most information about v_k; codes discretized into 20 bins
+/// (disentanglement_lib `mig.py`, default `num_train` = 10,000 points chosen by the caller).
+/// `codes[i]` and `factors[i]` describe point i; factors are discrete values 0, 1, …
+pub fn mig(codes: &[Vec<f64>], factors: &[Vec<usize>]) -> Result<Mig, String> {
+    let (n, dims, k) = (codes.len(), codes.first().map_or(0, Vec::len), factors.first().map_or(0, Vec::len));
+    if n == 0 || n != factors.len() {
+        return Err(format!("{n} codes for {} factor rows", factors.len()));
+    }
+    if dims < 2 || k == 0 {
+        return Err(format!("MIG needs at least 2 code dimensions and 1 factor, got {dims} and {k}"));
+    }
+    let column = |d: usize| codes.iter().map(|c| c[d]).collect::<Vec<f64>>();
+    let discrete: Vec<Vec<usize>> = (0..dims).map(|d| discretize(&column(d), 20)).collect();
+    let factor_cols: Vec<Vec<usize>> = (0..k).map(|j| factors.iter().map(|f| f[j]).collect()).collect();
+    let mi: Vec<Vec<f64>> = discrete.iter().map(|z| factor_cols.iter().map(|v| mutual_information(z, v)).collect()).collect();
+    let factor_entropy: Vec<f64> = factor_cols.iter().map(|v| mutual_information(v, v)).collect();
+    let mut total = 0.0;
+    for (j, h) in factor_entropy.iter().enumerate() {
+        let mut col: Vec<f64> = mi.iter().map(|row| row[j]).collect();
+        col.sort_by(|a, b| b.total_cmp(a));
+        total += (col[0] - col[1]) / h;
+    }
+    Ok(Mig { score: total / k as f64, mutual_information: mi, factor_entropy })
+}
+
+/// The FactorVAE score's settings (disentanglement_lib defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct FactorVaeSettings {
+    pub batch: usize,
+    pub train_votes: usize,
+    pub eval_votes: usize,
+    /// Points for the global variance of each code dimension.
+    pub variance_points: usize,
+    /// Dimensions whose global standard deviation is below this are pruned (collapsed).
+    pub prune_threshold: f64,
+}
+
+impl Default for FactorVaeSettings {
+    fn default() -> Self {
+        FactorVaeSettings { batch: 64, train_votes: 10_000, eval_votes: 5_000, variance_points: 10_000, prune_threshold: 0.05 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FactorVae {
+    pub train_accuracy: f64,
+    pub eval_accuracy: f64,
+    /// How many code dimensions survived pruning.
+    pub active_dims: usize,
+}
+
+/// Unbiased variance of each column.
+fn variances(rows: &[Vec<f64>]) -> Vec<f64> {
+    let (n, d) = (rows.len() as f64, rows[0].len());
+    (0..d)
+        .map(|j| {
+            let mean = rows.iter().map(|r| r[j]).sum::<f64>() / n;
+            rows.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        })
+        .collect()
+}
+
+/// The FactorVAE score (Kim & Mnih 2018, as in disentanglement_lib `factor_vae.py`): codes are
+/// divided by their global standard deviation; for each vote a factor k is fixed across a batch of
+/// otherwise random factor vectors, and the active dimension with the least normalised variance
+/// votes for k; a majority-vote classifier (dimension → factor) is fitted on training votes and its
+/// accuracy reported on both vote sets. `represent` maps factor vectors (values 0 ≤ v < size) to codes;
+/// all sampling uses `rng`.
+pub fn factor_vae_score(
+    factor_sizes: &[usize],
+    represent: &mut dyn FnMut(&[Vec<usize>]) -> Vec<Vec<f64>>,
+    rng: &mut vaelab_datasets::StreamRng,
+    s: FactorVaeSettings,
+) -> FactorVae {
+    let sample = |rng: &mut vaelab_datasets::StreamRng, n: usize| -> Vec<Vec<usize>> {
+        (0..n).map(|_| factor_sizes.iter().map(|&size| rng.below(size)).collect()).collect()
+    };
+    let global = variances(&represent(&sample(rng, s.variance_points)));
+    let active: Vec<usize> = (0..global.len()).filter(|&j| global[j].sqrt() >= s.prune_threshold).collect();
+    if active.is_empty() {
+        return FactorVae { train_accuracy: 0.0, eval_accuracy: 0.0, active_dims: 0 };
+    }
+    let mut votes = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
+        let mut v = vec![vec![0usize; active.len()]; factor_sizes.len()];
+        for _ in 0..count {
+            let k = rng.below(factor_sizes.len());
+            let mut factors = sample(rng, s.batch);
+            let fixed = factors[0][k];
+            factors.iter_mut().for_each(|f| f[k] = fixed);
+            let local = variances(&represent(&factors));
+            let argmin = (0..active.len())
+                .min_by(|&a, &b| (local[active[a]] / global[active[a]]).total_cmp(&(local[active[b]] / global[active[b]])))
+                .expect("active dimensions exist");
+            v[k][argmin] += 1;
+        }
+        v
+    };
+    let (train, eval) = (votes(rng, s.train_votes), votes(rng, s.eval_votes));
+    // For each active dimension, the factor it votes for most often (ties: the first).
+    let classifier: Vec<usize> = (0..active.len())
+        .map(|d| (0..factor_sizes.len()).fold(0, |best, k| if train[k][d] > train[best][d] { k } else { best }))
+        .collect();
+    let accuracy = |v: &[Vec<usize>]| {
+        let right: usize = classifier.iter().enumerate().map(|(d, &k)| v[k][d]).sum();
+        right as f64 / v.iter().flatten().sum::<usize>().max(1) as f64
+    };
+    FactorVae { train_accuracy: accuracy(&train), eval_accuracy: accuracy(&eval), active_dims: active.len() }
+}
