@@ -76,6 +76,10 @@ pub fn mig(codes: &[Vec<f64>], factors: &[Vec<usize>]) -> Result<Mig, String> {
     Ok(Mig { score: total / k as f64, mutual_information: mi, factor_entropy })
 }
 
+/// Factor vectors (one per point, values 0 ≤ v < size) → codes (one per point): an encoder applied
+/// to images rendered from the factors, or a synthetic code for tests.
+pub type Representation<'a> = dyn FnMut(&[Vec<usize>]) -> Vec<Vec<f64>> + 'a;
+
 /// The FactorVAE score's settings (disentanglement_lib defaults).
 #[derive(Clone, Copy, Debug)]
 pub struct FactorVaeSettings {
@@ -121,7 +125,7 @@ fn variances(rows: &[Vec<f64>]) -> Vec<f64> {
 /// all sampling uses `rng`.
 pub fn factor_vae_score(
     factor_sizes: &[usize],
-    represent: &mut dyn FnMut(&[Vec<usize>]) -> Vec<Vec<f64>>,
+    represent: &mut Representation<'_>,
     rng: &mut vaelab_datasets::StreamRng,
     s: FactorVaeSettings,
 ) -> FactorVae {
