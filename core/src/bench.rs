@@ -41,7 +41,7 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
         let terms = model.terms(&ctx, x, noise);
         let w = term_weights(&spec.losses, step);
         let weight = |n: &str| w.iter().find(|(m, _)| *m == n).map(|(_, v)| *v).unwrap_or(0.0);
-        let loss = terms.rec * weight("rec") + terms.kl * weight("kl");
+        let loss = terms.rec * weight("rec") + terms.reg.1 * weight(terms.reg.0);
         let t1 = Instant::now();
         let mut grads = loss.backward();
         drop(ctx);

@@ -2,7 +2,7 @@
 //! and knows its prior: none (a plain autoencoder), a flat Gaussian, a spatial C×h×w Gaussian.
 //! A quantized kind adds a variant here without touching the trainer.
 
-use crate::nn::{Act, Backend, Ctx, FeatShape, NoBlocks, ParamStore, Sequential, Tensor2, OT};
+use crate::nn::{Act, Backend, Ctx, FeatShape, Init, NoBlocks, ParamId, ParamStore, Role, Sequential, Tensor2, OT};
 use crate::spec::{Latent, Layer};
 use dfdx::prelude::*;
 
@@ -11,7 +11,28 @@ pub enum LatentModel {
     Identity(FeatShape),
     Gaussian(GaussianLatent),
     Spatial(SpatialLatent),
+    Quantized(QuantizedLatent),
 }
+
+/// Vector quantization (van den Oord et al. 2017) of a (dim, h, w) code against `codes` vectors.
+pub struct QuantizedLatent {
+    pub shape: FeatShape,
+    pub codes: usize,
+    pub dim: usize,
+    beta: f32,
+    pre: Sequential,
+    codebook: ParamId,
+    /// Exponential moving average of how often each code is chosen: the empirical prior.
+    frequency: ParamId,
+}
+
+/// Decay of the code-frequency average.
+const FREQUENCY_DECAY: f32 = 0.99;
+/// A code whose frequency average falls below this fraction of the uniform 1/K is dead: it is
+/// re-initialised from one of the batch's encoder outputs. Averages start at 1, so a code that is
+/// never chosen dies after about ln(100·K)/0.01 steps (about 870 for K = 64), and one that falls
+/// out of use after about 460.
+const DEAD_FRACTION: f32 = 0.01;
 
 /// A per-element Gaussian over a C×h×w code: 1×1 convolutions give mean and log-variance.
 pub struct SpatialLatent {
@@ -33,8 +54,11 @@ pub struct Encoded<D: Device<f32>> {
     /// The posterior mean, off the tape (for decoding reconstructions and reading codes).
     pub mu: Tensor<(usize, usize), f32, D, OT<D>>,
     pub logvar: Tensor<(usize, usize), f32, D>,
-    /// KL(q(z|x) ‖ p(z)) summed over latent dimensions and averaged over the batch.
-    pub kl: Tensor<(), f32, D, OT<D>>,
+    /// The latent's own loss term, averaged over the batch: KL(q(z|x) ‖ p(z)) summed over latent
+    /// elements for the Gaussian kinds, the codebook + commitment loss for the quantized kind, 0 for none.
+    pub reg: Tensor<(), f32, D, OT<D>>,
+    /// Diagnostics for the log (the quantized kind's perplexity and codes in use).
+    pub stats: Vec<(&'static str, f32)>,
 }
 
 impl LatentModel {
@@ -45,6 +69,27 @@ impl LatentModel {
     ) -> Result<LatentModel, (String, String)> {
         match *spec {
             Latent::None => Ok(LatentModel::Identity(features)),
+            Latent::Quantized { codes, dim, beta } => {
+                let FeatShape::Image(_, h, w) = features else {
+                    return Err((
+                        "model.encoder".into(),
+                        format!("the Quantized latent needs an image-shaped encoder output (C, H, W), got {features}; drop the Flatten"),
+                    ));
+                };
+                let head = [Layer::Conv { out: dim, k: 1, s: 1, p: 0 }];
+                let pre = Sequential::build(&head, features, "latent.pre", "model.latent", store, &NoBlocks)?;
+                // Codebook initialised U(−1/K, 1/K), as the reference implementations do.
+                let codebook = store.add(
+                    "latent.codebook".into(),
+                    vec![codes, dim],
+                    Init::Uniform { a: 1.0 / codes as f32 },
+                    Role::Trainable,
+                );
+                // Every code starts alive (1, far above the dead level) and the prior starts uniform.
+                let frequency = store.add("latent.code_frequency".into(), vec![codes], Init::Ones, Role::Buffer);
+                let shape = FeatShape::Image(dim, h, w);
+                Ok(LatentModel::Quantized(QuantizedLatent { shape, codes, dim, beta, pre, codebook, frequency }))
+            }
             Latent::Spatial { channels } => {
                 let FeatShape::Image(_, h, w) = features else {
                     return Err((
@@ -82,6 +127,7 @@ impl LatentModel {
             LatentModel::Identity(shape) => *shape,
             LatentModel::Gaussian(g) => FeatShape::Flat(g.dim),
             LatentModel::Spatial(s) => s.shape,
+            LatentModel::Quantized(q) => q.shape,
         }
     }
 
@@ -91,25 +137,54 @@ impl LatentModel {
     /// show what the decoder makes of codes it was never trained on.
     pub fn sample_prior<D: Device<f32>>(
         &self,
-        dev: &D,
+        store: &ParamStore<D>,
         seed: u64,
         purpose: &str,
         count: usize,
     ) -> Tensor<(usize, usize), f32, D> {
-        crate::data::normal_noise(dev, seed, purpose, 0, self.code_shape().len(), count)
+        let dev = &store.dev;
+        let LatentModel::Quantized(q) = self else {
+            return crate::data::normal_noise(dev, seed, purpose, 0, self.code_shape().len(), count);
+        };
+        // Each position's code drawn from the training code frequencies (uniform before any training).
+        let freq = store.get(q.frequency).tensor.as_vec();
+        let total: f32 = freq.iter().sum();
+        let weights: Vec<f32> = if total > 0.0 { freq } else { vec![1.0; q.codes] };
+        let total: f32 = weights.iter().sum();
+        let book = store.get(q.codebook).tensor.as_vec();
+        let positions = q.shape.len() / q.dim;
+        let mut rng = vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose)]);
+        let mut z = vec![0.0f32; q.shape.len() * count];
+        for b in 0..count {
+            for p in 0..positions {
+                let mut u = rng.uniform() as f32 * total;
+                let k = weights
+                    .iter()
+                    .position(|w| {
+                        u -= w;
+                        u < 0.0
+                    })
+                    .unwrap_or(q.codes - 1);
+                for d in 0..q.dim {
+                    z[(d * positions + p) * count + b] = book[k * q.dim + d];
+                }
+            }
+        }
+        dev.tensor_from_vec(z, (q.shape.len(), count))
     }
 
     /// Encodes features `h`; `noise` (standard normal, the code's shape × batch) drives the
     /// reparameterised sample z = μ + σ·ε, so every random draw comes from the caller's stream.
     pub fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {
         let (mu_head, logvar_head) = match self {
+            LatentModel::Quantized(q) => return q.encode(ctx, h),
             LatentModel::Identity(_) => {
                 // z = h; no posterior, so no KL (a zero that keeps the loss's shape and tape type).
                 let (rows, batch) = *h.t.shape();
                 let mu = h.t.with_empty_tape();
                 let kl = h.t.with_empty_tape().sum::<(), _>() * 0.0;
                 let logvar = ctx.store.dev.zeros_like(&(rows, batch));
-                return Encoded { z: h.t, mu, logvar, kl };
+                return Encoded { z: h.t, mu, logvar, reg: kl, stats: vec![] };
             }
             LatentModel::Gaussian(g) => (&g.mu, &g.logvar),
             LatentModel::Spatial(s) => (&s.mu, &s.logvar),
@@ -127,6 +202,87 @@ impl LatentModel {
         let kl_elems = (logvar.with_empty_tape() + 1.0) - mu.with_empty_tape().square() - logvar.exp();
         let kl = kl_elems.sum::<(), _>() * (-0.5 / batch as f32);
         let z = mu + std * noise;
-        Encoded { z, mu: mu_values, logvar: logvar_values, kl }
+        Encoded { z, mu: mu_values, logvar: logvar_values, reg: kl, stats: vec![] }
+    }
+}
+
+impl QuantizedLatent {
+    /// Nearest-code lookup at every position, the straight-through code and the `vq` loss.
+    fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>) -> Encoded<D> {
+        let dev = ctx.store.dev.clone();
+        let ze = self.pre.forward(ctx, h).t; // (dim·h·w, batch)
+        let (rows, batch) = *ze.shape();
+        let (dim, positions) = (self.dim, rows / self.dim);
+        let ze_v = ze.as_vec();
+        let book = ctx.store.get(self.codebook).tensor.as_vec();
+        // Nearest code of each (position, example), by squared Euclidean distance.
+        let mut chosen = vec![0usize; positions * batch];
+        for p in 0..positions {
+            for b in 0..batch {
+                let mut best = (f32::INFINITY, 0);
+                for k in 0..self.codes {
+                    let dist: f32 = (0..dim).map(|d| (ze_v[(d * positions + p) * batch + b] - book[k * dim + d]).powi(2)).sum();
+                    if dist < best.0 {
+                        best = (dist, k);
+                    }
+                }
+                chosen[p * batch + b] = best.1;
+            }
+        }
+        // z_q gathered from the codebook parameter, so the codebook term reaches it.
+        let index: Vec<usize> = (0..rows * batch)
+            .map(|i| {
+                let (r, b) = (i / batch, i % batch);
+                chosen[(r % positions) * batch + b] * dim + r / positions
+            })
+            .collect();
+        let zq = ctx.param(self.codebook).gather(dev.tensor_from_vec(index, (rows * batch,))).reshape_like(&(rows, batch));
+        let zq_v = zq.as_vec();
+        // sg(·): a fresh tensor (new id, no tape) from host values.
+        let constant = |v: Vec<f32>| dev.tensor_from_vec(v, (rows, batch));
+        let per_example = 1.0 / batch as f32;
+        let codebook_term = (zq - constant(ze_v.clone())).square().sum::<(), _>() * per_example;
+        let commitment = (ze.with_empty_tape() - constant(zq_v.clone())).square().sum::<(), _>() * (self.beta * per_example);
+        // Straight-through: z_q = z_e + sg(z_q − z_e).
+        let shift: Vec<f32> = zq_v.iter().zip(&ze_v).map(|(q, e)| q - e).collect();
+        let z = ze + constant(shift);
+        // Batch code usage: perplexity exp(H) and codes in use; the frequency average for the prior.
+        let mut counts = vec![0f32; self.codes];
+        for k in &chosen {
+            counts[*k] += 1.0;
+        }
+        let n = chosen.len() as f32;
+        let entropy: f32 = counts.iter().filter(|c| **c > 0.0).map(|c| -(c / n) * (c / n).ln()).sum();
+        let used = counts.iter().filter(|c| **c > 0.0).count() as f32;
+        let mut restarted = 0;
+        if ctx.train {
+            let old = ctx.store.get(self.frequency).tensor.as_vec();
+            let mut freq: Vec<f32> =
+                old.iter().zip(&counts).map(|(o, c)| FREQUENCY_DECAY * o + (1.0 - FREQUENCY_DECAY) * c / n).collect();
+            let uniform = 1.0 / self.codes as f32;
+            let dead: Vec<usize> = (0..self.codes).filter(|&k| freq[k] < DEAD_FRACTION * uniform).collect();
+            if !dead.is_empty() {
+                let mut rng = vaelab_datasets::StreamRng::new(ctx.seed, &[vaelab_datasets::tag("vq-restart"), ctx.step]);
+                let mut new_book = book.clone();
+                for &k in &dead {
+                    let (p, b) = (rng.below(positions), rng.below(batch));
+                    for d in 0..dim {
+                        new_book[k * dim + d] = ze_v[(d * positions + p) * batch + b];
+                    }
+                    freq[k] = uniform;
+                }
+                restarted = dead.len();
+                ctx.buffer_updates.borrow_mut().push((self.codebook, new_book));
+            }
+            ctx.buffer_updates.borrow_mut().push((self.frequency, freq));
+        }
+        let logvar = dev.zeros_like(&(rows, batch));
+        Encoded {
+            z,
+            mu: constant(zq_v).retaped(),
+            logvar,
+            reg: codebook_term + commitment,
+            stats: vec![("perplexity", entropy.exp()), ("codes_used", used), ("codes_restarted", restarted as f32)],
+        }
     }
 }

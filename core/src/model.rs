@@ -13,6 +13,8 @@ pub struct Model {
     pub decoder: Sequential,
     pub likelihood: LikelihoodHead,
     pub data_shape: FeatShape,
+    /// The name of the latent's own loss term (`kl`, `vq`), if it has one.
+    pub regulariser: Option<&'static str>,
 }
 
 pub enum LikelihoodHead {
@@ -24,7 +26,10 @@ pub enum LikelihoodHead {
 /// One forward pass of a training step: the named loss terms before weighting.
 pub struct StepTerms<D: Device<f32>> {
     pub rec: Tensor<(), f32, D, OT<D>>,
-    pub kl: Tensor<(), f32, D, OT<D>>,
+    /// The latent's own term (`kl`, `vq`) under its name; a zero named `none` for an autoencoder.
+    pub reg: (&'static str, Tensor<(), f32, D, OT<D>>),
+    /// Diagnostics for the log.
+    pub stats: Vec<(&'static str, f32)>,
 }
 
 impl Model {
@@ -51,7 +56,7 @@ impl Model {
                 log_sigma: store.add("likelihood.log_sigma".into(), vec![1], Init::Zeros, Role::Trainable),
             },
         };
-        Ok(Model { encoder, latent, decoder, likelihood, data_shape })
+        Ok(Model { encoder, latent, decoder, likelihood, data_shape, regulariser: spec.latent.regulariser() })
     }
 
     /// The rows of `vaelab check`'s summary table, without allocating any parameter.
@@ -98,7 +103,8 @@ impl Model {
         let enc = self.encode(ctx, x.clone(), noise);
         let out = self.decode(ctx, enc.z);
         let rec = self.nll(ctx, out, x);
-        StepTerms { rec, kl: enc.kl }
+        let name = self.regulariser.unwrap_or("none");
+        StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }
     }
 
     /// Encoder and latent for a batch `x` (batch-last); `noise` drives the posterior sample.

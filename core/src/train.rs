@@ -75,6 +75,9 @@ pub struct LogLine {
     pub lr: f32,
     pub grad_norm: f32,
     pub img_per_s: f32,
+    /// Diagnostics of the step (a quantized latent's perplexity and codes in use).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stats: std::collections::BTreeMap<String, f32>,
 }
 
 /// Trains `spec` into `opts.run_dir` (creating it, or resuming it).
@@ -101,6 +104,7 @@ pub fn term_weights(losses: &[Loss], step: usize) -> Vec<(&'static str, f32)> {
             Loss::Kl { weight, warmup } => {
                 ("kl", if warmup == 0 { weight } else { weight * (step as f32 / warmup as f32).min(1.0) })
             }
+            Loss::Vq { weight } => ("vq", weight),
         })
         .collect()
 }
@@ -173,8 +177,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let weights = term_weights(&spec.losses, step);
             let mut values = std::collections::BTreeMap::new();
             let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
-            let (rec, kl) = (terms.rec, terms.kl);
-            let mut pending = [("rec", Some(rec)), ("kl", Some(kl))];
+            let stats: std::collections::BTreeMap<String, f32> = terms.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let (rec, (reg_name, reg)) = (terms.rec, terms.reg);
+            let mut pending = [("rec", Some(rec)), (reg_name, Some(reg))];
             for (name, w) in &weights {
                 let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
                 let v = term.as_vec()[0];
@@ -220,6 +225,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     lr,
                     grad_norm,
                     img_per_s,
+                    stats,
                 };
                 writeln!(log, "{}", serde_json::to_string(&line).expect("log lines serialize"))
                     .map_err(io(&log_path, "cannot append to the log"))?;

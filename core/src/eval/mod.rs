@@ -195,7 +195,7 @@ fn evaluate_on<D: Backend>(
         // One encoder pass serves both: the sampled code scores the ELBO, the mean is reconstructed.
         let enc = model.encode(&ctx, x.clone(), noise);
         rec_sum += model.nll(&ctx, model.decode(&ctx, enc.z), x).as_vec()[0] as f64 * chunk.len() as f64;
-        kl_sum += enc.kl.as_vec()[0] as f64 * chunk.len() as f64;
+        kl_sum += enc.reg.as_vec()[0] as f64 * chunk.len() as f64;
         let (mu, lv) = (enc.mu.with_empty_tape().as_vec(), enc.logvar.as_vec());
         for d in 0..code {
             for j in 0..chunk.len() {
@@ -415,7 +415,7 @@ fn write_grids<D: Backend>(
     let decode = |z: Vec<f32>, count: usize| decode_codes(dev, model, &ctx, z, count, real.image_len());
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
-    let z = model.latent.sample_prior(dev, spec.seed, "eval-samples", g * g).as_vec();
+    let z = model.latent.sample_prior(store, spec.seed, "eval-samples", g * g).as_vec();
     save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join("samples.png"))?;
 
     // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.

@@ -297,6 +297,21 @@ pub enum Latent {
     /// log-variance with `channels` channels; the KL is summed over elements; the prior N(0, I) has
     /// the same C×h×w shape.
     Spatial { channels: usize },
+    /// Vector quantization (van den Oord et al. 2017): a 1×1 convolution maps the encoder's (C', h, w)
+    /// output to `dim` channels; each of the h·w vectors is replaced by its nearest of `codes` codebook
+    /// vectors, with the straight-through gradient z_q = z_e + sg(z_q − z_e). The loss term `vq` is
+    /// ‖sg(z_e) − e‖² + β‖z_e − sg(e)‖² (summed over the code, averaged over the batch). Prior samples
+    /// draw each position's code from the training code frequencies.
+    Quantized {
+        codes: usize,
+        dim: usize,
+        #[serde(default = "commitment_beta")]
+        beta: f32,
+    },
+}
+
+fn commitment_beta() -> f32 {
+    0.25
 }
 
 impl Latent {
@@ -306,12 +321,22 @@ impl Latent {
             Latent::None => "None",
             Latent::Gaussian { .. } => "Gaussian",
             Latent::Spatial { .. } => "Spatial",
+            Latent::Quantized { .. } => "Quantized",
         }
     }
 
     /// Whether the latent has a posterior and prior, so that a KL term means something.
     pub fn is_probabilistic(&self) -> bool {
-        !matches!(self, Latent::None)
+        matches!(self, Latent::Gaussian { .. } | Latent::Spatial { .. })
+    }
+
+    /// The name of the latent's own loss term (`kl` or `vq`), if it has one.
+    pub fn regulariser(&self) -> Option<&'static str> {
+        match self {
+            Latent::None => None,
+            Latent::Gaussian { .. } | Latent::Spatial { .. } => Some("kl"),
+            Latent::Quantized { .. } => Some("vq"),
+        }
     }
 }
 
@@ -348,6 +373,11 @@ pub enum Loss {
         #[serde(default)]
         warmup: usize,
     },
+    /// The quantized latent's codebook and commitment loss (see `Latent::Quantized`), times `weight`.
+    Vq {
+        #[serde(default = "unit_weight")]
+        weight: f32,
+    },
 }
 
 fn unit_weight() -> f32 {
@@ -359,6 +389,7 @@ impl Loss {
         match self {
             Loss::Reconstruction { .. } => "rec",
             Loss::Kl { .. } => "kl",
+            Loss::Vq { .. } => "vq",
         }
     }
 }

@@ -21,15 +21,22 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     match e.model.latent {
         Latent::Gaussian { dim } => v.positive("model.latent.dim", dim),
         Latent::Spatial { channels } => v.positive("model.latent.channels", channels),
-        Latent::None => {
-            for (i, loss) in e.losses.iter().enumerate() {
-                if matches!(loss, crate::spec::Loss::Kl { .. }) {
-                    v.push(
-                        &format!("losses[{i}]"),
-                        "a KL term needs a probabilistic latent; `latent: None` has no posterior".into(),
-                    );
-                }
-            }
+        Latent::Quantized { codes, dim, beta } => {
+            v.check(codes >= 2, "model.latent.codes", format!("a codebook needs at least 2 codes, got {codes}"));
+            v.positive("model.latent.dim", dim);
+            v.check(beta >= 0.0 && beta.is_finite(), "model.latent.beta", format!("must be ≥ 0, got {beta}"));
+        }
+        Latent::None => {}
+    }
+    // Each latent's own term fits only that latent.
+    for (i, loss) in e.losses.iter().enumerate() {
+        let term = loss.name();
+        if term != "rec" && e.model.latent.regulariser() != Some(term) {
+            let message = match e.model.latent.regulariser() {
+                Some(own) => format!("`{term}` does not apply to a {} latent; its term is `{own}`", e.model.latent.kind()),
+                None => format!("`{term}` needs a latent with a posterior or a codebook; `latent: None` has neither"),
+            };
+            v.push(&format!("losses[{i}]"), message);
         }
     }
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
@@ -40,7 +47,7 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     }
     for (i, loss) in e.losses.iter().enumerate() {
         let weight = match loss {
-            Loss::Reconstruction { weight } | Loss::Kl { weight, .. } => *weight,
+            Loss::Reconstruction { weight } | Loss::Kl { weight, .. } | Loss::Vq { weight } => *weight,
         };
         let path = format!("losses[{i}].weight");
         v.check(weight >= 0.0 && weight.is_finite(), &path, format!("weights must be ≥ 0, got {weight}"));

@@ -21,7 +21,7 @@ fn check_with(likelihood: Likelihood, latent: Latent) {
     (spec.model.encoder, spec.model.decoder) = match latent {
         Latent::Gaussian { .. } => (vec![Conv { out: 3, k: 4, s: 2, p: 1 }, Tanh, Flatten], flat_decoder),
         Latent::None => (vec![Conv { out: 3, k: 4, s: 2, p: 1 }, Tanh, Flatten, Dense { out: 5 }], flat_decoder),
-        Latent::Spatial { .. } => (
+        Latent::Spatial { .. } | Latent::Quantized { .. } => (
             vec![Conv { out: 3, k: 4, s: 2, p: 1 }, Tanh],
             vec![Conv { out: 3, k: 3, s: 1, p: 1 }, Tanh, ConvT { out: 1, k: 4, s: 2, p: 1 }],
         ),
@@ -37,7 +37,7 @@ fn check_with(likelihood: Likelihood, latent: Latent) {
     let loss = |store: &ParamStore<Cpu>| {
         let ctx = Ctx::new(store, true, 1, 0);
         let t = model.terms(&ctx, to_tensor(&dev, &images), normal_noise(&dev, 1, "noise", 0, code, 3));
-        t.rec + t.kl * 0.7
+        t.rec + t.reg.1 * 0.7
     };
     let grads = loss(&store).backward();
     let value = |s: &ParamStore<Cpu>| loss(s).as_vec()[0] as f64;
@@ -117,14 +117,14 @@ fn spatial_kl_sums_over_elements_and_the_autoencoder_has_none() {
     let (mu, lv) = (enc.mu.as_vec(), enc.logvar.as_vec());
     let by_hand: f64 =
         mu.iter().zip(&lv).map(|(m, l)| 0.5 * ((*m as f64).powi(2) + (*l as f64).exp() - 1.0 - *l as f64)).sum::<f64>() / 3.0;
-    assert!((enc.kl.as_vec()[0] as f64 - by_hand).abs() < 1e-3 * by_hand.max(1.0), "{} vs {by_hand}", enc.kl.as_vec()[0]);
+    assert!((enc.reg.as_vec()[0] as f64 - by_hand).abs() < 1e-3 * by_hand.max(1.0), "{} vs {by_hand}", enc.reg.as_vec()[0]);
 
     spec.model.latent = Latent::None;
     let mut store = ParamStore::new(dev.clone(), 2);
     let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
     let ctx = Ctx::new(&store, false, 1, 0);
     let enc = model.encode(&ctx, x, normal_noise(&dev, 1, "noise", 0, 3 * 16 * 16, 3));
-    assert_eq!(enc.kl.as_vec()[0], 0.0);
+    assert_eq!(enc.reg.as_vec()[0], 0.0);
     assert_eq!(enc.z.as_vec(), enc.mu.as_vec(), "z is the encoder output");
 }
 
@@ -140,4 +140,84 @@ fn gaussian_kl_matches_the_closed_form() {
     let lv_t = dev.tensor_from_vec(vec![logvar as f32], (1, 1));
     let kl = ((lv_t.clone() + 1.0) - mu_t.square() - lv_t.exp()).sum::<(), _>() * -0.5;
     assert!((kl.as_vec()[0] as f64 - closed).abs() < 1e-6);
+}
+
+/// The quantized latent on a model whose encoder is the identity, so z_e = W·x + b (the 1×1 head)
+/// can be computed by hand: the forward code is the nearest codebook row at every position, the
+/// straight-through gradient reaches the head as if z were z_e, and the `vq` term's codebook gradient
+/// is 2(e_k − z_e)/B summed over the positions that chose code k.
+#[test]
+fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
+    let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
+    spec.data.size = 8;
+    spec.model.encoder = vec![];
+    let (codes, dim) = (5, 2);
+    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25 };
+    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
+    let dev = Cpu::default();
+    let ds = build_dataset(&spec).unwrap();
+    let mut store = ParamStore::new(dev.clone(), 4);
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    // A spread-out codebook, so that positions choose different codes.
+    let book_id = store.find("latent.codebook").unwrap();
+    let book: Vec<f32> = (0..codes * dim).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.04).collect();
+    store.set_values(book_id, book.clone());
+    let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());
+    store.set_values(w, vec![0.9, -0.7]);
+    store.set_values(b, vec![-0.3, 0.2]);
+    let batch = 3;
+    let images = train_batch(ds.as_ref(), 1, 0, batch, &Default::default());
+    let x = to_tensor(&dev, &images);
+    let xv = x.as_vec(); // (64, batch): position p, example b at p·batch + b
+    let positions = 64;
+    let ze = |d: usize, i: usize| [0.9f32, -0.7][d] * xv[i] + [-0.3f32, 0.2][d];
+    let nearest = |i: usize| {
+        (0..codes)
+            .min_by(|&k, &l| {
+                let dist = |k: usize| (0..dim).map(|d| (ze(d, i) - book[k * dim + d]).powi(2)).sum::<f32>();
+                dist(k).total_cmp(&dist(l))
+            })
+            .unwrap()
+    };
+
+    let ctx = Ctx::new(&store, false, 1, 0);
+    let enc = model.encode(&ctx, x.clone(), normal_noise(&dev, 1, "noise", 0, 1, batch));
+    let (z, zq) = (enc.z.as_vec(), enc.mu.as_vec());
+    // z = z_e + (z_q − z_e) in f32: z_q up to rounding.
+    assert!(z.iter().zip(&zq).all(|(a, b)| (a - b).abs() < 1e-6), "the straight-through code's values are z_q");
+    let mut used = std::collections::BTreeSet::new();
+    for i in 0..positions * batch {
+        let k = nearest(i);
+        used.insert(k);
+        for d in 0..dim {
+            assert_eq!(zq[d * positions * batch + i], book[k * dim + d], "position {i}, dimension {d}");
+        }
+    }
+    assert!(used.len() >= 2, "the test must exercise several codes: {used:?}");
+
+    // Straight-through: loss = Σ r ⊙ z differentiates into the head as if z = z_e.
+    let probe: Vec<f32> = (0..dim * positions * batch).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.1).collect();
+    let loss = (enc.z * dev.tensor_from_vec(probe.clone(), (dim * positions, batch))).sum::<(), _>();
+    let grads = loss.backward();
+    let (gw, gb) = (grads.get(&store.get(w).tensor).as_vec(), grads.get(&store.get(b).tensor).as_vec());
+    for d in 0..dim {
+        let want_w: f32 = (0..positions * batch).map(|i| probe[d * positions * batch + i] * xv[i]).sum();
+        let want_b: f32 = (0..positions * batch).map(|i| probe[d * positions * batch + i]).sum();
+        assert!((gw[d] - want_w).abs() < 1e-3 && (gb[d] - want_b).abs() < 1e-3, "d={d}: {gw:?} {gb:?} vs {want_w} {want_b}");
+    }
+
+    // The vq term's codebook gradient.
+    let enc = model.encode(&ctx, x, normal_noise(&dev, 1, "noise", 0, 1, batch));
+    let grads = enc.reg.backward();
+    let gbook = grads.get(&store.get(book_id).tensor).as_vec();
+    let mut want = vec![0.0f32; codes * dim];
+    for i in 0..positions * batch {
+        let k = nearest(i);
+        for d in 0..dim {
+            want[k * dim + d] += 2.0 * (book[k * dim + d] - ze(d, i)) / batch as f32;
+        }
+    }
+    for (g, w) in gbook.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{gbook:?} vs {want:?}");
+    }
 }
