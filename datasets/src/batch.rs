@@ -27,6 +27,20 @@ impl ImageBatch {
         &self.pixels[i * len..(i + 1) * len]
     }
 
+    /// Images `start..end` as a batch of their own.
+    pub fn range(&self, start: usize, end: usize) -> ImageBatch {
+        let len = self.image_len();
+        ImageBatch {
+            n: end - start,
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            pixels: self.pixels[start * len..end * len].to_vec(),
+            factors: self.factors.get(start..end).map(<[_]>::to_vec).unwrap_or_default(),
+            bit_depth: self.bit_depth,
+        }
+    }
+
     /// A batch of the same geometry holding other pixel values (e.g. a model's reconstructions).
     pub fn with_pixels(&self, pixels: Vec<f32>) -> ImageBatch {
         assert_eq!(pixels.len(), self.pixels.len(), "pixel count must match the batch geometry");

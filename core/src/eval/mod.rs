@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod disentangle;
+pub mod domain_fd;
 pub mod frechet;
 pub mod grid;
 pub mod metric;
@@ -78,6 +79,9 @@ pub struct EvalReport {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<String, String>,
 }
+
+/// Metrics computed from the model rather than from image pairs.
+const MODEL_METRICS: [&str; 2] = ["elbo", "domain_fd"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
@@ -160,10 +164,11 @@ fn evaluate_on<D: Backend>(
     let mut registry = MetricRegistry::builtin();
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
     let wants_elbo = spec.eval.metrics.iter().any(|m| m == "elbo");
-    for name in spec.eval.metrics.iter().filter(|m| *m != "elbo") {
+    let wants_domain_fd = spec.eval.metrics.iter().any(|m| m == "domain_fd");
+    for name in spec.eval.metrics.iter().filter(|m| !MODEL_METRICS.contains(&m.as_str())) {
         if registry.get(name).is_none() {
             let mut available = registry.names();
-            available.push("elbo");
+            available.extend(MODEL_METRICS);
             return Err(MetricError::Unknown { name: name.clone(), available: available.join(", ") }.into());
         }
     }
@@ -224,7 +229,7 @@ fn evaluate_on<D: Backend>(
     let mut metrics = BTreeMap::new();
     let mut failed = BTreeMap::new();
     for name in &spec.eval.metrics {
-        if name == "elbo" {
+        if MODEL_METRICS.contains(&name.as_str()) {
             continue;
         }
         let m = registry.get(name).expect("checked above");
@@ -259,6 +264,34 @@ fn evaluate_on<D: Backend>(
             );
             metrics.insert("kl".into(), entry(kl, false, "KL(q(z|x) ‖ N(0, I)) summed over latent dimensions, nats per image"));
         }
+    }
+
+    if wants_domain_fd {
+        let fake_samples = domain_fd::prior_samples(&model, &store, spec.seed, &real, bs);
+        let reference = match &spec.eval.domain_encoder {
+            Some(dir) => Some(domain_fd::load_reference(&dev, dir, shape)?),
+            None => None,
+        };
+        let encoder = match &reference {
+            Some((m, s, seed)) => domain_fd::FeatureEncoder::new(m, s, *seed),
+            None => domain_fd::FeatureEncoder::new(&model, &store, spec.seed),
+        };
+        let value = domain_fd::distance(&encoder.features(&real, bs), &encoder.features(&fake_samples, bs))?;
+        let source = match &spec.eval.domain_encoder {
+            Some(dir) => format!("the encoder of run {}", dir.display()),
+            None => "this run's own encoder (compare checkpoints of this run only)".into(),
+        };
+        metrics.insert(
+            "domain_fd".into(),
+            MetricEntry {
+                value,
+                higher_is_better: false,
+                definition: format!(
+                    "Fréchet distance between Gaussians fitted to encoder means of the {n} test images and of {n} decoded prior samples; features from {source}; not FID"
+                ),
+                note: None,
+            },
+        );
     }
 
     let mean_image_mse = mean_image_baseline(dataset.as_ref(), &real);

@@ -480,13 +480,16 @@ section! {
     /// What `vaelab eval` computes and draws.
     pub struct Eval / EvalPatch {
         /// Metric names; `vaelab eval` lists the available ones when a name is unknown.
-        metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "ssim".into(), "ms_ssim".into(), "elbo".into()],
+        metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "ssim".into(), "ms_ssim".into(), "elbo".into(), "domain_fd".into()],
         /// Held-out images the metrics average over.
         test_images: usize = 1_000,
         /// Images (and grid columns) in the reconstruction and sample grids.
         grid_images: usize = 8,
         /// Columns of the latent traversal, spanning −3σ … +3σ.
         traversal_steps: usize = 9,
+        /// A run directory whose encoder provides the features of `domain_fd` (relative to the spec
+        /// file); without one, the evaluated run's own encoder does.
+        domain_encoder: Option<std::path::PathBuf> = None,
     }
 }
 

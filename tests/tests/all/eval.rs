@@ -89,7 +89,7 @@ fn unknown_metric_names_list_the_available_ones() {
     spec.eval.metrics = vec!["mse".into(), "fid".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
     let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
-    insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo");
+    insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd");
 }
 
 #[test]
@@ -202,4 +202,39 @@ fn comparing_two_folders_of_images() {
         compare(&dir.join("nowhere"), &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string(),
     );
     insta::assert_snapshot!(report);
+}
+
+/// The domain Fréchet distance: finite, deterministic, and the same whether the run's own encoder
+/// is used implicitly or named as the reference encoder; a different run's encoder gives another value.
+#[test]
+fn domain_frechet_distance_from_the_runs_own_or_a_reference_encoder() {
+    let dir = scratch("domain-fd");
+    let mut spec = tiny();
+    spec.train.steps = 40;
+    spec.eval.metrics = vec!["mse".into(), "domain_fd".into()];
+    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    let own = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
+    assert!(own.value.is_finite() && own.value >= 0.0 && own.definition.contains("not FID"), "{own:?}");
+
+    // A second run of another seed serves as the reference encoder for the first.
+    let other = scratch("domain-fd-reference");
+    let mut reference = spec.clone();
+    reference.seed = 99;
+    vaelab_core::train::train(&reference, &options(&other)).unwrap();
+    let text = std::fs::read_to_string(dir.join("spec.ron")).unwrap();
+    let with_reference =
+        text.replace("domain_encoder: None", &format!("domain_encoder: Some({:?})", other.display().to_string()));
+    assert_ne!(text, with_reference, "the resolved spec writes domain_encoder");
+    std::fs::write(dir.join("spec.ron"), &with_reference).unwrap();
+    let referenced = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
+    assert!(referenced.definition.contains("the encoder of run"), "{referenced:?}");
+    assert_ne!(referenced.value, own.value);
+    // Naming the run itself reproduces the implicit value.
+    std::fs::write(
+        dir.join("spec.ron"),
+        text.replace("domain_encoder: None", &format!("domain_encoder: Some({:?})", dir.display().to_string())),
+    )
+    .unwrap();
+    let itself = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].value;
+    assert_eq!(itself, own.value);
 }
