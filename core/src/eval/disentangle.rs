@@ -3,6 +3,7 @@
 //!
 //! * [`mig`]: the Mutual Information Gap (Chen et al. 2018).
 //! * [`factor_vae_score`]: the FactorVAE score (Kim & Mnih 2018).
+//! * [`beta_vae_score`]: the BetaVAE score (Higgins et al. 2017).
 
 /// disentanglement_lib's histogram discretizer: each code dimension is cut into `bins` equal-width
 /// bins between its minimum and maximum (`np.histogram` edges), and a value's bin is the number of
@@ -162,4 +163,146 @@ pub fn factor_vae_score(
         right as f64 / v.iter().flatten().sum::<usize>().max(1) as f64
     };
     FactorVae { train_accuracy: accuracy(&train), eval_accuracy: accuracy(&eval), active_dims: active.len() }
+}
+
+/// The BetaVAE score's settings (disentanglement_lib defaults).
+#[derive(Clone, Copy, Debug)]
+pub struct BetaVaeSettings {
+    pub batch: usize,
+    pub train_points: usize,
+    pub eval_points: usize,
+}
+
+impl Default for BetaVaeSettings {
+    fn default() -> Self {
+        BetaVaeSettings { batch: 64, train_points: 10_000, eval_points: 5_000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BetaVae {
+    pub train_accuracy: f64,
+    pub eval_accuracy: f64,
+}
+
+/// The BetaVAE score (Higgins et al. 2017, as in disentanglement_lib `beta_vae.py`): each point fixes
+/// one random factor k across two batches of otherwise independent factor vectors; its feature is the
+/// mean absolute difference of the two batches' codes; a multinomial logistic regression
+/// (scikit-learn's defaults: L2 with C = 1, unpenalised intercept) predicts k from it. Reports the
+/// classifier's accuracy on the training points and on fresh evaluation points.
+pub fn beta_vae_score(
+    factor_sizes: &[usize],
+    represent: &mut Representation<'_>,
+    rng: &mut vaelab_datasets::StreamRng,
+    s: BetaVaeSettings,
+) -> BetaVae {
+    let mut points = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
+        let mut x = Vec::with_capacity(count);
+        let mut y = Vec::with_capacity(count);
+        for _ in 0..count {
+            let k = rng.below(factor_sizes.len());
+            let mut draw = || -> Vec<Vec<usize>> {
+                (0..s.batch).map(|_| factor_sizes.iter().map(|&size| rng.below(size)).collect()).collect()
+            };
+            let a = draw();
+            let mut b = draw();
+            for (fa, fb) in a.iter().zip(b.iter_mut()) {
+                fb[k] = fa[k];
+            }
+            let (ra, rb) = (represent(&a), represent(&b));
+            let dims = ra[0].len();
+            let feature: Vec<f64> =
+                (0..dims).map(|d| ra.iter().zip(&rb).map(|(p, q)| (p[d] - q[d]).abs()).sum::<f64>() / s.batch as f64).collect();
+            x.push(feature);
+            y.push(k);
+        }
+        (x, y)
+    };
+    let (train_x, train_y) = points(rng, s.train_points);
+    let (eval_x, eval_y) = points(rng, s.eval_points);
+    let model = LogisticRegression::fit(&train_x, &train_y, factor_sizes.len(), 1.0);
+    BetaVae { train_accuracy: model.accuracy(&train_x, &train_y), eval_accuracy: model.accuracy(&eval_x, &eval_y) }
+}
+
+/// Multinomial logistic regression minimising C·Σ cross-entropy + ½‖W‖² (intercepts unpenalised),
+/// by gradient descent with backtracking line search.
+struct LogisticRegression {
+    /// classes × (features + 1); the last column is the intercept.
+    w: Vec<Vec<f64>>,
+}
+
+impl LogisticRegression {
+    fn scores(&self, x: &[f64]) -> Vec<f64> {
+        self.w.iter().map(|row| row[..x.len()].iter().zip(x).map(|(a, b)| a * b).sum::<f64>() + row[x.len()]).collect()
+    }
+
+    fn probabilities(&self, x: &[f64]) -> Vec<f64> {
+        let s = self.scores(x);
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|v| v / z).collect()
+    }
+
+    fn objective(&self, x: &[Vec<f64>], y: &[usize], c: f64) -> f64 {
+        let nll: f64 = x.iter().zip(y).map(|(xi, &yi)| -self.probabilities(xi)[yi].max(1e-300).ln()).sum();
+        let penalty: f64 = self.w.iter().map(|row| row[..row.len() - 1].iter().map(|v| v * v).sum::<f64>()).sum();
+        c * nll + 0.5 * penalty
+    }
+
+    fn fit(x: &[Vec<f64>], y: &[usize], classes: usize, c: f64) -> LogisticRegression {
+        let d = x.first().map_or(0, Vec::len);
+        let mut model = LogisticRegression { w: vec![vec![0.0; d + 1]; classes] };
+        let mut step = 1.0;
+        let mut value = model.objective(x, y, c);
+        for _ in 0..500 {
+            let mut grad = vec![vec![0.0; d + 1]; classes];
+            for (xi, &yi) in x.iter().zip(y) {
+                let p = model.probabilities(xi);
+                for (k, g) in grad.iter_mut().enumerate() {
+                    let r = c * (p[k] - if k == yi { 1.0 } else { 0.0 });
+                    for j in 0..d {
+                        g[j] += r * xi[j];
+                    }
+                    g[d] += r;
+                }
+            }
+            for (g, w) in grad.iter_mut().zip(&model.w) {
+                for j in 0..d {
+                    g[j] += w[j];
+                }
+            }
+            let norm2: f64 = grad.iter().flatten().map(|v| v * v).sum();
+            if norm2.sqrt() < 1e-6 * (1.0 + value.abs()) {
+                break;
+            }
+            // Backtracking (Armijo) along the negative gradient.
+            loop {
+                let trial = LogisticRegression {
+                    w: model.w.iter().zip(&grad).map(|(w, g)| w.iter().zip(g).map(|(a, b)| a - step * b).collect()).collect(),
+                };
+                let v = trial.objective(x, y, c);
+                if v <= value - 0.5 * step * norm2 || step < 1e-12 {
+                    model = trial;
+                    value = v;
+                    step *= 2.0;
+                    break;
+                }
+                step *= 0.5;
+            }
+        }
+        model
+    }
+
+    fn accuracy(&self, x: &[Vec<f64>], y: &[usize]) -> f64 {
+        let right = x
+            .iter()
+            .zip(y)
+            .filter(|(xi, &yi)| {
+                let s = self.scores(xi);
+                (0..s.len()).fold(0, |best, k| if s[k] > s[best] { k } else { best }) == yi
+            })
+            .count();
+        right as f64 / x.len().max(1) as f64
+    }
 }
