@@ -4,6 +4,7 @@
 //! * [`mig`]: the Mutual Information Gap (Chen et al. 2018).
 //! * [`factor_vae_score`]: the FactorVAE score (Kim & Mnih 2018).
 //! * [`beta_vae_score`]: the BetaVAE score (Higgins et al. 2017).
+//! * [`sap`]: the Separated Attribute Predictability score (Kumar et al. 2018).
 
 /// disentanglement_lib's histogram discretizer: each code dimension is cut into `bins` equal-width
 /// bins between its minimum and maximum (`np.histogram` edges), and a value's bin is the number of
@@ -305,4 +306,108 @@ impl LogisticRegression {
             .count();
         right as f64 / x.len().max(1) as f64
     }
+}
+
+/// SAP and its score matrix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Sap {
+    pub score: f64,
+    /// Test accuracy of predicting each factor (columns) from each code dimension alone (rows).
+    pub matrix: Vec<Vec<f64>>,
+}
+
+/// The SAP score (Kumar et al. 2018, as in disentanglement_lib `sap_score.py` for discrete factors):
+/// for each code dimension and factor, a one-dimensional linear SVM in scikit-learn's `LinearSVC(C=0.01,
+/// class_weight="balanced")` formulation (one-vs-rest, squared hinge, L2 penalty including the
+/// intercept, positives weighted by their class weight) is fitted on the training points and scored on
+/// the test points; SAP is the mean over factors of the gap between the two best dimensions. The SVMs
+/// are solved exactly (Newton's method on the piecewise-quadratic objective) where liblinear stops at
+/// a tolerance, so single predictions at the decision boundary may differ from scikit-learn's.
+pub fn sap(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Sap {
+    let (dims, k) = (train.0[0].len(), train.1[0].len());
+    let mut matrix = vec![vec![0.0; k]; dims];
+    for (i, row) in matrix.iter_mut().enumerate() {
+        let x: Vec<f64> = train.0.iter().map(|c| c[i]).collect();
+        let xt: Vec<f64> = test.0.iter().map(|c| c[i]).collect();
+        for (j, cell) in row.iter_mut().enumerate() {
+            let y: Vec<usize> = train.1.iter().map(|f| f[j]).collect();
+            let yt: Vec<usize> = test.1.iter().map(|f| f[j]).collect();
+            let svm = OneDimensionalSvm::fit(&x, &y, 0.01);
+            *cell = xt.iter().zip(&yt).filter(|(v, c)| svm.predict(**v) == **c).count() as f64 / xt.len() as f64;
+        }
+    }
+    let mut total = 0.0;
+    for j in 0..k {
+        let mut col: Vec<f64> = matrix.iter().map(|r| r[j]).collect();
+        col.sort_by(|a, b| b.total_cmp(a));
+        total += col[0] - col.get(1).copied().unwrap_or(0.0);
+    }
+    Sap { score: total / k as f64, matrix }
+}
+
+/// One-vs-rest linear SVMs on a single feature: (w, b) per class.
+struct OneDimensionalSvm {
+    classes: Vec<usize>,
+    planes: Vec<(f64, f64)>,
+}
+
+impl OneDimensionalSvm {
+    fn fit(x: &[f64], y: &[usize], c: f64) -> OneDimensionalSvm {
+        let mut classes: Vec<usize> = y.to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        let n = y.len() as f64;
+        let planes = classes
+            .iter()
+            .map(|&cls| {
+                let count = y.iter().filter(|v| **v == cls).count() as f64;
+                // "balanced": weight n / (classes · count) on the positive class; negatives keep C.
+                let cp = c * n / (classes.len() as f64 * count);
+                let sample: Vec<(f64, f64, f64)> =
+                    x.iter().zip(y).map(|(&xi, &yi)| if yi == cls { (xi, 1.0, cp) } else { (xi, -1.0, c) }).collect();
+                solve_squared_hinge(&sample)
+            })
+            .collect();
+        OneDimensionalSvm { classes, planes }
+    }
+
+    fn predict(&self, x: f64) -> usize {
+        let scores: Vec<f64> = self.planes.iter().map(|(w, b)| w * x + b).collect();
+        let best = (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best });
+        self.classes[best]
+    }
+}
+
+/// argmin over (w, b) of ½(w² + b²) + Σ Cᵢ max(0, 1 − tᵢ(w xᵢ + b))², for samples (xᵢ, tᵢ = ±1, Cᵢ).
+fn solve_squared_hinge(sample: &[(f64, f64, f64)]) -> (f64, f64) {
+    let objective = |w: f64, b: f64| {
+        0.5 * (w * w + b * b) + sample.iter().map(|&(x, t, c)| c * (1.0 - t * (w * x + b)).max(0.0).powi(2)).sum::<f64>()
+    };
+    let (mut w, mut b) = (0.0, 0.0);
+    for _ in 0..100 {
+        // Gradient and Hessian over the samples inside the margin.
+        let (mut gw, mut gb, mut hww, mut hwb, mut hbb) = (w, b, 1.0, 0.0, 1.0);
+        for &(x, t, c) in sample {
+            let m = 1.0 - t * (w * x + b);
+            if m > 0.0 {
+                gw -= 2.0 * c * t * m * x;
+                gb -= 2.0 * c * t * m;
+                hww += 2.0 * c * x * x;
+                hwb += 2.0 * c * x;
+                hbb += 2.0 * c;
+            }
+        }
+        let det = hww * hbb - hwb * hwb;
+        let (dw, db) = ((hbb * gw - hwb * gb) / det, (hww * gb - hwb * gw) / det);
+        let before = objective(w, b);
+        let mut step = 1.0;
+        while objective(w - step * dw, b - step * db) > before && step > 1e-12 {
+            step *= 0.5;
+        }
+        (w, b) = (w - step * dw, b - step * db);
+        if (step * dw).abs() < 1e-13 * (1.0 + w.abs()) && (step * db).abs() < 1e-13 * (1.0 + b.abs()) {
+            break;
+        }
+    }
+    (w, b)
 }

@@ -2,7 +2,7 @@
 //! independent noise, and codes that mix two factors. MIG is also checked against disentanglement_lib's
 //! computation (numpy + scikit-learn) on the same points.
 
-use vaelab_core::eval::disentangle::{beta_vae_score, factor_vae_score, mig, BetaVaeSettings, FactorVaeSettings};
+use vaelab_core::eval::disentangle::{beta_vae_score, factor_vae_score, mig, sap, BetaVaeSettings, FactorVaeSettings};
 use vaelab_datasets::StreamRng;
 
 const SIZES: [usize; 3] = [4, 5, 6];
@@ -32,10 +32,14 @@ fn code(case: &str, y: &[usize], u: &[f64]) -> Vec<f64> {
 }
 
 fn points(case: &str) -> (Vec<Vec<f64>>, Vec<Vec<usize>>) {
+    points_n(case, 10_000)
+}
+
+fn points_n(case: &str, n: usize) -> (Vec<Vec<f64>>, Vec<Vec<usize>>) {
     let mut rng = SplitMix(42);
     let mut codes = Vec::new();
     let mut factors = Vec::new();
-    for _ in 0..10_000 {
+    for _ in 0..n {
         let y: Vec<usize> = SIZES.iter().map(|s| (rng.uniform() * *s as f64) as usize).collect();
         let u: Vec<f64> = (0..5).map(|_| rng.uniform()).collect();
         codes.push(code(case, &y, &u));
@@ -104,6 +108,33 @@ fn beta_vae_score_on_synthetic_codes() {
             // rewards predictability, not axis alignment (Kim & Mnih 2018's criticism).
             _ => assert!(s.eval_accuracy > 0.9, "{s:?}"),
         }
+    }
+    insta::assert_snapshot!(report);
+}
+
+/// SAP against disentanglement_lib's scikit-learn computation on the same 10,000 training and 5,000
+/// test points. LinearSVC's solver stops at a tolerance and these SVMs are solved exactly, so the
+/// score matrix may differ by a few boundary points in 5,000 (see `sap`'s docs).
+#[test]
+fn sap_matches_disentanglement_lib_on_synthetic_codes() {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::specs::workspace().join("tests/fixtures/disentangle_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let mut report = String::new();
+    for case in ["copy", "noise", "mix"] {
+        let (codes, factors) = points_n(case, 15_000);
+        let s = sap((&codes[..10_000], &factors[..10_000]), (&codes[10_000..], &factors[10_000..]));
+        let want = &fixture["sap"][case];
+        let mut worst: f64 = 0.0;
+        for (row, want_row) in s.matrix.iter().zip(want["matrix"].as_array().unwrap()) {
+            for (got, w) in row.iter().zip(want_row.as_array().unwrap()) {
+                worst = worst.max((got - w.as_f64().unwrap()).abs());
+            }
+        }
+        assert!(worst <= 0.002, "{case}: score matrix differs by up to {worst}: {:?} vs {want}", s.matrix);
+        assert!((s.score - want["score"].as_f64().unwrap()).abs() <= 0.002, "{case}: {} vs {}", s.score, want["score"]);
+        report += &format!("{case}: SAP {:.3} (largest matrix difference from scikit-learn {worst:.4})\n", s.score);
     }
     insta::assert_snapshot!(report);
 }
