@@ -5,6 +5,8 @@
 //! * [`factor_vae_score`]: the FactorVAE score (Kim & Mnih 2018).
 //! * [`beta_vae_score`]: the BetaVAE score (Higgins et al. 2017).
 //! * [`sap`]: the Separated Attribute Predictability score (Kumar et al. 2018).
+//! * [`dci`]: disentanglement, completeness and informativeness (Eastwood & Williams 2018), with a
+//!   linear (least-squares) importance estimator instead of gradient-boosted trees.
 
 /// disentanglement_lib's histogram discretizer: each code dimension is cut into `bins` equal-width
 /// bins between its minimum and maximum (`np.histogram` edges), and a value's bin is the number of
@@ -410,4 +412,76 @@ fn solve_squared_hinge(sample: &[(f64, f64, f64)]) -> (f64, f64) {
         }
     }
     (w, b)
+}
+
+/// DCI and its importance matrix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Dci {
+    pub disentanglement: f64,
+    pub completeness: f64,
+    /// Mean over factors of the held-out R² of predicting the factor from the whole code.
+    pub informativeness: f64,
+    /// Importance of each code dimension (rows) for each factor (columns).
+    pub importance: Vec<Vec<f64>>,
+}
+
+/// D and C of an importance matrix (Eastwood & Williams 2018, as disentanglement_lib `dci.py`
+/// computes them): per code, 1 − entropy of its normalised importances over factors (base = number of
+/// factors), weighted by the code's share of all importance; per factor, 1 − entropy over codes
+/// (base = number of codes), weighted by the factor's share.
+pub fn dci_scores(importance: &[Vec<f64>]) -> (f64, f64) {
+    let (codes, factors) = (importance.len(), importance[0].len());
+    let entropy = |p: &[f64], base: usize| {
+        // scipy.stats.entropy normalises its input; 1e-11 is disentanglement_lib's offset.
+        let p: Vec<f64> = p.iter().map(|v| v + 1e-11).collect();
+        let total: f64 = p.iter().sum();
+        -p.iter().map(|v| v / total).map(|q| q * q.ln()).sum::<f64>() / (base as f64).ln()
+    };
+    let total: f64 = importance.iter().flatten().sum();
+    let weight = |v: f64, n: usize| if total == 0.0 { 1.0 / n as f64 } else { v / total };
+    let d: f64 = importance.iter().map(|row| (1.0 - entropy(row, factors)) * weight(row.iter().sum(), codes)).sum();
+    let c: f64 = (0..factors)
+        .map(|j| {
+            let col: Vec<f64> = importance.iter().map(|r| r[j]).collect();
+            (1.0 - entropy(&col, codes)) * weight(col.iter().sum(), factors)
+        })
+        .sum();
+    (d, c)
+}
+
+/// DCI with a linear importance estimator (disentanglement_lib uses gradient-boosted trees): for each
+/// factor, least squares of the factor's value on the standardised code (plus an intercept); the
+/// importance of a code dimension is its coefficient's magnitude, and informativeness is the regression's
+/// R² on the test points.
+pub fn dci(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Dci {
+    use nalgebra::{DMatrix, DVector};
+    let (n, dims, factors) = (train.0.len(), train.0[0].len(), train.1[0].len());
+    let stats: Vec<(f64, f64)> = (0..dims)
+        .map(|d| {
+            let mean = train.0.iter().map(|c| c[d]).sum::<f64>() / n as f64;
+            let sd = (train.0.iter().map(|c| (c[d] - mean).powi(2)).sum::<f64>() / n as f64).sqrt().max(1e-12);
+            (mean, sd)
+        })
+        .collect();
+    let design = |codes: &[Vec<f64>]| {
+        DMatrix::from_fn(codes.len(), dims + 1, |i, d| if d == dims { 1.0 } else { (codes[i][d] - stats[d].0) / stats[d].1 })
+    };
+    let (x, xt) = (design(train.0), design(test.0));
+    let gram = x.transpose() * &x;
+    let mut importance = vec![vec![0.0; factors]; dims];
+    let mut r2 = 0.0;
+    for j in 0..factors {
+        let y = DVector::from_iterator(n, train.1.iter().map(|f| f[j] as f64));
+        let beta = gram.clone().lu().solve(&(x.transpose() * &y)).unwrap_or_else(|| DVector::zeros(dims + 1));
+        for (d, row) in importance.iter_mut().enumerate() {
+            row[j] = beta[d].abs();
+        }
+        let yt = DVector::from_iterator(test.0.len(), test.1.iter().map(|f| f[j] as f64));
+        let residual = &yt - &xt * &beta;
+        let mean = yt.mean();
+        let total: f64 = yt.iter().map(|v| (v - mean).powi(2)).sum();
+        r2 += if total > 0.0 { 1.0 - residual.norm_squared() / total } else { 0.0 };
+    }
+    let (disentanglement, completeness) = dci_scores(&importance);
+    Dci { disentanglement, completeness, informativeness: r2 / factors as f64, importance }
 }

@@ -2,7 +2,9 @@
 //! independent noise, and codes that mix two factors. MIG is also checked against disentanglement_lib's
 //! computation (numpy + scikit-learn) on the same points.
 
-use vaelab_core::eval::disentangle::{beta_vae_score, factor_vae_score, mig, sap, BetaVaeSettings, FactorVaeSettings};
+use vaelab_core::eval::disentangle::{
+    beta_vae_score, dci, dci_scores, factor_vae_score, mig, sap, BetaVaeSettings, FactorVaeSettings,
+};
 use vaelab_datasets::StreamRng;
 
 const SIZES: [usize; 3] = [4, 5, 6];
@@ -135,6 +137,41 @@ fn sap_matches_disentanglement_lib_on_synthetic_codes() {
         assert!(worst <= 0.002, "{case}: score matrix differs by up to {worst}: {:?} vs {want}", s.matrix);
         assert!((s.score - want["score"].as_f64().unwrap()).abs() <= 0.002, "{case}: {} vs {}", s.score, want["score"]);
         report += &format!("{case}: SAP {:.3} (largest matrix difference from scikit-learn {worst:.4})\n", s.score);
+    }
+    insta::assert_snapshot!(report);
+}
+
+/// D and C from an importance matrix against the entropy formulas worked by hand.
+#[test]
+fn dci_disentanglement_and_completeness_formulas() {
+    // A diagonal importance matrix: every code explains one factor only and vice versa.
+    let (d, c) = dci_scores(&[vec![1.0, 0.0], vec![0.0, 1.0]]);
+    assert!((d - 1.0).abs() < 1e-9 && (c - 1.0).abs() < 1e-9, "{d} {c}");
+    // Code 0 splits evenly over both factors (entropy 1 → disentanglement 0) and holds ¾ of the
+    // importance; code 1 explains factor 1 only (1) with ¼: D = ¾·0 + ¼·1 = 0.25.
+    // Factor 0 comes from code 0 only (1) with ⅜ of the importance; factor 1 from codes 0 and 1 in
+    // proportion 3:2 (entropy H = −(0.6 log₂ 0.6 + 0.4 log₂ 0.4) = 0.970951) with ⅝: C = ⅜ + ⅝(1 − H).
+    let (d, c) = dci_scores(&[vec![1.5, 1.5], vec![0.0, 1.0]]);
+    let h = -(0.6f64 * 0.6f64.log2() + 0.4 * 0.4f64.log2());
+    assert!((d - 0.25).abs() < 1e-9, "{d}");
+    assert!((c - (0.375 + 0.625 * (1.0 - h))).abs() < 1e-9, "{c}");
+}
+
+#[test]
+fn dci_on_synthetic_codes() {
+    let mut report = String::new();
+    for case in ["copy", "noise", "mix"] {
+        let (codes, factors) = points_n(case, 6_000);
+        let s = dci((&codes[..4_000], &factors[..4_000]), (&codes[4_000..], &factors[4_000..]));
+        report += &format!(
+            "{case}: disentanglement {:.3} completeness {:.3} informativeness {:.3}\n",
+            s.disentanglement, s.completeness, s.informativeness
+        );
+        match case {
+            "copy" => assert!(s.disentanglement > 0.95 && s.completeness > 0.95 && s.informativeness > 0.99, "{s:?}"),
+            "noise" => assert!(s.informativeness < 0.01, "{s:?}"),
+            _ => assert!(s.disentanglement < 0.9 && s.informativeness > 0.99, "{s:?}"),
+        }
     }
     insta::assert_snapshot!(report);
 }
