@@ -54,6 +54,7 @@ fn check_metric_names(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(), Sp
     let builtin = MetricRegistry::builtin();
     let mut known: Vec<&str> = builtin.names();
     known.extend(["elbo", "domain_fd"]);
+    known.extend(crate::eval::factors::NAMES);
     known.extend(plugins.libraries.iter().flat_map(|l| l.metrics.iter().map(|m| m.name.as_str())));
     let errors: Vec<SpecError> = loaded
         .experiment

@@ -329,10 +329,15 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
         report.test_images,
         report.split.name()
     );
+    let width = report.metrics.keys().map(String::len).max().unwrap_or(10).max(10);
     for (name, m) in &report.metrics {
-        println!("  {name:<10} {:>12.5}  ({})", m.value, if m.higher_is_better { "higher is better" } else { "lower is better" });
+        println!(
+            "  {name:<width$} {:>12.5}  ({})",
+            m.value,
+            if m.higher_is_better { "higher is better" } else { "lower is better" }
+        );
         if let Some(note) = &m.note {
-            println!("  {:<10} note: {note}", "");
+            println!("  {:<width$} note: {note}", "");
         }
     }
     for (name, why) in &report.failed {

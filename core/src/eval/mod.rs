@@ -7,6 +7,7 @@
 pub mod compare;
 pub mod disentangle;
 pub mod domain_fd;
+pub mod factors;
 pub mod frechet;
 pub mod grid;
 pub mod metric;
@@ -81,7 +82,7 @@ pub struct EvalReport {
 }
 
 /// Metrics computed from the model rather than from image pairs.
-const MODEL_METRICS: [&str; 2] = ["elbo", "domain_fd"];
+const MODEL_METRICS: [&str; 7] = ["elbo", "domain_fd", "mig", "sap", "dci", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
@@ -266,6 +267,20 @@ fn evaluate_on<D: Backend>(
         }
     }
 
+    let factor_metrics: Vec<&str> = spec.eval.metrics.iter().map(String::as_str).filter(|m| factors::NAMES.contains(m)).collect();
+    if !factor_metrics.is_empty() {
+        factors::evaluate(
+            &factor_metrics,
+            spec,
+            &model,
+            &store,
+            &codes,
+            &real,
+            &dataset.factor_names(),
+            &mut metrics,
+            &mut failed,
+        );
+    }
     if wants_domain_fd {
         let fake_samples = domain_fd::prior_samples(&model, &store, spec.seed, &real, bs);
         let reference = match &spec.eval.domain_encoder {

@@ -238,3 +238,21 @@ fn domain_frechet_distance_from_the_runs_own_or_a_reference_encoder() {
     let itself = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].value;
     assert_eq!(itself, own.value);
 }
+
+/// MIG, SAP and DCI in `vaelab eval` on the shapes factors: present, in range, deterministic; a
+/// dataset without factors reports them as failed with the reason.
+#[test]
+fn disentanglement_metrics_in_eval() {
+    let dir = scratch("eval-factors");
+    let mut spec = tiny();
+    spec.train.steps = 30;
+    spec.eval.metrics = vec!["mse".into(), "mig".into(), "sap".into(), "dci".into()];
+    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    for key in ["mig", "sap", "dci.disentanglement", "dci.completeness", "dci.informativeness"] {
+        let v = report.metrics.get(key).unwrap_or_else(|| panic!("{key} missing: {report:?}")).value;
+        assert!((-0.05..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
+}
