@@ -89,7 +89,7 @@ fn unknown_metric_names_list_the_available_ones() {
     spec.eval.metrics = vec!["mse".into(), "fid".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
     let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
-    insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd");
+    insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, mig, sap, dci, factor_vae, beta_vae");
 }
 
 #[test]
