@@ -24,7 +24,19 @@ pub struct QuantizedLatent {
     codebook: ParamId,
     /// Exponential moving average of how often each code is chosen: the empirical prior.
     frequency: ParamId,
+    /// The EMA codebook's statistics, when the spec asks for EMA updates.
+    ema: Option<Ema>,
 }
+
+/// Moving averages behind an EMA codebook: N_k (assignments) and m_k (sums of assigned z_e).
+struct Ema {
+    cluster_size: ParamId,
+    sums: ParamId,
+}
+
+/// The EMA codebook's decay γ and Laplace smoothing ε (van den Oord et al. 2017, appendix A.1).
+const EMA_DECAY: f32 = 0.99;
+const EMA_EPSILON: f32 = 1e-5;
 
 /// Decay of the code-frequency average.
 const FREQUENCY_DECAY: f32 = 0.99;
@@ -69,7 +81,7 @@ impl LatentModel {
     ) -> Result<LatentModel, (String, String)> {
         match *spec {
             Latent::None => Ok(LatentModel::Identity(features)),
-            Latent::Quantized { codes, dim, beta } => {
+            Latent::Quantized { codes, dim, beta, ema } => {
                 let FeatShape::Image(_, h, w) = features else {
                     return Err((
                         "model.encoder".into(),
@@ -79,16 +91,18 @@ impl LatentModel {
                 let head = [Layer::Conv { out: dim, k: 1, s: 1, p: 0 }];
                 let pre = Sequential::build(&head, features, "latent.pre", "model.latent", store, &NoBlocks)?;
                 // Codebook initialised U(−1/K, 1/K), as the reference implementations do.
-                let codebook = store.add(
-                    "latent.codebook".into(),
-                    vec![codes, dim],
-                    Init::Uniform { a: 1.0 / codes as f32 },
-                    Role::Trainable,
-                );
+                // With EMA updates the codebook is a buffer: no gradient, no optimizer.
+                let role = if ema { Role::Buffer } else { Role::Trainable };
+                let codebook =
+                    store.add("latent.codebook".into(), vec![codes, dim], Init::Uniform { a: 1.0 / codes as f32 }, role);
                 // Every code starts alive (1, far above the dead level) and the prior starts uniform.
                 let frequency = store.add("latent.code_frequency".into(), vec![codes], Init::Ones, Role::Buffer);
+                let ema = ema.then(|| Ema {
+                    cluster_size: store.add("latent.ema_cluster_size".into(), vec![codes], Init::Zeros, Role::Buffer),
+                    sums: store.add("latent.ema_sums".into(), vec![codes, dim], Init::Zeros, Role::Buffer),
+                });
                 let shape = FeatShape::Image(dim, h, w);
-                Ok(LatentModel::Quantized(QuantizedLatent { shape, codes, dim, beta, pre, codebook, frequency }))
+                Ok(LatentModel::Quantized(QuantizedLatent { shape, codes, dim, beta, pre, codebook, frequency, ema }))
             }
             Latent::Spatial { channels } => {
                 let FeatShape::Image(_, h, w) = features else {
@@ -241,7 +255,12 @@ impl QuantizedLatent {
         // sg(·): a fresh tensor (new id, no tape) from host values.
         let constant = |v: Vec<f32>| dev.tensor_from_vec(v, (rows, batch));
         let per_example = 1.0 / batch as f32;
-        let codebook_term = (zq - constant(ze_v.clone())).square().sum::<(), _>() * per_example;
+        // With an EMA codebook only the commitment term remains (the codebook gets no gradient).
+        let codebook_term = if self.ema.is_some() {
+            zq.with_empty_tape().sum::<(), _>() * 0.0
+        } else {
+            (zq - constant(ze_v.clone())).square().sum::<(), _>() * per_example
+        };
         let commitment = (ze.with_empty_tape() - constant(zq_v.clone())).square().sum::<(), _>() * (self.beta * per_example);
         // Straight-through: z_q = z_e + sg(z_q − z_e).
         let shift: Vec<f32> = zq_v.iter().zip(&ze_v).map(|(q, e)| q - e).collect();
@@ -256,6 +275,36 @@ impl QuantizedLatent {
         let used = counts.iter().filter(|c| **c > 0.0).count() as f32;
         let mut restarted = 0;
         if ctx.train {
+            let mut updates = Vec::new();
+            // The codebook after this step's non-gradient updates (EMA, restarts); `None`: unchanged.
+            let mut new_book: Option<Vec<f32>> = None;
+            let mut ema_state = self.ema.as_ref().map(|ema| {
+                // N_k ← γN_k + (1−γ)n_k, m_k ← γm_k + (1−γ)Σ z_e; Laplace-smoothed N_k; e_k = m_k / N_k.
+                let n_old = ctx.store.get(ema.cluster_size).tensor.as_vec();
+                let m_old = ctx.store.get(ema.sums).tensor.as_vec();
+                let mut sums = vec![0f32; self.codes * dim];
+                for (i, &k) in chosen.iter().enumerate() {
+                    let (p, b) = (i / batch, i % batch);
+                    for d in 0..dim {
+                        sums[k * dim + d] += ze_v[(d * positions + p) * batch + b];
+                    }
+                }
+                let n_new: Vec<f32> = n_old.iter().zip(&counts).map(|(o, c)| EMA_DECAY * o + (1.0 - EMA_DECAY) * c).collect();
+                let m_new: Vec<f32> = m_old.iter().zip(&sums).map(|(o, s)| EMA_DECAY * o + (1.0 - EMA_DECAY) * s).collect();
+                let total: f32 = n_new.iter().sum();
+                let mut book_ema = book.clone();
+                for c in 0..self.codes {
+                    let smoothed = (n_new[c] + EMA_EPSILON) / (total + self.codes as f32 * EMA_EPSILON) * total;
+                    // A code never assigned yet keeps its initial vector (its averages are still 0).
+                    if n_new[c] > 0.0 && smoothed > 0.0 {
+                        for d in 0..dim {
+                            book_ema[c * dim + d] = m_new[c * dim + d] / smoothed;
+                        }
+                    }
+                }
+                new_book = Some(book_ema);
+                (n_new, m_new)
+            });
             let old = ctx.store.get(self.frequency).tensor.as_vec();
             let mut freq: Vec<f32> =
                 old.iter().zip(&counts).map(|(o, c)| FREQUENCY_DECAY * o + (1.0 - FREQUENCY_DECAY) * c / n).collect();
@@ -263,18 +312,29 @@ impl QuantizedLatent {
             let dead: Vec<usize> = (0..self.codes).filter(|&k| freq[k] < DEAD_FRACTION * uniform).collect();
             if !dead.is_empty() {
                 let mut rng = vaelab_datasets::StreamRng::new(ctx.seed, &[vaelab_datasets::tag("vq-restart"), ctx.step]);
-                let mut new_book = book.clone();
+                let book_now = new_book.get_or_insert_with(|| book.clone());
                 for &k in &dead {
                     let (p, b) = (rng.below(positions), rng.below(batch));
                     for d in 0..dim {
-                        new_book[k * dim + d] = ze_v[(d * positions + p) * batch + b];
+                        book_now[k * dim + d] = ze_v[(d * positions + p) * batch + b];
                     }
                     freq[k] = uniform;
+                    // An EMA code restarts as one assignment of that vector.
+                    if let Some((n_new, m_new)) = ema_state.as_mut() {
+                        n_new[k] = 1.0;
+                        m_new[k * dim..(k + 1) * dim].copy_from_slice(&book_now[k * dim..(k + 1) * dim]);
+                    }
                 }
                 restarted = dead.len();
-                ctx.buffer_updates.borrow_mut().push((self.codebook, new_book));
             }
-            ctx.buffer_updates.borrow_mut().push((self.frequency, freq));
+            if let (Some(ema), Some((n_new, m_new))) = (&self.ema, ema_state) {
+                updates.extend([(ema.cluster_size, n_new), (ema.sums, m_new)]);
+            }
+            if let Some(b) = new_book {
+                updates.push((self.codebook, b));
+            }
+            updates.push((self.frequency, freq));
+            ctx.buffer_updates.borrow_mut().extend(updates);
         }
         let logvar = dev.zeros_like(&(rows, batch));
         Encoded {

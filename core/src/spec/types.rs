@@ -307,6 +307,11 @@ pub enum Latent {
         dim: usize,
         #[serde(default = "commitment_beta")]
         beta: f32,
+        /// Update the codebook by exponential moving averages of the assigned encoder outputs (decay
+        /// 0.99, Laplace smoothing ε = 1e-5; van den Oord et al. 2017, appendix A.1) instead of by
+        /// gradient; the `vq` term is then the commitment term alone.
+        #[serde(default)]
+        ema: bool,
     },
 }
 

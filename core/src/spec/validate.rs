@@ -21,7 +21,7 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     match e.model.latent {
         Latent::Gaussian { dim } => v.positive("model.latent.dim", dim),
         Latent::Spatial { channels } => v.positive("model.latent.channels", channels),
-        Latent::Quantized { codes, dim, beta } => {
+        Latent::Quantized { codes, dim, beta, .. } => {
             v.check(codes >= 2, "model.latent.codes", format!("a codebook needs at least 2 codes, got {codes}"));
             v.positive("model.latent.dim", dim);
             v.check(beta >= 0.0 && beta.is_finite(), "model.latent.beta", format!("must be ≥ 0, got {beta}"));

@@ -152,7 +152,7 @@ fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
     spec.data.size = 8;
     spec.model.encoder = vec![];
     let (codes, dim) = (5, 2);
-    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25 };
+    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25, ema: false };
     spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
     let dev = Cpu::default();
     let ds = build_dataset(&spec).unwrap();
@@ -220,4 +220,75 @@ fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
     for (g, w) in gbook.iter().zip(&want) {
         assert!((g - w).abs() < 1e-3 * (1.0 + w.abs()), "{gbook:?} vs {want:?}");
     }
+}
+
+/// The EMA codebook after one training step, against the update worked by hand: N_k = (1−γ)n_k,
+/// m_k = (1−γ)Σ z_e, e_k = m_k / smoothed(N_k) with Laplace smoothing; and the codebook takes no
+/// gradient (it is a buffer), leaving the commitment term alone in `vq`.
+#[test]
+fn ema_codebook_update_matches_the_hand_computed_averages() {
+    let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
+    spec.data.size = 8;
+    spec.model.encoder = vec![];
+    let (codes, dim) = (4, 2);
+    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25, ema: true };
+    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
+    let dev = Cpu::default();
+    let ds = build_dataset(&spec).unwrap();
+    let mut store = ParamStore::new(dev.clone(), 4);
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let book_id = store.find("latent.codebook").unwrap();
+    assert_eq!(store.get(book_id).role, Role::Buffer);
+    let book: Vec<f32> = vec![-0.4, 0.3, 0.0, 0.0, 0.4, -0.3, 0.8, 0.5];
+    store.set_values(book_id, book.clone());
+    let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());
+    store.set_values(w, vec![0.9, -0.7]);
+    store.set_values(b, vec![-0.3, 0.2]);
+    let batch = 2;
+    let x = to_tensor(&dev, &train_batch(ds.as_ref(), 1, 0, batch, &Default::default()));
+    let xv = x.as_vec();
+    let ze = |d: usize, i: usize| [0.9f32, -0.7][d] * xv[i] + [-0.3f32, 0.2][d];
+    let mut n = vec![0f32; codes];
+    let mut m = vec![0f32; codes * dim];
+    for i in 0..64 * batch {
+        let dist = |k: usize| (0..dim).map(|d| (ze(d, i) - book[k * dim + d]).powi(2)).sum::<f32>();
+        let k = (0..codes).min_by(|&a, &c| dist(a).total_cmp(&dist(c))).unwrap();
+        n[k] += 0.01;
+        for d in 0..dim {
+            m[k * dim + d] += 0.01 * ze(d, i);
+        }
+    }
+    let total: f32 = n.iter().sum();
+    let want: Vec<f32> = (0..codes * dim)
+        .map(|j| {
+            let k = j / dim;
+            let smoothed = (n[k] + 1e-5) / (total + codes as f32 * 1e-5) * total;
+            if n[k] > 0.0 {
+                m[j] / smoothed
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let ctx = Ctx::new(&store, true, 1, 0);
+    let enc = model.encode(&ctx, x, normal_noise(&dev, 1, "noise", 0, 1, batch));
+    let updates = ctx.buffer_updates.borrow();
+    let new_book = &updates.iter().find(|(id, _)| *id == book_id).expect("the codebook is updated").1;
+    for (j, (got, want)) in new_book.iter().zip(&want).enumerate() {
+        if n[j / dim] > 0.0 {
+            assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "entry {j}: {got} vs {want}");
+        } else {
+            assert_eq!(*got, book[j], "an unused code keeps its vector");
+        }
+    }
+    // The `vq` term is the commitment term alone: β Σ (z_e − z_q)² / B.
+    let zq = enc.mu.as_vec();
+    let commitment: f32 = (0..64 * batch)
+        .flat_map(|i| (0..dim).map(move |d| (d, i)))
+        .map(|(d, i)| (ze(d, i) - zq[d * 64 * batch + i]).powi(2))
+        .sum::<f32>()
+        * 0.25
+        / batch as f32;
+    let reg = enc.reg.as_vec()[0];
+    assert!((reg - commitment).abs() < 1e-4 * (1.0 + commitment), "{reg} vs {commitment}");
 }

@@ -100,7 +100,7 @@ fn autoencoder_and_spatial_vae_traces() {
     svae.model.latent = Latent::Spatial { channels: 2 };
     svae.model.decoder = vec![ConvT { out: 8, k: 4, s: 2, p: 1 }, Relu, ConvT { out: 1, k: 4, s: 2, p: 1 }];
     let mut vq = svae.clone();
-    vq.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25 };
+    vq.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25, ema: false };
     vq.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Vq { weight: 1.0 }];
     for (spec, name) in [(ae, "autoencoder"), (svae, "spatial_vae"), (vq, "vq_vae")] {
         let (la, trace) = deterministic_trace(&spec, name);
