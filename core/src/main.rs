@@ -74,6 +74,12 @@ enum Command {
         /// Which held-out split to score: test (writes eval/) or val (writes eval-val/).
         #[arg(long, default_value = "test")]
         split: vaelab_datasets::Split,
+        /// Comma-separated metrics to compute instead of the spec's `eval.metrics`.
+        #[arg(long, value_delimiter = ',')]
+        metrics: Option<Vec<String>>,
+        /// A plugin library or folder to load besides the run's own, for its metrics (repeatable).
+        #[arg(long = "plugin", value_name = "PATH")]
+        plugins: Vec<PathBuf>,
     },
     /// Compare two image files, or two folders of images paired by sorted name, with no model.
     Metrics {
@@ -241,9 +247,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = eval::EvalOptions { device, ..Default::default() };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
-        Command::Eval { run_dir, checkpoint, device, threads, split } => {
+        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins } => {
             set_threads(threads)?;
-            let opts = eval::EvalOptions { checkpoint, device, split };
+            let opts = eval::EvalOptions { checkpoint, device, split, metrics, plugins: extra_plugins(&plugins) };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
         Command::Metrics { real, fake, metrics, rgb, json, plugins, threads } => {

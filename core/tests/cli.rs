@@ -159,6 +159,13 @@ fn a_spec_with_a_plugin_block_and_metric_trains_and_evaluates() {
     assert!(recorded.contains(&se.display().to_string()) && recorded.contains(&psnr.display().to_string()), "{recorded}");
     let again = vaelab().arg("eval").arg(&run).env_remove("VAELAB_PLUGIN_PATH").output().unwrap();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    // Another metric list at eval time, from the command line.
+    let only = vaelab().args(["eval", "--metrics", "mse,psnr_rs"]).arg(&run).env_remove("VAELAB_PLUGIN_PATH").output().unwrap();
+    assert!(only.status.success(), "{}", String::from_utf8_lossy(&only.stderr));
+    let listed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
+    let keys: Vec<&String> = listed["metrics"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["mse", "psnr_rs"]);
     let checkpoint =
         safetensors_names(&run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/latest")).unwrap().trim()));
     // Plugin parameters are checkpointed (with their Adam moments) like any other.

@@ -108,11 +108,15 @@ pub struct EvalOptions {
     pub device: Option<crate::spec::Device>,
     /// The split scored: `Test` writes `eval/`, the others `eval-<split>/`.
     pub split: Split,
+    /// Metric names to compute instead of the spec's `eval.metrics`.
+    pub metrics: Option<Vec<String>>,
+    /// Plugin libraries to load besides the run's own (for their metrics).
+    pub plugins: Vec<PathBuf>,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { checkpoint: None, device: None, split: Split::Test }
+        EvalOptions { checkpoint: None, device: None, split: Split::Test, metrics: None, plugins: vec![] }
     }
 }
 
@@ -129,6 +133,10 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
     if let Some(d) = opts.device {
         spec.device = d;
     }
+    if let Some(m) = &opts.metrics {
+        spec.eval.metrics = m.clone();
+    }
+    spec.plugins.extend(opts.plugins.iter().cloned());
     let checkpoint = opts.checkpoint.as_deref();
     let split = opts.split;
     match spec.device {

@@ -255,4 +255,9 @@ fn disentanglement_metrics_in_eval() {
     }
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
+    // `vaelab eval --metrics` computes another list without touching the spec.
+    let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["psnr".into(), "mig".into()]), ..Default::default() };
+    let other = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    assert_eq!(other.metrics.keys().collect::<Vec<_>>(), ["mig", "psnr"]);
+    assert_eq!(other.metrics["mig"], report.metrics["mig"]);
 }
