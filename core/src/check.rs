@@ -53,8 +53,7 @@ pub fn load_plugins(loaded: &LoadedSpec, written: usize) -> Result<PluginSet, Sp
 fn check_metric_names(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(), SpecErrors> {
     let builtin = MetricRegistry::builtin();
     let mut known: Vec<&str> = builtin.names();
-    known.extend(["elbo", "domain_fd"]);
-    known.extend(crate::eval::factors::NAMES);
+    known.extend(crate::eval::MODEL_METRICS);
     known.extend(plugins.libraries.iter().flat_map(|l| l.metrics.iter().map(|m| m.name.as_str())));
     let errors: Vec<SpecError> = loaded
         .experiment

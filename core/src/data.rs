@@ -11,21 +11,10 @@ use vaelab_datasets::{
 /// Opens the spec's dataset. File formats read (and check) their files here, before any training.
 pub fn build_dataset(e: &Experiment) -> Result<Box<dyn Dataset>, DataError> {
     Ok(match &e.data.dataset {
-        spec::Dataset::Shapes => Box::new(Shapes::new(ShapesConfig {
-            size: e.data.size,
-            train: e.data.train_size,
-            val: e.data.val_size,
-            test: e.data.test_size,
-            seed: e.seed,
-        })),
-        spec::Dataset::KneePhantom { patella } => Box::new(KneePhantom::new(KneeConfig {
-            size: e.data.size,
-            train: e.data.train_size,
-            val: e.data.val_size,
-            test: e.data.test_size,
-            seed: e.seed,
-            patella: *patella,
-        })),
+        spec::Dataset::Shapes => Box::new(Shapes::new(ShapesConfig { size: e.data.size, splits: split_sizes(e), seed: e.seed })),
+        spec::Dataset::KneePhantom { patella } => {
+            Box::new(KneePhantom::new(KneeConfig { size: e.data.size, splits: split_sizes(e), seed: e.seed, patella: *patella }))
+        }
         spec::Dataset::Idx { dir, train, test } => {
             let cfg = IdxConfig { dir: dir.clone(), train: train.clone(), test: test.clone() };
             Box::new(IdxDataset::open(&cfg, split_sizes(e))?)

@@ -102,6 +102,11 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(out)
 }
 
+/// The image files directly in `dir`, sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    Ok(list_dir(dir)?.into_iter().filter(|p| p.is_file() && is_image(p)).collect())
+}
+
 /// `root/<split>/<class>/*` → items with labels, plus the class names.
 fn class_items(split_dir: &Path, classes: &[String], numeric: bool) -> Result<Vec<Item>, DataError> {
     let mut items = Vec::new();
@@ -111,7 +116,7 @@ fn class_items(split_dir: &Path, classes: &[String], numeric: bool) -> Result<Ve
             continue;
         }
         let label = if numeric { class.parse().unwrap() } else { i as u32 };
-        items.extend(list_dir(&dir)?.into_iter().filter(|p| is_image(p)).map(|path| Item { path, label: Some(label) }));
+        items.extend(image_files(&dir)?.into_iter().map(|path| Item { path, label: Some(label) }));
     }
     Ok(items)
 }
@@ -154,8 +159,7 @@ impl FolderDataset {
             }
             (splits, classes)
         } else {
-            let files: Vec<Item> =
-                list_dir(root)?.into_iter().filter(|p| is_image(p)).map(|path| Item { path, label: None }).collect();
+            let files: Vec<Item> = image_files(root)?.into_iter().map(|path| Item { path, label: None }).collect();
             (split_flat(files, cfg.seed, cfg.limits), Vec::new())
         };
         for (items, split) in splits.iter_mut().zip(SPLITS) {

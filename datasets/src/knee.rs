@@ -31,9 +31,8 @@ pub const GRADE_JSW: [f32; 5] = [0.12, 0.095, 0.07, 0.045, 0.022];
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KneeConfig {
     pub size: usize,
-    pub train: usize,
-    pub val: usize,
-    pub test: usize,
+    /// Images in each split.
+    pub splits: SplitSizes,
     pub seed: u64,
     /// Draw the patella shadow over the femur.
     pub patella: bool,
@@ -255,7 +254,7 @@ impl Dataset for KneePhantom {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        SplitSizes { train: self.cfg.train, val: self.cfg.val, test: self.cfg.test }.get(split)
+        self.cfg.splits.get(split)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()
@@ -307,7 +306,12 @@ mod tests {
 
     #[test]
     fn factors_are_consistent_and_images_deterministic() {
-        let ds = KneePhantom::new(KneeConfig { size: 32, train: 100, val: 5, test: 10, seed: 4, patella: true });
+        let ds = KneePhantom::new(KneeConfig {
+            size: 32,
+            splits: SplitSizes { train: 100, val: 5, test: 10 },
+            seed: 4,
+            patella: true,
+        });
         for i in 0..100 {
             let f = ds.factors(Split::Train, i);
             // The grade is a function of the joint-space width alone.

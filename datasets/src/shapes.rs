@@ -27,12 +27,8 @@ pub const FACTOR_SIZES: [usize; 5] = [3, 6, 40, 32, 32];
 pub struct ShapesConfig {
     /// Image side in pixels.
     pub size: usize,
-    /// Images in the train split (sampled from the factor grid).
-    pub train: usize,
-    /// Images in the validation split.
-    pub val: usize,
-    /// Images in the test split.
-    pub test: usize,
+    /// Images in each split (sampled from the factor grid).
+    pub splits: SplitSizes,
     /// Seed of the data streams.
     pub seed: u64,
 }
@@ -160,7 +156,7 @@ impl Dataset for Shapes {
         (1, self.cfg.size, self.cfg.size)
     }
     fn len(&self, split: Split) -> usize {
-        SplitSizes { train: self.cfg.train, val: self.cfg.val, test: self.cfg.test }.get(split)
+        self.cfg.splits.get(split)
     }
     fn factor_names(&self) -> Vec<String> {
         FACTOR_NAMES.iter().map(|s| s.to_string()).collect()
@@ -193,7 +189,7 @@ mod tests {
         // Square side ∝ scale, so area ratio ≈ (1.0 / 0.5)² = 4.
         let ratio = area(&large) / area(&small);
         assert!((ratio - 4.0).abs() < 0.3, "area ratio {ratio}");
-        let ds = Shapes::new(ShapesConfig { size: 32, train: 10, val: 0, test: 10, seed: 3 });
+        let ds = Shapes::new(ShapesConfig { size: 32, splits: SplitSizes { train: 10, val: 0, test: 10 }, seed: 3 });
         assert_eq!(ds.sample(Split::Train, 4).pixels, ds.sample(Split::Train, 4).pixels);
         assert_ne!(ds.sample(Split::Train, 4).pixels, ds.sample(Split::Test, 4).pixels);
     }

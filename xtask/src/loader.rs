@@ -6,7 +6,7 @@ use crate::{capture, flag, median, number_after, root, run};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vaelab_datasets::{Dataset, KneeConfig, KneePhantom, Split};
+use vaelab_datasets::{Dataset, KneeConfig, KneePhantom, Split, SplitSizes};
 
 const IMAGES: usize = 5_000;
 const SIDE: usize = 256;
@@ -20,7 +20,12 @@ fn ensure_folder() -> Result<PathBuf, String> {
         return Ok(dir);
     }
     eprintln!("writing {IMAGES} 16-bit {SIDE}×{SIDE} PNGs to {}", dir.display());
-    let knee = KneePhantom::new(KneeConfig { size: SIDE, train: IMAGES, val: 0, test: 1, seed: 11, patella: true });
+    let knee = KneePhantom::new(KneeConfig {
+        size: SIDE,
+        splits: SplitSizes { train: IMAGES, val: 0, test: 1 },
+        seed: 11,
+        patella: true,
+    });
     let grade = knee.factor_names().iter().position(|n| n == "grade").ok_or("the knee phantom has no grade factor")?;
     let write = |split: Split, i: usize, folder: &Path| -> Result<(), String> {
         let s = knee.sample(split, i);

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use vaelab_datasets::folder::{is_image, read_image, DecodedImage};
+use vaelab_datasets::folder::{image_files, read_image, DecodedImage};
 use vaelab_datasets::{Channels, ImageBatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +29,7 @@ fn files(path: &Path) -> Result<Vec<PathBuf>, CompareError> {
     if !path.is_dir() {
         return Err(err("no such file or folder".into()));
     }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| err(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_image(p))
-        .collect();
-    v.sort();
+    let v = image_files(path).map_err(|e| err(e.to_string()))?;
     if v.is_empty() {
         return Err(err("no image files (png, jpg, jpeg, tif, tiff, bmp)".into()));
     }

@@ -81,8 +81,9 @@ pub struct EvalReport {
     pub failed: BTreeMap<String, String>,
 }
 
-/// Metrics computed from the model rather than from image pairs.
-const MODEL_METRICS: [&str; 7] = ["elbo", "domain_fd", "mig", "sap", "dci", "factor_vae", "beta_vae"];
+/// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
+/// among them).
+pub const MODEL_METRICS: [&str; 7] = ["elbo", "domain_fd", "mig", "sap", "dci", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
@@ -299,7 +300,12 @@ fn evaluate_on<D: Backend>(
             Some((m, s, seed)) => domain_fd::FeatureEncoder::new(m, s, *seed),
             None => domain_fd::FeatureEncoder::new(&model, &store, spec.seed),
         };
-        let value = domain_fd::distance(&encoder.features(&real, bs), &encoder.features(&fake_samples, bs))?;
+        // The run's own encoder already gave the test images' means above.
+        let real_features = match &reference {
+            Some(_) => encoder.features(&real, bs),
+            None => codes.iter().map(|c| c.iter().map(|v| *v as f64).collect()).collect(),
+        };
+        let value = domain_fd::distance(&real_features, &encoder.features(&fake_samples, bs))?;
         let source = match &spec.eval.domain_encoder {
             Some(dir) => format!("the encoder of run {}", dir.display()),
             None => "this run's own encoder (compare checkpoints of this run only)".into(),

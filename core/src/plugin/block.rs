@@ -1,8 +1,8 @@
 //! Plugin model blocks as [`ExternalBlock`]s. The host checks what a block declares (output shape,
 //! parameter names and shapes) before creating anything in the parameter store.
 
-use super::library::{text, BlockDecl, Library};
-use super::metric::{message, RawConfig, ERROR_BUFFER};
+use super::library::{BlockDecl, Library};
+use super::raw::{message, text, RawConfig, ERROR_BUFFER};
 use crate::nn::shape::ParamDecl;
 use crate::nn::{ExternalBlock, FeatShape, Init, Role};
 use std::ffi::{c_char, c_void};

@@ -2,9 +2,9 @@
 //! Libraries are never unloaded: their code may still be referenced from tables, contexts and
 //! recorded backward ops, and unloading Rust cdylibs is unsound with thread-locals anyway.
 
+use super::raw::text;
 use super::PluginError;
 use std::collections::HashMap;
-use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use vaelab_plugin_abi as abi;
@@ -141,17 +141,6 @@ fn check_size(path: &Path, table: &str, size: usize, expected: usize) -> Result<
         return Err(PluginError::TableTooSmall { file: path.to_path_buf(), table: table.into(), size, expected });
     }
     Ok(())
-}
-
-/// A C string from a table, if present and UTF-8.
-///
-/// # Safety
-/// `p` must be NULL or point to a NUL-terminated string.
-pub(crate) unsafe fn text(p: *const c_char) -> Option<String> {
-    if p.is_null() {
-        return None;
-    }
-    CStr::from_ptr(p).to_str().ok().filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// The loader's reason without the path it repeats (dlopen messages begin with it).

@@ -3,6 +3,7 @@
 //! * [`library`]: opening a library and checking its tables (version, sizes, functions).
 //! * [`metric`]: plugin metrics behind the evaluator's [`Metric`](crate::eval::metric::Metric) trait.
 //! * [`block`]: plugin model blocks behind [`nn::ExternalBlock`](crate::nn::ExternalBlock).
+//! * `raw`: error buffers, configurations and C strings as the ABI passes them.
 //!
 //! A [`PluginSet`] is the set of libraries one run uses: those its spec names, plus `--plugin` and
 //! `VAELAB_PLUGIN_PATH`, all recorded as absolute paths in the run's resolved spec.
@@ -10,6 +11,7 @@
 pub mod block;
 pub mod library;
 pub mod metric;
+mod raw;
 
 use crate::eval::metric::MetricRegistry;
 use crate::nn::{BlockSource, ExternalBlock, FeatShape};

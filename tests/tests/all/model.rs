@@ -142,35 +142,58 @@ fn gaussian_kl_matches_the_closed_form() {
     assert!((kl.as_vec()[0] as f64 - closed).abs() < 1e-6);
 }
 
+/// A quantized model (codes × 2 codebook) whose encoder is the identity on 8×8 shapes, with its
+/// codebook set to `book` and its 1×1 head to z_e = [`HEAD_W`]·x + [`HEAD_B`], and a batch of images.
+struct VqFixture {
+    dev: Cpu,
+    model: Model,
+    store: ParamStore<Cpu>,
+    book_id: ParamId,
+    w: ParamId,
+    b: ParamId,
+    x: Tensor<(usize, usize), f32, Cpu>,
+}
+
+const HEAD_W: [f32; 2] = [0.9, -0.7];
+const HEAD_B: [f32; 2] = [-0.3, 0.2];
+
+/// z_e of dimension `d` at batch-last position `i` of the image values `xv`, by hand.
+fn ze(xv: &[f32], d: usize, i: usize) -> f32 {
+    HEAD_W[d] * xv[i] + HEAD_B[d]
+}
+
+fn vq_fixture(codes: usize, ema: bool, book: &[f32], batch: usize) -> VqFixture {
+    let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
+    spec.data.size = 8;
+    spec.model.encoder = vec![];
+    spec.model.latent = Latent::Quantized { codes, dim: 2, beta: 0.25, ema };
+    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
+    let dev = Cpu::default();
+    let ds = build_dataset(&spec).unwrap();
+    let mut store = ParamStore::new(dev.clone(), 4);
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let book_id = store.find("latent.codebook").unwrap();
+    store.set_values(book_id, book.to_vec());
+    let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());
+    store.set_values(w, HEAD_W.to_vec());
+    store.set_values(b, HEAD_B.to_vec());
+    let x = to_tensor(&dev, &train_batch(ds.as_ref(), 1, 0, batch, &Default::default()));
+    VqFixture { dev, model, store, book_id, w, b, x }
+}
+
 /// The quantized latent on a model whose encoder is the identity, so z_e = W·x + b (the 1×1 head)
 /// can be computed by hand: the forward code is the nearest codebook row at every position, the
 /// straight-through gradient reaches the head as if z were z_e, and the `vq` term's codebook gradient
 /// is 2(e_k − z_e)/B summed over the positions that chose code k.
 #[test]
 fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
-    let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
-    spec.data.size = 8;
-    spec.model.encoder = vec![];
-    let (codes, dim) = (5, 2);
-    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25, ema: false };
-    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
-    let dev = Cpu::default();
-    let ds = build_dataset(&spec).unwrap();
-    let mut store = ParamStore::new(dev.clone(), 4);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let (codes, dim, batch) = (5, 2, 3);
     // A spread-out codebook, so that positions choose different codes.
-    let book_id = store.find("latent.codebook").unwrap();
     let book: Vec<f32> = (0..codes * dim).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.04).collect();
-    store.set_values(book_id, book.clone());
-    let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());
-    store.set_values(w, vec![0.9, -0.7]);
-    store.set_values(b, vec![-0.3, 0.2]);
-    let batch = 3;
-    let images = train_batch(ds.as_ref(), 1, 0, batch, &Default::default());
-    let x = to_tensor(&dev, &images);
+    let VqFixture { dev, model, store, w, b, x, .. } = vq_fixture(codes, false, &book, batch);
     let xv = x.as_vec(); // (64, batch): position p, example b at p·batch + b
     let positions = 64;
-    let ze = |d: usize, i: usize| [0.9f32, -0.7][d] * xv[i] + [-0.3f32, 0.2][d];
+    let ze = |d: usize, i: usize| ze(&xv, d, i);
     let nearest = |i: usize| {
         (0..codes)
             .min_by(|&k, &l| {
@@ -209,7 +232,7 @@ fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
     // The vq term's codebook gradient.
     let enc = model.encode(&ctx, x, normal_noise(&dev, 1, "noise", 0, 1, batch));
     let grads = enc.reg.backward();
-    let gbook = grads.get(&store.get(book_id).tensor).as_vec();
+    let gbook = grads.get(&store.get(store.find("latent.codebook").unwrap()).tensor).as_vec();
     let mut want = vec![0.0f32; codes * dim];
     for i in 0..positions * batch {
         let k = nearest(i);
@@ -227,27 +250,12 @@ fn quantized_latent_nearest_codes_straight_through_and_codebook_gradient() {
 /// gradient (it is a buffer), leaving the commitment term alone in `vq`.
 #[test]
 fn ema_codebook_update_matches_the_hand_computed_averages() {
-    let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
-    spec.data.size = 8;
-    spec.model.encoder = vec![];
-    let (codes, dim) = (4, 2);
-    spec.model.latent = Latent::Quantized { codes, dim, beta: 0.25, ema: true };
-    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
-    let dev = Cpu::default();
-    let ds = build_dataset(&spec).unwrap();
-    let mut store = ParamStore::new(dev.clone(), 4);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
-    let book_id = store.find("latent.codebook").unwrap();
-    assert_eq!(store.get(book_id).role, Role::Buffer);
+    let (codes, dim, batch) = (4, 2, 2);
     let book: Vec<f32> = vec![-0.4, 0.3, 0.0, 0.0, 0.4, -0.3, 0.8, 0.5];
-    store.set_values(book_id, book.clone());
-    let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());
-    store.set_values(w, vec![0.9, -0.7]);
-    store.set_values(b, vec![-0.3, 0.2]);
-    let batch = 2;
-    let x = to_tensor(&dev, &train_batch(ds.as_ref(), 1, 0, batch, &Default::default()));
+    let VqFixture { dev, model, store, book_id, x, .. } = vq_fixture(codes, true, &book, batch);
+    assert_eq!(store.get(book_id).role, Role::Buffer);
     let xv = x.as_vec();
-    let ze = |d: usize, i: usize| [0.9f32, -0.7][d] * xv[i] + [-0.3f32, 0.2][d];
+    let ze = |d: usize, i: usize| ze(&xv, d, i);
     let mut n = vec![0f32; codes];
     let mut m = vec![0f32; codes * dim];
     for i in 0..64 * batch {
