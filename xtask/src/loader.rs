@@ -2,7 +2,7 @@
 //! `DataLoader(num_workers=2)` on the same folder of 5,000 16-bit 256×256 PNGs (knee phantoms,
 //! written once under `target/bench-data/`), both decoding, resizing to 128 and batching by 64.
 
-use crate::{capture, flag, median, number_after, root, run};
+use crate::{alternate, flag, median, root, run, Side};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,25 +52,23 @@ pub fn bench_loader(args: &[String], python: &str) -> Result<(), String> {
     if !torch_ok {
         eprintln!("note: torchvision reference not run: need {python} with torch and torchvision");
     }
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let out = capture(Command::new(&vaelab).arg("bench-loader").arg(&dir).args(["--size", "128", "--threads", &threads]))?;
-        let ips = number_after(&out, "=> ").ok_or(format!("unexpected vaelab output: {out}"))?;
-        ours.push(ips);
-        let mut line = format!("round {round}/{rounds}: vaelab {ips:.0} img/s");
-        if torch_ok {
-            let out = capture(Command::new(python).arg(&script).arg(dir.join("train")).args(["128", "64", &threads]))?;
-            let ips = number_after(&out, "=> ").ok_or(format!("unexpected torchvision output: {out}"))?;
-            theirs.push(ips);
-            line += &format!(", torchvision {ips:.0} img/s");
-        }
-        eprintln!("{line}");
-    }
-    let m_ours = median(&mut ours);
+    let ours = || {
+        let mut c = Command::new(&vaelab);
+        c.arg("bench-loader").arg(&dir).args(["--size", "128", "--threads", &threads]);
+        c
+    };
+    let theirs = || {
+        let mut c = Command::new(python);
+        c.arg(&script).arg(dir.join("train")).args(["128", "64", &threads]);
+        c
+    };
+    let reference = torch_ok.then_some(Side { name: "torchvision", command: &theirs });
+    let (mut ours, mut theirs) = alternate(rounds, "img/s", Side { name: "vaelab", command: &ours }, reference)?;
+    let m_ours = median(&mut ours.rates);
     println!("loader: {IMAGES} 16-bit {SIDE}² PNGs → 128², batch 64, {threads} threads/workers, {rounds} rounds (medians)");
     println!("  vaelab     : {m_ours:>7.0} img/s");
     if torch_ok {
-        let m_theirs = median(&mut theirs);
+        let m_theirs = median(&mut theirs.rates);
         println!("  torchvision: {m_theirs:>7.0} img/s");
         println!("  ratio vaelab / torchvision: {:.2}×", m_ours / m_theirs);
     }

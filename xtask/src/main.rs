@@ -81,6 +81,37 @@ fn number_after(text: &str, key: &str) -> Option<f64> {
     rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.parse().ok()
 }
 
+/// One side of a benchmark: its name for the round lines, and how to run it.
+struct Side<'a> {
+    name: &'a str,
+    command: &'a dyn Fn() -> Command,
+}
+
+/// Each side's rate (the number after `=> ` in its output) and whole output, round by round.
+struct Rounds {
+    rates: Vec<f64>,
+    outputs: Vec<String>,
+}
+
+/// Runs vaelab and the reference (when there is one) alternately for `rounds`, so that both see the
+/// same machine load, printing each round's rates in `unit`.
+fn alternate(rounds: usize, unit: &str, ours: Side, theirs: Option<Side>) -> Result<(Rounds, Rounds), String> {
+    let mut sides = (Rounds { rates: vec![], outputs: vec![] }, Rounds { rates: vec![], outputs: vec![] });
+    for round in 1..=rounds {
+        let mut line = format!("round {round}/{rounds}:");
+        for (side, record) in [(Some(&ours), &mut sides.0), (theirs.as_ref(), &mut sides.1)] {
+            let Some(side) = side else { continue };
+            let out = capture(&mut (side.command)())?;
+            let rate = number_after(&out, "=> ").ok_or(format!("unexpected {} output: {out}", side.name))?;
+            line += &format!(" {} {rate:.1} {unit}", side.name);
+            record.rates.push(rate);
+            record.outputs.push(out);
+        }
+        eprintln!("{line}");
+    }
+    Ok(sides)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -116,34 +147,25 @@ fn bench(args: &[String]) -> Result<(), String> {
         script.display().to_string()
     );
 
-    let (mut ours, mut theirs, mut our_mem, mut their_mem) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let out = capture(Command::new(&vaelab).args([
-            "bench",
-            "specs/bench/betavae64.ron",
-            "--steps",
-            &steps,
-            "--threads",
-            &threads,
-        ]))?;
-        let ips = number_after(&out, "=> ").ok_or(format!("unexpected vaelab output: {out}"))?;
-        ours.push(ips);
-        our_mem.push(number_after(&out, "peak RSS ").unwrap_or(0.0));
-        let mut line = format!("round {round}/{rounds}: vaelab {ips:.0} img/s");
-        if torch_ok {
-            let out = capture(Command::new(&python).args(["-c", &torch_wrapper]).env("PYTHONWARNINGS", "ignore"))?;
-            let ips = number_after(&out, "=> ").ok_or(format!("unexpected PyTorch output: {out}"))?;
-            theirs.push(ips);
-            their_mem.push(number_after(&out, "peak_rss_mib ").unwrap_or(0.0));
-            line += &format!(", PyTorch {ips:.0} img/s");
-        }
-        eprintln!("{line}");
-    }
-    let (m_ours, mem_ours) = (median(&mut ours), median(&mut our_mem));
+    let ours = || {
+        let mut c = Command::new(&vaelab);
+        c.args(["bench", "specs/bench/betavae64.ron", "--steps", &steps, "--threads", &threads]);
+        c
+    };
+    let theirs = || {
+        let mut c = Command::new(&python);
+        c.args(["-c", &torch_wrapper]).env("PYTHONWARNINGS", "ignore");
+        c
+    };
+    let reference = torch_ok.then_some(Side { name: "PyTorch", command: &theirs });
+    let (mut ours, mut theirs) = alternate(rounds, "img/s", Side { name: "vaelab", command: &ours }, reference)?;
+    let memory = |r: &Rounds, key: &str| r.outputs.iter().map(|o| number_after(o, key).unwrap_or(0.0)).collect::<Vec<f64>>();
+    let (mut our_mem, mut their_mem) = (memory(&ours, "peak RSS "), memory(&theirs, "peak_rss_mib "));
+    let (m_ours, mem_ours) = (median(&mut ours.rates), median(&mut our_mem));
     println!("β-VAE 64×64, batch 64, Adam, {threads} threads, {rounds} rounds × {steps} steps (median of per-round medians)");
     println!("  vaelab : {m_ours:>7.0} img/s   peak RSS {mem_ours:>6.0} MiB");
     if torch_ok {
-        let (m_theirs, mem_theirs) = (median(&mut theirs), median(&mut their_mem));
+        let (m_theirs, mem_theirs) = (median(&mut theirs.rates), median(&mut their_mem));
         println!("  PyTorch: {m_theirs:>7.0} img/s   peak RSS {mem_theirs:>6.0} MiB");
         println!("  ratio vaelab / PyTorch: {:.2}×", m_ours / m_theirs);
     }
