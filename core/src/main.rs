@@ -80,6 +80,10 @@ enum Command {
         /// A plugin library or folder to load besides the run's own, for its metrics (repeatable).
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
+        /// pytorch-fid's Inception weights as safetensors, for `fid` [default: eval.fid_weights,
+        /// then $VAELAB_FID_WEIGHTS].
+        #[arg(long, value_name = "FILE")]
+        fid_weights: Option<PathBuf>,
     },
     /// Compare two image files, or two folders of images paired by sorted name, with no model.
     Metrics {
@@ -97,6 +101,12 @@ enum Command {
         /// A plugin library or folder whose metrics may be named (repeatable).
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
+        /// pytorch-fid's Inception weights as safetensors, for `fid` [default: $VAELAB_FID_WEIGHTS].
+        #[arg(long, value_name = "FILE")]
+        fid_weights: Option<PathBuf>,
+        /// A trained run whose encoder gives the features of `domain_fd`.
+        #[arg(long, value_name = "RUN_DIR")]
+        domain_encoder: Option<PathBuf>,
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -247,18 +257,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = eval::EvalOptions { device, ..Default::default() };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
-        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins } => {
+        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins, fid_weights } => {
             set_threads(threads)?;
-            let opts = eval::EvalOptions { checkpoint, device, split, metrics, plugins: extra_plugins(&plugins) };
+            let opts = eval::EvalOptions { checkpoint, device, split, metrics, plugins: extra_plugins(&plugins), fid_weights };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
-        Command::Metrics { real, fake, metrics, rgb, json, plugins, threads } => {
+        Command::Metrics { real, fake, metrics, rgb, json, plugins, threads, fid_weights, domain_encoder } => {
             set_threads(threads)?;
             let set = plugin::PluginSet::load(&extra_plugins(&plugins)).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
             let mut registry = vaelab_core::eval::metric::MetricRegistry::builtin();
             set.register_metrics(&mut registry, 64).map_err(|e| anyhow::anyhow!("{e}"))?;
             let channels = if rgb { vaelab_datasets::Channels::Rgb } else { vaelab_datasets::Channels::Grey };
-            let result = eval::compare::compare(&real, &fake, channels, &metrics, &registry)?;
+            let opts =
+                eval::compare::CompareOptions { channels, names: &metrics, registry: &registry, fid_weights, domain_encoder };
+            let result = eval::compare::compare(&real, &fake, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {

@@ -18,6 +18,8 @@ pub enum CompareError {
     Count { real: PathBuf, n_real: usize, fake: PathBuf, n_fake: usize },
     #[error(transparent)]
     Metric(#[from] MetricError),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// The image files `path` stands for: itself, or the images in the folder sorted by name.
@@ -69,32 +71,65 @@ pub struct ComparedMetric {
     pub note: Option<String>,
 }
 
+/// One side of a comparison.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Comparison {
-    pub pairs: usize,
+pub struct ImageSet {
+    pub images: usize,
     pub width: usize,
     pub height: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Comparison {
+    pub real: ImageSet,
+    pub fake: ImageSet,
     pub channels: usize,
     /// Bits per sample of the deeper of the two sets' files (data range is [0, 1] either way).
     pub bit_depth: u8,
     pub metrics: BTreeMap<String, ComparedMetric>,
 }
 
-/// Scores `fake` against `real` (files or folders) with the named metrics from `registry`.
-pub fn compare(
-    real: &Path,
-    fake: &Path,
-    channels: Channels,
-    names: &[String],
-    registry: &MetricRegistry,
-) -> Result<Comparison, CompareError> {
-    for name in names {
-        if registry.get(name).is_none() {
-            return Err(MetricError::Unknown { name: name.clone(), available: registry.names().join(", ") }.into());
+/// Metrics that compare the two sets as distributions: counts and sizes may differ.
+pub const DISTRIBUTION_METRICS: [&str; 2] = ["fid", "domain_fd"];
+
+/// What `vaelab metrics` computes and with what.
+pub struct CompareOptions<'a> {
+    pub channels: Channels,
+    pub names: &'a [String],
+    /// Pairwise metrics by name (built-in and plugin).
+    pub registry: &'a MetricRegistry,
+    /// pytorch-fid's Inception weights for `fid` (else `VAELAB_FID_WEIGHTS`).
+    pub fid_weights: Option<PathBuf>,
+    /// A run whose encoder gives `domain_fd`'s features.
+    pub domain_encoder: Option<PathBuf>,
+}
+
+/// Scores `fake` against `real` (files or folders) with the named metrics.
+pub fn compare(real: &Path, fake: &Path, opts: &CompareOptions) -> Result<Comparison, CompareError> {
+    let is_distribution = |n: &String| DISTRIBUTION_METRICS.contains(&n.as_str());
+    for name in opts.names.iter().filter(|n| !is_distribution(n)) {
+        if opts.registry.get(name).is_none() {
+            let mut available = opts.registry.names();
+            available.extend(DISTRIBUTION_METRICS);
+            return Err(MetricError::Unknown { name: name.clone(), available: available.join(", ") }.into());
         }
     }
+    let pairwise = opts.names.iter().any(|n| !is_distribution(n));
+    let fid_net = match opts.names.iter().any(|n| n == "fid") {
+        true => {
+            let path = super::fid::weights_path(opts.fid_weights.as_deref())
+                .ok_or_else(|| CompareError::Setup(super::fid::missing_weights_help()))?;
+            Some(super::fid::load(&path).map_err(CompareError::Setup)?)
+        }
+        false => None,
+    };
+    if opts.names.iter().any(|n| n == "domain_fd") && opts.domain_encoder.is_none() {
+        return Err(CompareError::Setup(
+            "domain_fd needs an encoder: give --domain-encoder RUN_DIR (a trained vaelab run for images of this size)".into(),
+        ));
+    }
     let (real_files, fake_files) = (files(real)?, files(fake)?);
-    if real_files.len() != fake_files.len() {
+    if pairwise && real_files.len() != fake_files.len() {
         return Err(CompareError::Count {
             real: real.to_path_buf(),
             n_real: real_files.len(),
@@ -102,9 +137,10 @@ pub fn compare(
             n_fake: fake_files.len(),
         });
     }
-    let (a, (w, h)) = load(&real_files, channels)?;
-    let (b, size_b) = load(&fake_files, channels)?;
-    if size_b != (w, h) {
+    let (a, (w, h)) = load(&real_files, opts.channels)?;
+    let (b, size_b) = load(&fake_files, opts.channels)?;
+    let same_size_needed = pairwise || opts.names.iter().any(|n| n == "domain_fd");
+    if same_size_needed && size_b != (w, h) {
         return Err(CompareError::Input(
             fake_files[0].clone(),
             format!("image is {}×{} but {} is {w}×{h}", size_b.0, size_b.1, real_files[0].display()),
@@ -112,27 +148,76 @@ pub fn compare(
     }
     let bit_depth = a.bit_depth.max(b.bit_depth);
     let mut metrics = BTreeMap::new();
-    for name in names {
-        let m = registry.get(name).expect("checked above");
-        for Scored { key, value, note } in m.evaluate(&a, &b)? {
-            let entry = ComparedMetric { value, higher_is_better: m.higher_is_better(), definition: m.definition().into(), note };
-            metrics.insert(key, entry);
+    for name in opts.names {
+        match name.as_str() {
+            "fid" => {
+                let net = fid_net.as_ref().expect("loaded above");
+                let fa = super::fid::features(net, &a, Some("FID features, real"));
+                let fb = super::fid::features(net, &b, Some("FID features, fake"));
+                let value = super::fid::distance(&fa, &fb).map_err(CompareError::Setup)?;
+                let note = super::fid::sample_note(a.n, b.n);
+                metrics.insert(
+                    "fid".into(),
+                    ComparedMetric { value, higher_is_better: false, definition: super::fid::DEFINITION.into(), note },
+                );
+            }
+            "domain_fd" => {
+                let dir = opts.domain_encoder.as_deref().expect("checked above");
+                let value = domain_distance(dir, &a, &b)?;
+                let definition = format!(
+                    "Fréchet distance between Gaussians fitted to the posterior means of the encoder of run {}; not FID",
+                    dir.display()
+                );
+                metrics.insert("domain_fd".into(), ComparedMetric { value, higher_is_better: false, definition, note: None });
+            }
+            _ => {
+                let m = opts.registry.get(name).expect("checked above");
+                for Scored { key, value, note } in m.evaluate(&a, &b)? {
+                    let entry =
+                        ComparedMetric { value, higher_is_better: m.higher_is_better(), definition: m.definition().into(), note };
+                    metrics.insert(key, entry);
+                }
+            }
         }
     }
-    Ok(Comparison { pairs: a.n, width: w, height: h, channels: a.c, bit_depth, metrics })
+    Ok(Comparison {
+        real: ImageSet { images: a.n, width: w, height: h },
+        fake: ImageSet { images: b.n, width: size_b.0, height: size_b.1 },
+        channels: a.c,
+        bit_depth,
+        metrics,
+    })
+}
+
+/// The domain FD between two image sets with a run's encoder, on the CPU.
+fn domain_distance(run: &Path, a: &ImageBatch, b: &ImageBatch) -> Result<f64, CompareError> {
+    use super::domain_fd::{distance, load_reference, FeatureEncoder};
+    use dfdx::prelude::Cpu;
+    let setup = |e: super::EvalError| CompareError::Setup(e.to_string());
+    let shape = crate::nn::FeatShape::Image(a.c, a.h, a.w);
+    let (model, store, seed) = load_reference(&Cpu::default(), run, shape).map_err(setup)?;
+    let encoder = FeatureEncoder::new(&model, &store, seed);
+    distance(&encoder.features(a, 64), &encoder.features(b, 64)).map_err(setup)
 }
 
 /// The text report.
 pub fn format(c: &Comparison) -> String {
-    let mut s = format!(
-        "compared {} image pair{} ({}, {}×{}, {}-bit), paired by sorted file name\n",
-        c.pairs,
-        if c.pairs == 1 { "" } else { "s" },
-        if c.channels == 3 { "RGB" } else { "grey" },
-        c.width,
-        c.height,
-        c.bit_depth
-    );
+    let kind = if c.channels == 3 { "RGB" } else { "grey" };
+    let mut s = if c.real == c.fake {
+        format!(
+            "compared {} image pair{} ({kind}, {}×{}, {}-bit), paired by sorted file name\n",
+            c.real.images,
+            if c.real.images == 1 { "" } else { "s" },
+            c.real.width,
+            c.real.height,
+            c.bit_depth
+        )
+    } else {
+        format!(
+            "compared {} real images ({}×{}) with {} fake images ({}×{}), {kind}, {}-bit\n",
+            c.real.images, c.real.width, c.real.height, c.fake.images, c.fake.width, c.fake.height, c.bit_depth
+        )
+    };
     for (name, m) in &c.metrics {
         let better = if m.higher_is_better { "higher is better" } else { "lower is better" };
         s += &format!("  {name:<10} {:>12.6}  {better}\n", m.value);

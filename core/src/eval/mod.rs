@@ -8,8 +8,10 @@ pub mod compare;
 pub mod disentangle;
 pub mod domain_fd;
 pub mod factors;
+pub mod fid;
 pub mod frechet;
 pub mod grid;
+pub mod inception;
 pub mod metric;
 pub mod ssim;
 
@@ -83,7 +85,7 @@ pub struct EvalReport {
 
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
 /// among them).
-pub const MODEL_METRICS: [&str; 7] = ["elbo", "domain_fd", "mig", "sap", "dci", "factor_vae", "beta_vae"];
+pub const MODEL_METRICS: [&str; 8] = ["elbo", "domain_fd", "fid", "mig", "sap", "dci", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
@@ -113,11 +115,13 @@ pub struct EvalOptions {
     pub metrics: Option<Vec<String>>,
     /// Plugin libraries to load besides the run's own (for their metrics).
     pub plugins: Vec<PathBuf>,
+    /// pytorch-fid's Inception weights (safetensors) for `fid`, instead of the spec's.
+    pub fid_weights: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { checkpoint: None, device: None, split: Split::Test, metrics: None, plugins: vec![] }
+        EvalOptions { checkpoint: None, device: None, split: Split::Test, metrics: None, plugins: vec![], fid_weights: None }
     }
 }
 
@@ -138,6 +142,9 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
         spec.eval.metrics = m.clone();
     }
     spec.plugins.extend(opts.plugins.iter().cloned());
+    if opts.fid_weights.is_some() {
+        spec.eval.fid_weights = opts.fid_weights.clone();
+    }
     let checkpoint = opts.checkpoint.as_deref();
     let split = opts.split;
     match spec.device {
@@ -175,6 +182,14 @@ fn evaluate_on<D: Backend>(
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
     let wants_elbo = spec.eval.metrics.iter().any(|m| m == "elbo");
     let wants_domain_fd = spec.eval.metrics.iter().any(|m| m == "domain_fd");
+    // Load the FID network before the long part, so a missing weight file fails at once.
+    let fid_net = if spec.eval.metrics.iter().any(|m| m == "fid") {
+        let path =
+            fid::weights_path(spec.eval.fid_weights.as_deref()).ok_or_else(|| EvalError::Model(fid::missing_weights_help()))?;
+        Some(fid::load(&path).map_err(EvalError::Model)?)
+    } else {
+        None
+    };
     for name in spec.eval.metrics.iter().filter(|m| !MODEL_METRICS.contains(&m.as_str())) {
         if registry.get(name).is_none() {
             let mut available = registry.names();
@@ -290,8 +305,23 @@ fn evaluate_on<D: Backend>(
             &mut failed,
         );
     }
-    if wants_domain_fd {
-        let fake_samples = domain_fd::prior_samples(&model, &store, spec.seed, &real, bs);
+    // Prior samples, as many as test images, for the distribution metrics.
+    let samples = (wants_domain_fd || fid_net.is_some()).then(|| domain_fd::prior_samples(&model, &store, spec.seed, &real, bs));
+    if let (Some(net), Some(samples)) = (&fid_net, &samples) {
+        let real_features = fid::features(net, &real, Some("FID features, test"));
+        let fake_features = fid::features(net, samples, Some("FID features, samples"));
+        match fid::distance(&real_features, &fake_features) {
+            Ok(value) => {
+                let definition = format!("{} of the {n} test images and {n} decoded prior samples", fid::DEFINITION);
+                let note = fid::sample_note(n, n);
+                metrics.insert("fid".into(), MetricEntry { value, higher_is_better: false, definition, note });
+            }
+            Err(m) => {
+                failed.insert("fid".into(), m);
+            }
+        }
+    }
+    if let (true, Some(fake_samples)) = (wants_domain_fd, &samples) {
         let reference = match &spec.eval.domain_encoder {
             Some(dir) => Some(domain_fd::load_reference(&dev, dir, shape)?),
             None => None,
@@ -305,7 +335,7 @@ fn evaluate_on<D: Backend>(
             Some(_) => encoder.features(&real, bs),
             None => codes.iter().map(|c| c.iter().map(|v| *v as f64).collect()).collect(),
         };
-        let value = domain_fd::distance(&real_features, &encoder.features(&fake_samples, bs))?;
+        let value = domain_fd::distance(&real_features, &encoder.features(fake_samples, bs))?;
         let source = match &spec.eval.domain_encoder {
             Some(dir) => format!("the encoder of run {}", dir.display()),
             None => "this run's own encoder (compare checkpoints of this run only)".into(),

@@ -47,6 +47,29 @@ fn columns(data: &[f32], row_len: usize, off: usize) -> View<'_> {
     View { data: &data[off..], rs: row_len, cs: 1 }
 }
 
+/// The forward pass of `Conv` on raw batch-last values: x (C·H·W, B), weight (Cout, C·kh·kw),
+/// bias (Cout) → (Cout·OH·OW, B). Inference-only networks (the FID Inception) call it directly.
+pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom, cout: usize) -> Vec<f32> {
+    let (kdim, n) = (g.col_rows(), g.positions() * batch);
+    debug_assert_eq!((x.len(), w.len(), b.len()), (g.c * g.h * g.w * batch, cout * kdim, cout));
+    let mut y = vec![0.0; cout * n];
+    let yp = SendPtr(y.as_mut_ptr());
+    tiles(g, batch).par_iter().for_each(|&tile| {
+        let (off, cols) = span(batch, tile);
+        with_scratch(kdim * cols, |col| {
+            im2col_range(x, g, batch, tile, col);
+            // SAFETY: each tile owns columns off..off+cols of every row of y.
+            unsafe {
+                for (o, bias) in b.iter().enumerate() {
+                    std::slice::from_raw_parts_mut(yp.get().add(o * n + off), cols).fill(*bias);
+                }
+                gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(w, kdim), View::rows(col, cols), false);
+            }
+        });
+    });
+    y
+}
+
 /// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B).
 /// `x_needs_grad = false` skips the input gradient (the first layer sees data, not activations).
 pub fn conv2d(
@@ -65,21 +88,7 @@ pub fn conv2d(
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
     let tiles = tiles(&g, batch);
-    let mut y = vec![0.0; cout * n];
-    let yp = SendPtr(y.as_mut_ptr());
-    tiles.par_iter().for_each(|&tile| {
-        let (off, cols) = span(batch, tile);
-        with_scratch(kdim * cols, |col| {
-            im2col_range(&x_vals, &g, batch, tile, col);
-            // SAFETY: each tile owns columns off..off+cols of every row of y.
-            unsafe {
-                for (o, bias) in b_vals.iter().enumerate() {
-                    std::slice::from_raw_parts_mut(yp.get().add(o * n + off), cols).fill(*bias);
-                }
-                gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(&w_vals, kdim), View::rows(col, cols), false);
-            }
-        });
-    });
+    let y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout);
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
 
     let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());

@@ -2,15 +2,18 @@
 
 /// A convolution between an "image side" of `c`×`h`×`w` and a "column side" of `oh`×`ow`
 /// positions. For `Conv` the image side is the input; for `ConvT` it is the output, since a
-/// transposed convolution is the adjoint of the convolution with the same k, s, p.
+/// transposed convolution is the adjoint of the convolution with the same kernel, stride and padding.
+///
+/// Kernels, strides and paddings are `(vertical, horizontal)`: spec layers are square, while
+/// Inception-v3 (the FID network) factorises 7×7 kernels into 1×7 and 7×1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
     pub c: usize,
     pub h: usize,
     pub w: usize,
-    pub k: usize,
-    pub s: usize,
-    pub p: usize,
+    pub k: (usize, usize),
+    pub s: (usize, usize),
+    pub p: (usize, usize),
     pub oh: usize,
     pub ow: usize,
 }
@@ -28,20 +31,26 @@ impl ConvGeom {
         full.checked_sub(2 * p).filter(|&o| o > 0)
     }
 
-    /// Geometry of `Conv` on a `c`×`h`×`w` input.
+    /// Geometry of a square `Conv` on a `c`×`h`×`w` input.
     pub fn conv(c: usize, h: usize, w: usize, k: usize, s: usize, p: usize) -> Option<ConvGeom> {
-        Some(ConvGeom { c, h, w, k, s, p, oh: Self::conv_out(h, k, s, p)?, ow: Self::conv_out(w, k, s, p)? })
+        Self::conv_rect(c, h, w, (k, k), (s, s), (p, p))
     }
 
-    /// Geometry of `ConvT` producing `c` channels from an `ih`×`iw` input.
+    /// Geometry of a `Conv` with a `k.0`×`k.1` kernel on a `c`×`h`×`w` input.
+    pub fn conv_rect(c: usize, h: usize, w: usize, k: (usize, usize), s: (usize, usize), p: (usize, usize)) -> Option<ConvGeom> {
+        let (oh, ow) = (Self::conv_out(h, k.0, s.0, p.0)?, Self::conv_out(w, k.1, s.1, p.1)?);
+        Some(ConvGeom { c, h, w, k, s, p, oh, ow })
+    }
+
+    /// Geometry of a square `ConvT` producing `c` channels from an `ih`×`iw` input.
     pub fn conv_t(c: usize, ih: usize, iw: usize, k: usize, s: usize, p: usize) -> Option<ConvGeom> {
         let (h, w) = (Self::conv_t_out(ih, k, s, p)?, Self::conv_t_out(iw, k, s, p)?);
-        Some(ConvGeom { c, h, w, k, s, p, oh: ih, ow: iw })
+        Some(ConvGeom { c, h, w, k: (k, k), s: (s, s), p: (p, p), oh: ih, ow: iw })
     }
 
-    /// Rows of the column matrix: c·k·k.
+    /// Rows of the column matrix: c·kh·kw.
     pub fn col_rows(&self) -> usize {
-        self.c * self.k * self.k
+        self.c * self.k.0 * self.k.1
     }
 
     /// Column-side positions: oh·ow.
@@ -52,10 +61,11 @@ impl ConvGeom {
     /// Image-side row for column row `r` at position (oy, ox), or `None` in the zero padding.
     #[inline]
     pub fn source(&self, r: usize, oy: usize, ox: usize) -> Option<usize> {
-        let (c, kk) = (r / (self.k * self.k), r % (self.k * self.k));
-        let (ky, kx) = (kk / self.k, kk % self.k);
-        let y = (oy * self.s + ky).checked_sub(self.p).filter(|&y| y < self.h)?;
-        let x = (ox * self.s + kx).checked_sub(self.p).filter(|&x| x < self.w)?;
+        let taps = self.k.0 * self.k.1;
+        let (c, kk) = (r / taps, r % taps);
+        let (ky, kx) = (kk / self.k.1, kk % self.k.1);
+        let y = (oy * self.s.0 + ky).checked_sub(self.p.0).filter(|&y| y < self.h)?;
+        let x = (ox * self.s.1 + kx).checked_sub(self.p.1).filter(|&x| x < self.w)?;
         Some((c * self.h + y) * self.w + x)
     }
 }

@@ -31,7 +31,8 @@ pub fn tiles(g: &ConvGeom, batch: usize) -> Vec<(usize, usize)> {
 /// Bands of whole output rows for scatters: the fewest rows such that bands two apart never
 /// write the same image rows, so even bands can scatter in parallel, then odd ones.
 pub fn bands(g: &ConvGeom) -> Vec<(usize, usize)> {
-    let rows = if g.k > g.s { (g.k - g.s).div_ceil(g.s) } else { 1 }.clamp(1, g.oh.max(1));
+    let (k, s) = (g.k.0, g.s.0);
+    let rows = if k > s { (k - s).div_ceil(s) } else { 1 }.clamp(1, g.oh.max(1));
     (0..g.oh).step_by(rows).map(|a| (a, (a + rows).min(g.oh))).collect()
 }
 
@@ -329,5 +330,22 @@ mod tests {
         let lhs: f32 = col.iter().zip(&y).map(|(a, b)| a * b).sum();
         let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn rectangular_kernels_gather_their_own_rows_and_columns() {
+        // A 1×3 kernel with horizontal padding 1 on a 2×4 image: taps run along x only.
+        let g = ConvGeom::conv_rect(1, 2, 4, (1, 3), (1, 1), (0, 1)).unwrap();
+        assert_eq!((g.oh, g.ow, g.col_rows()), (2, 4, 3));
+        let img: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut col = vec![0.0; g.col_rows() * g.positions()];
+        im2col(&img, &g, 1, &mut col);
+        // Row r = tap kx; column = output position (y, x); value = img[y, x + kx − 1] or 0.
+        assert_eq!(&col[..8], &[0.0, 0.0, 1.0, 2.0, 0.0, 4.0, 5.0, 6.0]);
+        assert_eq!(&col[8..16], &img[..]);
+        assert_eq!(&col[16..], &[1.0, 2.0, 3.0, 0.0, 5.0, 6.0, 7.0, 0.0]);
+        // A 3×1 kernel with stride (2, 1) keeps every column and every other row.
+        let g = ConvGeom::conv_rect(1, 5, 2, (3, 1), (2, 1), (1, 0)).unwrap();
+        assert_eq!((g.oh, g.ow), (3, 2));
     }
 }

@@ -101,10 +101,15 @@ fn load_chain(path: PathBuf, text: String) -> Result<LoadedSpec, SpecErrors> {
 /// Makes a relative dataset folder relative to the spec file that writes it (like `extends`), so a
 /// run's resolved `spec.ron` works from any working directory.
 fn resolve_data_paths(loaded: &mut LoadedSpec) {
-    if let Some(dir) = loaded.experiment.eval.domain_encoder.as_mut().filter(|d| d.is_relative()) {
-        let writer = loaded.sources.iter().find(|s| s.locations.contains("eval.domain_encoder")).or(loaded.sources.first());
-        if let Some(base) = writer.and_then(|s| s.path.parent()) {
-            *dir = base.join(&*dir);
+    for (field, path) in [
+        ("eval.domain_encoder", &mut loaded.experiment.eval.domain_encoder),
+        ("eval.fid_weights", &mut loaded.experiment.eval.fid_weights),
+    ] {
+        if let Some(dir) = path.as_mut().filter(|d| d.is_relative()) {
+            let writer = loaded.sources.iter().find(|s| s.locations.contains(field)).or(loaded.sources.first());
+            if let Some(base) = writer.and_then(|s| s.path.parent()) {
+                *dir = base.join(&*dir);
+            }
         }
     }
     let plugin_writer = loaded.sources.iter().find(|s| s.locations.contains("plugins")).or(loaded.sources.first());

@@ -495,6 +495,9 @@ section! {
         /// A run directory whose encoder provides the features of `domain_fd` (relative to the spec
         /// file); without one, the evaluated run's own encoder does.
         domain_encoder: Option<std::path::PathBuf> = None,
+        /// pytorch-fid's Inception weights as safetensors, for `fid` (relative to the spec file);
+        /// without it, `--fid-weights` or `VAELAB_FID_WEIGHTS` must name the file.
+        fid_weights: Option<std::path::PathBuf> = None,
     }
 }
 

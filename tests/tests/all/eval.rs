@@ -162,7 +162,18 @@ fn ssim_and_ms_ssim_match_pytorch_msssim() {
 /// mismatched inputs are clear errors.
 #[test]
 fn comparing_two_folders_of_images() {
-    use vaelab_core::eval::compare::compare;
+    use vaelab_core::eval::compare::{compare as compare_with, CompareOptions};
+    let compare =
+        |a: &std::path::Path, b: &std::path::Path, _: vaelab_datasets::Channels, names: &[String], registry: &MetricRegistry| {
+            let opts = CompareOptions {
+                channels: vaelab_datasets::Channels::Grey,
+                names,
+                registry,
+                fid_weights: None,
+                domain_encoder: None,
+            };
+            compare_with(a, b, &opts)
+        };
     let dir = scratch("compare");
     let (a, b) = (dir.join("real"), dir.join("fake"));
     std::fs::create_dir_all(&a).unwrap();
@@ -181,7 +192,8 @@ fn comparing_two_folders_of_images() {
     let registry = MetricRegistry::builtin();
     let names: Vec<String> = ["mse", "psnr", "ssim"].map(String::from).to_vec();
     let c = compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap();
-    assert_eq!((c.pairs, c.width, c.height, c.channels, c.bit_depth), (4, 32, 32, 1, 8));
+    assert_eq!((c.real.images, c.real.width, c.real.height, c.channels, c.bit_depth), (4, 32, 32, 1, 8));
+    assert_eq!(c.real, c.fake);
     let real = ImageBatch { n: 4, c: 1, h: 32, w: 32, pixels: real_px, factors: vec![], bit_depth: 8 };
     let fake = real.with_pixels(fake_px);
     assert!((c.metrics["mse"].value - Mse.compute(&real, &fake).unwrap()).abs() < 1e-12);
@@ -195,7 +207,7 @@ fn comparing_two_folders_of_images() {
     case("different counts", compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string());
     image::GrayImage::new(16, 16).save(b.join("3.png")).unwrap();
     case("different sizes", compare(&a, &b, vaelab_datasets::Channels::Grey, &names, &registry).unwrap_err().to_string());
-    let unknown = vec!["fid".to_string()];
+    let unknown = vec!["lpips".to_string()];
     case("unknown metric", compare(&a, &b, vaelab_datasets::Channels::Grey, &unknown, &registry).unwrap_err().to_string());
     case(
         "missing folder",

@@ -6,6 +6,7 @@ mod disentangle;
 mod eval;
 mod frechet;
 mod gradients;
+mod inception;
 mod model;
 mod optim;
 mod plugins;
