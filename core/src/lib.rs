@@ -16,5 +16,6 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod plugin;
+pub mod report;
 pub mod spec;
 pub mod train;

@@ -363,7 +363,10 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
     let dir = eval::eval_dir(run_dir, report.split);
-    println!("wrote {}/: metrics.json, reconstructions.png, samples.png, traversal.png", dir.display());
+    println!(
+        "wrote {}/: report.html (open it in a browser), metrics.json, reconstructions.png, samples.png, traversal.png, loss-curves.png",
+        dir.display()
+    );
     if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -2,7 +2,8 @@
 //!
 //! Writes `eval/metrics.json` and three PNG grids into the run directory:
 //! `reconstructions.png` (input beside output), `samples.png` (decoded prior samples) and
-//! `traversal.png` (one row per latent dimension, most informative first).
+//! `traversal.png` (one row per latent dimension, most informative first); then
+//! [`crate::report`] adds `loss-curves.png` and the self-contained `report.html`.
 
 pub mod compare;
 pub mod disentangle;
@@ -391,6 +392,7 @@ fn evaluate_on<D: Backend>(
     let path = out_dir.join("metrics.json");
     checkpoint::write_atomic(&path, json.as_bytes())
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
+    crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
     Ok(report)
 }
 

@@ -86,10 +86,18 @@ fn unknown_metric_names_list_the_available_ones() {
     let dir = scratch("eval-unknown");
     let mut spec = tiny();
     spec.train.steps = 1;
-    spec.eval.metrics = vec!["mse".into(), "fid".into()];
+    spec.eval.metrics = vec!["mse".into(), "lpips".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
     let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
-    insta::assert_snapshot!(err.to_string(), @"unknown metric `fid`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, mig, sap, dci, factor_vae, beta_vae");
+    insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, mig, sap, dci, factor_vae, beta_vae");
+    // FID without a weight file fails before any image is scored, saying where weights come from.
+    assert!(std::env::var_os(vaelab_core::eval::fid::WEIGHTS_VAR).is_none());
+    let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["fid".into()]), ..Default::default() };
+    let err = vaelab_core::eval::evaluate(&dir, &opts).unwrap_err().to_string();
+    assert!(
+        err.starts_with("FID needs pytorch-fid's Inception weights") && err.contains("fid_weights_to_safetensors.py"),
+        "{err}"
+    );
 }
 
 #[test]

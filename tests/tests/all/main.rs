@@ -10,5 +10,6 @@ mod inception;
 mod model;
 mod optim;
 mod plugins;
+mod report;
 mod specs;
 mod training;

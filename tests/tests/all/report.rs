@@ -1,0 +1,98 @@
+//! `report.html`: a self-contained page with the metric table, the grids and the loss curves,
+//! checked as text and as Chromium renders it.
+
+use crate::training::{options, scratch, tiny};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The headless browser: `VAELAB_CHROMIUM`, else `chromium` / `chromium-browser` / `google-chrome`
+/// on PATH. CI installs Debian's `chromium`.
+pub fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VAELAB_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        let ok = Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        ok.then(|| PathBuf::from(name))
+    })
+}
+
+/// Whether a missing browser is a failure (CI) rather than a skip.
+pub fn browser_required() -> bool {
+    std::env::var_os("VAELAB_REQUIRE_DATA").is_some()
+}
+
+/// Renders `page` headless at `width`×`height` into `out` (PNG).
+pub fn screenshot(browser: &Path, page: &Path, out: &Path, (width, height): (u32, u32)) {
+    let status = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage"])
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
+        .output()
+        .unwrap();
+    assert!(out.exists(), "no screenshot from {}: {}", browser.display(), String::from_utf8_lossy(&status.stderr));
+}
+
+/// The lines a reader scans first: headings, metric names and figure captions.
+fn outline(html: &str) -> String {
+    let mut out = String::new();
+    for (open, close, prefix) in
+        [("<h2>", "</h2>", "## "), ("<td class=\"name\">", "</td>", "metric "), ("<figcaption>", "</figcaption>", "figure: ")]
+    {
+        for part in html.split(open).skip(1) {
+            out += &format!("{prefix}{}\n", &part[..part.find(close).unwrap()]);
+        }
+    }
+    out
+}
+
+#[test]
+fn report_html_embeds_the_table_grids_and_loss_curves_and_renders_in_chromium() {
+    let dir = scratch("report");
+    let mut spec = tiny();
+    spec.train.steps = 120;
+    spec.eval.metrics = ["mse", "psnr", "ssim", "ms_ssim", "elbo", "fid", "mig"].map(String::from).to_vec();
+    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    let weights = dir.join("inception-fid.safetensors");
+    vaelab_core::eval::fid::write_synthetic_weights(&weights).unwrap();
+    let opts = vaelab_core::eval::EvalOptions { fid_weights: Some(weights), ..Default::default() };
+    let report = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    assert!(report.metrics["fid"].value.is_finite() && report.metrics["fid"].value >= 0.0);
+
+    let html = std::fs::read_to_string(dir.join("eval/report.html")).unwrap();
+    for key in report.metrics.keys() {
+        assert!(html.contains(&format!("<td class=\"name\">{key}</td>")), "{key} is not in the table");
+    }
+    // Every picture is embedded, none linked: the file stands alone.
+    let pngs = 4 + report.factor_grids.len();
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), pngs);
+    assert!(!html.contains("src=\"eval/") && !html.contains("src=\"/"));
+    let curves = image::open(dir.join("eval/loss-curves.png")).unwrap();
+    assert!(curves.width() >= 800 && curves.height() >= 200);
+    insta::assert_snapshot!(outline(&html));
+
+    let Some(browser) = chromium() else {
+        assert!(!browser_required(), "Chromium is needed (apt-get install chromium, or set VAELAB_CHROMIUM)");
+        eprintln!("skipping the Chromium rendering: no chromium on PATH");
+        return;
+    };
+    let shot = dir.join("report.png");
+    screenshot(&browser, &dir.join("eval/report.html"), &shot, (1100, 2600));
+    let img = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (1100, 2600));
+    // The loss plot's blue lines and the table's header shading are both on the page.
+    let blue = img.pixels().filter(|p| p[2] > 150 && p[0] < 60 && p[1] < 110).count();
+    let header_grey = img.pixels().filter(|p| p.0 == [246, 246, 246]).count();
+    assert!(blue > 200, "no plot lines in the rendering ({blue} blue pixels)");
+    assert!(header_grey > 1000, "no table header in the rendering ({header_grey} pixels)");
+    // The image grids: many distinct grey levels in the page (text is near-black on white).
+    let mut greys = std::collections::BTreeSet::new();
+    for p in img.pixels().filter(|p| p[0] == p[1] && p[1] == p[2]) {
+        greys.insert(p[0]);
+    }
+    assert!(greys.len() > 100, "only {} grey levels: the grids did not render", greys.len());
+    let artifacts = crate::specs::workspace().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::copy(&shot, artifacts.join("report.png")).unwrap();
+}
