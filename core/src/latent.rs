@@ -221,6 +221,16 @@ impl LatentModel {
 }
 
 impl QuantizedLatent {
+    /// The codebook: `codes` vectors of `dim` values.
+    pub fn codebook_vectors<D: Device<f32>>(&self, store: &ParamStore<D>) -> Vec<Vec<f32>> {
+        store.get(self.codebook).tensor.as_vec().chunks(self.dim).map(<[f32]>::to_vec).collect()
+    }
+
+    /// The moving average of how often each code was chosen in training.
+    pub fn code_frequencies<D: Device<f32>>(&self, store: &ParamStore<D>) -> Vec<f32> {
+        store.get(self.frequency).tensor.as_vec()
+    }
+
     /// Nearest-code lookup at every position, the straight-through code and the `vq` loss.
     fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>) -> Encoded<D> {
         let dev = ctx.store.dev.clone();

@@ -6,11 +6,13 @@
 //! * [`optim`], [`checkpoint`], [`train`]: the training loop.
 //! * [`eval`]: metrics and image grids.
 //! * [`plugin`]: metric and model-block plugins loaded at run time through a C ABI.
+pub mod analysis;
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod explore;
 pub mod latent;
 pub mod model;
 pub mod nn;

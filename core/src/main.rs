@@ -9,6 +9,8 @@ use std::sync::Arc;
 use vaelab_core::spec::Device;
 use vaelab_core::{check, eval, plugin, train};
 
+mod cli_latent;
+
 // Large, short-lived activation buffers make glibc malloc return memory to the OS and page-fault
 // it back every step; mimalloc keeps it (measured: about half the step time on 2 cores).
 #[global_allocator]
@@ -110,6 +112,10 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Analyse a run's latent space: traverse, interpolate, attributes, embed (writes RUN_DIR/latent/).
+    Latent(cli_latent::LatentArgs),
+    /// Serve a live latent explorer for a run on http://127.0.0.1:8080/.
+    Explore(cli_latent::ExploreArgs),
     /// Inspect plugin libraries.
     Plugins {
         #[command(subcommand)]
@@ -276,6 +282,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", eval::compare::format(&result));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explore(args) => {
+            set_threads(args.threads)?;
+            cli_latent::run_explore(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Latent(args) => {
+            set_threads(args.threads)?;
+            cli_latent::run_latent(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { command: PluginsCommand::List { paths } } => {

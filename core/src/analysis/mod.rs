@@ -1,0 +1,237 @@
+//! Latent-space analysis of a trained run (`vaelab latent RUN_DIR …`): traversals, interpolation,
+//! attribute directions with linear probes, and a 2-D map of the test codes. Each writes PNG grids
+//! and a JSON summary into `RUN_DIR/latent/`. The live explorer (`crate::explore`) uses the same
+//! [`LoadedRun`].
+
+pub mod attributes;
+pub mod embed;
+pub mod interpolate;
+pub mod traverse;
+
+use crate::checkpoint;
+use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
+use crate::eval::{read_run_spec, EvalError};
+use crate::latent::LatentModel;
+use crate::model::Model;
+use crate::nn::{from_batch_last, Ctx, FeatShape, ParamStore};
+use crate::plugin::PluginSet;
+use crate::spec::Experiment;
+use dfdx::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use vaelab_datasets::{Dataset, ImageBatch, Split};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Run(#[from] EvalError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, String),
+}
+
+/// A trained run, loaded on the CPU: its spec, data, model and parameters.
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub spec: Experiment,
+    pub dataset: Box<dyn Dataset>,
+    pub model: Model,
+    pub store: ParamStore<Cpu>,
+    pub step: usize,
+}
+
+/// Test images with their codes (posterior means) and log-variances, one row per image.
+pub struct Codes {
+    pub images: ImageBatch,
+    pub mu: Vec<Vec<f32>>,
+    pub logvar: Vec<Vec<f32>>,
+}
+
+impl LoadedRun {
+    /// Loads `run_dir`'s spec, dataset and latest checkpoint (or `checkpoint`).
+    pub fn open(run_dir: &Path, checkpoint: Option<&Path>) -> Result<LoadedRun, AnalysisError> {
+        let spec = read_run_spec(run_dir)?;
+        let dataset = build_dataset(&spec).map_err(EvalError::from)?;
+        let shape = data_shape(dataset.as_ref());
+        let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
+        let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
+        let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+        let ckpt = match checkpoint {
+            Some(p) => p.to_path_buf(),
+            None => checkpoint::latest(&run_dir.join("checkpoints"))?,
+        };
+        let step = checkpoint::load(&ckpt, &mut store, None)?.step;
+        Ok(LoadedRun { dir: run_dir.to_path_buf(), spec, dataset, model, store, step })
+    }
+
+    pub fn code_len(&self) -> usize {
+        self.model.latent.code_shape().len()
+    }
+
+    pub fn image_shape(&self) -> (usize, usize, usize) {
+        self.dataset.image_shape()
+    }
+
+    /// The first `n` test images (fewer if the split is smaller).
+    pub fn test_images(&self, n: usize) -> ImageBatch {
+        let n = n.min(self.dataset.len(Split::Test));
+        self.dataset.batch(Split::Test, &(0..n).collect::<Vec<_>>())
+    }
+
+    /// Codes of `images`, in batches of the spec's batch size.
+    pub fn encode(&self, images: ImageBatch) -> Codes {
+        let dev = &self.store.dev;
+        let code = self.code_len();
+        let (mut mu, mut logvar) = (Vec::with_capacity(images.n), Vec::with_capacity(images.n));
+        let bs = self.spec.data.batch.max(1);
+        for start in (0..images.n).step_by(bs) {
+            let end = (start + bs).min(images.n);
+            let chunk = images.range(start, end);
+            let ctx = Ctx::new(&self.store, false, self.spec.seed, start as u64);
+            let noise = normal_noise(dev, self.spec.seed, "analysis", start as u64, code, end - start);
+            let enc = self.model.encode(&ctx, to_tensor(dev, &chunk), noise);
+            let rows = |v: Vec<f32>| from_batch_last(&v, end - start).chunks(code).map(<[f32]>::to_vec).collect::<Vec<_>>();
+            mu.extend(rows(enc.mu.as_vec()));
+            logvar.extend(rows(enc.logvar.as_vec()));
+        }
+        Codes { images, mu, logvar }
+    }
+
+    /// Decodes codes (each of [`Self::code_len`] values) to images in [0, 1].
+    pub fn decode(&self, codes: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let (code, len) = (self.code_len(), self.dataset.image_shape());
+        let image_len = len.0 * len.1 * len.2;
+        let mut out = Vec::with_capacity(codes.len());
+        let bs = self.spec.data.batch.max(1);
+        for chunk in codes.chunks(bs) {
+            let n = chunk.len();
+            let mut z = vec![0.0f32; code * n];
+            for (j, c) in chunk.iter().enumerate() {
+                for (d, v) in c.iter().enumerate() {
+                    z[d * n + j] = *v;
+                }
+            }
+            let ctx = Ctx::new(&self.store, false, self.spec.seed, 0);
+            let zt = self.store.dev.tensor_from_vec(z, (code, n));
+            let imgs = self.model.to_image(self.model.decode(&ctx, zt.retaped())).as_vec();
+            out.extend(from_batch_last(&imgs, n).chunks(image_len).map(<[f32]>::to_vec));
+        }
+        out
+    }
+
+    /// Where the analysis outputs go: `RUN_DIR/latent/`.
+    pub fn out_dir(&self) -> Result<PathBuf, AnalysisError> {
+        let dir = self.dir.join("latent");
+        std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Write(dir.clone(), e.to_string()))?;
+        Ok(dir)
+    }
+
+    /// The kind of latent, for messages and summaries.
+    pub fn latent_kind(&self) -> &'static str {
+        match self.model.latent {
+            LatentModel::Identity(_) => "none",
+            LatentModel::Gaussian(_) => "gaussian",
+            LatentModel::Spatial(_) => "spatial",
+            LatentModel::Quantized(_) => "quantized",
+        }
+    }
+
+    /// Channels and positions of a spatial or quantized code: (C, h·w); flat codes are (len, 1).
+    pub fn code_grid(&self) -> (usize, usize) {
+        match self.model.latent.code_shape() {
+            FeatShape::Image(c, h, w) => (c, h * w),
+            FeatShape::Flat(n) => (n, 1),
+        }
+    }
+}
+
+/// How much each code element matters, largest first: KL (nats, averaged over the images) for the
+/// Gaussian kinds, the variance of the codes otherwise (an autoencoder or a quantized code).
+pub fn ranked_elements(run: &LoadedRun, codes: &Codes) -> Vec<(usize, f64)> {
+    let n = codes.mu.len().max(1) as f64;
+    let len = run.code_len();
+    let probabilistic = matches!(run.model.latent, LatentModel::Gaussian(_) | LatentModel::Spatial(_));
+    let score: Vec<f64> = (0..len)
+        .map(|d| {
+            if probabilistic {
+                codes
+                    .mu
+                    .iter()
+                    .zip(&codes.logvar)
+                    .map(|(m, l)| {
+                        let (m, l) = (m[d] as f64, l[d] as f64);
+                        -0.5 * (1.0 + l - m * m - l.exp())
+                    })
+                    .sum::<f64>()
+                    / n
+            } else {
+                let mean = codes.mu.iter().map(|c| c[d] as f64).sum::<f64>() / n;
+                codes.mu.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n
+            }
+        })
+        .collect();
+    let mut order: Vec<(usize, f64)> = score.into_iter().enumerate().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    order
+}
+
+/// Per-element standard deviation of the codes over the images.
+pub fn code_std(codes: &Codes) -> Vec<f32> {
+    let n = codes.mu.len().max(1) as f64;
+    let len = codes.mu.first().map_or(0, Vec::len);
+    (0..len)
+        .map(|d| {
+            let mean = codes.mu.iter().map(|c| c[d] as f64).sum::<f64>() / n;
+            (codes.mu.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+        })
+        .collect()
+}
+
+/// Numbers a reader (and a snapshot) checks about a grid of decoded images.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GridStats {
+    pub rows: usize,
+    pub columns: usize,
+    /// (channels, height, width) of each image.
+    pub image: (usize, usize, usize),
+    pub min: f32,
+    pub max: f32,
+    /// Mean pixel value of each row, rounded to 3 decimals.
+    pub row_means: Vec<f32>,
+}
+
+impl GridStats {
+    pub fn of(images: &[Vec<f32>], columns: usize, image: (usize, usize, usize)) -> GridStats {
+        let all = images.iter().flatten();
+        let (min, max) = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        let row_means = images
+            .chunks(columns.max(1))
+            .map(|row| {
+                let (sum, count) = row.iter().flatten().fold((0.0f64, 0usize), |(s, c), v| (s + *v as f64, c + 1));
+                ((sum / count.max(1) as f64) * 1000.0).round() as f32 / 1000.0
+            })
+            .collect();
+        GridStats { rows: images.len().div_ceil(columns.max(1)), columns, image, min, max, row_means }
+    }
+}
+
+/// Writes `images` as a grid PNG and `summary` as pretty JSON beside it.
+pub fn write_outputs<S: Serialize>(
+    dir: &Path,
+    stem: &str,
+    images: &[Vec<f32>],
+    shape: (usize, usize, usize),
+    columns: usize,
+    summary: &S,
+) -> Result<(PathBuf, PathBuf), AnalysisError> {
+    let png = dir.join(format!("{stem}.png"));
+    crate::eval::grid::save_png(&crate::eval::grid::grid(images, shape, columns), &png)
+        .map_err(|e| AnalysisError::Write(png.clone(), e))?;
+    let json = dir.join(format!("{stem}.json"));
+    let text = serde_json::to_string_pretty(summary).expect("summaries serialize");
+    checkpoint::write_atomic(&json, text.as_bytes()).map_err(|e| AnalysisError::Write(json.clone(), e.to_string()))?;
+    Ok((png, json))
+}
