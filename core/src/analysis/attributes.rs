@@ -99,7 +99,8 @@ pub fn directions(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<
                 }
             })
             .collect();
-        let best_element = probe.iter().copied().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, s)| if s > b.1 { (i, s) } else { b });
+        let best_element =
+            probe.iter().copied().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, s)| if s > b.1 { (i, s) } else { b });
         out.push(Attribute {
             name: name.clone(),
             discrete,
@@ -158,9 +159,7 @@ pub fn nearest_mean_accuracy(x: &[f64], labels: &[f64]) -> f64 {
     let right = test
         .iter()
         .zip(&labels[split..])
-        .filter(|(v, l)| {
-            means.iter().min_by(|a, b| (a.1 - **v).abs().total_cmp(&(b.1 - **v).abs())).is_some_and(|m| m.0 == **l)
-        })
+        .filter(|(v, l)| means.iter().min_by(|a, b| (a.1 - **v).abs().total_cmp(&(b.1 - **v).abs())).is_some_and(|m| m.0 == **l))
         .count();
     right as f64 / test.len().max(1) as f64
 }

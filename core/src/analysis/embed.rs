@@ -136,7 +136,10 @@ pub fn run(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<EmbedSu
     let chosen: Vec<(usize, String)> = match only {
         Some(o) => {
             let j = names.iter().position(|n| n == o).ok_or_else(|| {
-                AnalysisError::Input(format!("no factor `{o}`; this dataset has {}", if names.is_empty() { "none".into() } else { names.join(", ") }))
+                AnalysisError::Input(format!(
+                    "no factor `{o}`; this dataset has {}",
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                ))
             })?;
             vec![(j, o.to_string())]
         }
@@ -157,7 +160,13 @@ pub fn run(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<EmbedSu
             .map_err(|e| AnalysisError::Write(dir.join(&file), e))?;
         plots.push(("none".into(), file));
     }
-    let summary = EmbedSummary { run: run.spec.name.clone(), checkpoint_step: run.step, images: points.len(), explained_variance: explained, plots };
+    let summary = EmbedSummary {
+        run: run.spec.name.clone(),
+        checkpoint_step: run.step,
+        images: points.len(),
+        explained_variance: explained,
+        plots,
+    };
     let json = dir.join("embed.json");
     let text = serde_json::to_string_pretty(&summary).expect("summaries serialize");
     crate::checkpoint::write_atomic(&json, text.as_bytes()).map_err(|e| AnalysisError::Write(json.clone(), e.to_string()))?;
@@ -171,8 +180,12 @@ mod tests {
     #[test]
     fn pca_finds_the_direction_of_largest_spread() {
         // Points along (1, 1, 0) with small noise across: PC1 explains nearly all the variance.
-        let rows: Vec<Vec<f32>> =
-            (0..50).map(|i| { let t = i as f32 - 25.0; vec![t, t + 0.01 * (i % 3) as f32, 0.02 * (i % 5) as f32] }).collect();
+        let rows: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                let t = i as f32 - 25.0;
+                vec![t, t + 0.01 * (i % 3) as f32, 0.02 * (i % 5) as f32]
+            })
+            .collect();
         let (points, ev) = pca2(&rows);
         assert!(ev[0] > 0.99 && ev[1] < 0.01, "{ev:?}");
         // PC1 coordinates are ±√2·t: ordered like t.

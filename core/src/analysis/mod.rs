@@ -58,7 +58,8 @@ impl LoadedRun {
         let shape = data_shape(dataset.as_ref());
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
-        let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+        let model =
+            Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
         let ckpt = match checkpoint {
             Some(p) => p.to_path_buf(),
             None => checkpoint::latest(&run_dir.join("checkpoints"))?,
@@ -197,6 +198,7 @@ pub struct GridStats {
     pub columns: usize,
     /// (channels, height, width) of each image.
     pub image: (usize, usize, usize),
+    /// Smallest and largest pixel value, rounded to 3 decimals.
     pub min: f32,
     pub max: f32,
     /// Mean pixel value of each row, rounded to 3 decimals.
@@ -214,7 +216,8 @@ impl GridStats {
                 ((sum / count.max(1) as f64) * 1000.0).round() as f32 / 1000.0
             })
             .collect();
-        GridStats { rows: images.len().div_ceil(columns.max(1)), columns, image, min, max, row_means }
+        let round = |v: f32| (v * 1000.0).round() / 1000.0;
+        GridStats { rows: images.len().div_ceil(columns.max(1)), columns, image, min: round(min), max: round(max), row_means }
     }
 }
 

@@ -58,7 +58,11 @@ pub struct TraverseSummary {
 }
 
 /// Decodes the traversal; returns the images (row-major) and the summary.
-pub fn traverse(run: &LoadedRun, codes: &Codes, opts: &TraverseOptions) -> Result<(Vec<Vec<f32>>, TraverseSummary), AnalysisError> {
+pub fn traverse(
+    run: &LoadedRun,
+    codes: &Codes,
+    opts: &TraverseOptions,
+) -> Result<(Vec<Vec<f32>>, TraverseSummary), AnalysisError> {
     if opts.steps < 2 || opts.rows == 0 {
         return Err(AnalysisError::Input("a traversal needs at least 1 row and 2 steps".into()));
     }
@@ -95,7 +99,9 @@ pub fn traverse(run: &LoadedRun, codes: &Codes, opts: &TraverseOptions) -> Resul
                 crate::nn::FeatShape::Image(_, _, w) => w,
                 _ => 1,
             };
-            let inside = |p: usize| opts.region.is_none_or(|(y0, x0, y1, x1)| (y0..y1).contains(&(p / grid_w)) && (x0..x1).contains(&(p % grid_w)));
+            let inside = |p: usize| {
+                opts.region.is_none_or(|(y0, x0, y1, x1)| (y0..y1).contains(&(p / grid_w)) && (x0..x1).contains(&(p % grid_w)))
+            };
             let cells: Vec<usize> = (0..positions).filter(|&p| inside(p)).collect();
             if cells.is_empty() {
                 return Err(AnalysisError::Input(format!("the region {:?} holds no cell of the code grid", opts.region)));
@@ -116,13 +122,16 @@ pub fn traverse(run: &LoadedRun, codes: &Codes, opts: &TraverseOptions) -> Resul
                 labels.push(format!("channel {c}"));
                 scores.push(channel_score[c]);
                 rows.push(
-                    offsets.iter().map(|t| {
-                        let mut z = base.clone();
-                        for &e in &elems {
-                            z[e] += t * sigma[e];
-                        }
-                        z
-                    }).collect(),
+                    offsets
+                        .iter()
+                        .map(|t| {
+                            let mut z = base.clone();
+                            for &e in &elems {
+                                z[e] += t * sigma[e];
+                            }
+                            z
+                        })
+                        .collect(),
                 );
             }
         }

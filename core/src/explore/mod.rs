@@ -8,7 +8,7 @@
 
 mod server;
 
-pub use server::{Explorer, ExploreOptions};
+pub use server::{ExploreOptions, Explorer};
 
 use crate::analysis::{attributes, ranked_elements, LoadedRun};
 use crate::latent::LatentModel;
@@ -78,10 +78,7 @@ pub fn sliders(run: &LoadedRun, codes: &crate::analysis::Codes, count: usize) ->
 pub fn attribute_sliders(run: &LoadedRun, codes: &crate::analysis::Codes) -> Vec<AttributeSlider> {
     attributes::directions(run, codes, None)
         .map(|attrs| {
-            attrs
-                .into_iter()
-                .map(|a| AttributeSlider { name: a.name, from: a.from, to: a.to, direction: a.direction })
-                .collect()
+            attrs.into_iter().map(|a| AttributeSlider { name: a.name, from: a.from, to: a.to, direction: a.direction }).collect()
         })
         .unwrap_or_default()
 }

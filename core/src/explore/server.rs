@@ -59,16 +59,27 @@ struct Shared {
     ready: Condvar,
 }
 
-impl Shared {
-    fn submit(&self, job: Job) {
-        let mut q = self.queue.lock().expect("queue lock");
+impl Queue {
+    /// Queues a job; a decode replaces (and answers as superseded) any decode not yet started.
+    fn push(&mut self, job: Job) {
         if let Job::Decode(..) = job {
-            if let Some(Job::Decode(_, stale)) = q.decode.replace(job) {
+            if let Some(Job::Decode(_, stale)) = self.decode.replace(job) {
                 let _ = stale.send(None);
             }
         } else {
-            q.others.push_back(job);
+            self.others.push_back(job);
         }
+    }
+
+    /// The next job: the newest decode first, then the others in order.
+    fn pop(&mut self) -> Option<Job> {
+        self.decode.take().or_else(|| self.others.pop_front())
+    }
+}
+
+impl Shared {
+    fn submit(&self, job: Job) {
+        self.queue.lock().expect("queue lock").push(job);
         self.ready.notify_one();
     }
 }
@@ -77,7 +88,7 @@ impl Shared {
 pub struct Explorer {
     server: Arc<Server>,
     shared: Arc<Shared>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub addr: SocketAddr,
 }
 
@@ -117,7 +128,7 @@ impl Explorer {
             .name("explore-decode".into())
             .spawn(move || decode_worker(run, &worker_shared))
             .expect("spawn the decode worker");
-        Ok(Explorer { server: Arc::new(server), shared, worker: Some(worker), addr })
+        Ok(Explorer { server: Arc::new(server), shared, worker: Mutex::new(Some(worker)), addr })
     }
 
     /// The page's address.
@@ -146,15 +157,14 @@ impl Explorer {
         }
     }
 
-    /// Stops the server and the worker (tests start and stop explorers).
-    pub fn stop(mut self) {
-        self.server.unblock();
-        for _ in 1..HTTP_THREADS {
+    /// Stops serving: [`Explorer::serve`] returns and the worker ends (tests start and stop explorers).
+    pub fn stop(&self) {
+        for _ in 0..HTTP_THREADS {
             self.server.unblock();
         }
         self.shared.queue.lock().expect("queue lock").stop = true;
         self.shared.ready.notify_all();
-        if let Some(w) = self.worker.take() {
+        if let Some(w) = self.worker.lock().expect("worker lock").take() {
             let _ = w.join();
         }
     }
@@ -169,7 +179,7 @@ fn decode_worker(run: LoadedRun, shared: &Shared) {
                 if q.stop {
                     return;
                 }
-                if let Some(j) = q.decode.take().or_else(|| q.others.pop_front()) {
+                if let Some(j) = q.pop() {
                     break j;
                 }
                 q = shared.ready.wait(q).expect("queue lock");
@@ -323,5 +333,27 @@ fn handle(shared: &Shared, mut request: Request) {
         },
         (Method::Get | Method::Post, _) => error(request, 404, format!("no such endpoint: {endpoint}")),
         _ => error(request, 405, format!("method {method} is not allowed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_decode_supersedes_one_not_yet_started() {
+        let mut q = Queue::default();
+        let (first, first_rx) = mpsc::channel();
+        let (second, second_rx) = mpsc::channel();
+        let (prior, _prior_rx) = mpsc::channel();
+        q.push(Job::Decode(vec![1.0], first));
+        q.push(Job::Prior(7, prior));
+        q.push(Job::Decode(vec![2.0], second));
+        // The first decode is answered "superseded" at once; the newest decode runs first.
+        assert_eq!(first_rx.try_recv(), Ok(None));
+        assert!(matches!(q.pop(), Some(Job::Decode(z, _)) if z == vec![2.0]));
+        assert!(matches!(q.pop(), Some(Job::Prior(7, _))));
+        assert!(q.pop().is_none());
+        assert!(second_rx.try_recv().is_err(), "the newest decode is still waiting for its image");
     }
 }

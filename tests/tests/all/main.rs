@@ -1,5 +1,6 @@
 //! vaelab's integration tests: one binary, a module per area.
 
+mod browser;
 mod datasets;
 mod dicom;
 mod disentangle;
@@ -7,6 +8,7 @@ mod eval;
 mod frechet;
 mod gradients;
 mod inception;
+mod latent;
 mod model;
 mod optim;
 mod plugins;

@@ -1,38 +1,8 @@
 //! `report.html`: a self-contained page with the metric table, the grids and the loss curves,
 //! checked as text and as Chromium renders it.
 
+use crate::browser::{artifacts, chromium_or_skip, screenshot};
 use crate::training::{options, scratch, tiny};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The headless browser: `VAELAB_CHROMIUM`, else `chromium` / `chromium-browser` / `google-chrome`
-/// on PATH. CI installs Debian's `chromium`.
-pub fn chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VAELAB_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        let ok = Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-        ok.then(|| PathBuf::from(name))
-    })
-}
-
-/// Whether a missing browser is a failure (CI) rather than a skip.
-pub fn browser_required() -> bool {
-    std::env::var_os("VAELAB_REQUIRE_DATA").is_some()
-}
-
-/// Renders `page` headless at `width`×`height` into `out` (PNG).
-pub fn screenshot(browser: &Path, page: &Path, out: &Path, (width, height): (u32, u32)) {
-    let status = Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage"])
-        .arg(format!("--window-size={width},{height}"))
-        .arg(format!("--screenshot={}", out.display()))
-        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
-        .output()
-        .unwrap();
-    assert!(out.exists(), "no screenshot from {}: {}", browser.display(), String::from_utf8_lossy(&status.stderr));
-}
 
 /// The lines a reader scans first: headings, metric names and figure captions.
 fn outline(html: &str) -> String {
@@ -72,13 +42,10 @@ fn report_html_embeds_the_table_grids_and_loss_curves_and_renders_in_chromium() 
     assert!(curves.width() >= 800 && curves.height() >= 200);
     insta::assert_snapshot!(outline(&html));
 
-    let Some(browser) = chromium() else {
-        assert!(!browser_required(), "Chromium is needed (apt-get install chromium, or set VAELAB_CHROMIUM)");
-        eprintln!("skipping the Chromium rendering: no chromium on PATH");
-        return;
-    };
+    let Some(browser) = chromium_or_skip("the report rendering") else { return };
     let shot = dir.join("report.png");
-    screenshot(&browser, &dir.join("eval/report.html"), &shot, (1100, 2600));
+    let page = format!("file://{}", dir.join("eval/report.html").canonicalize().unwrap().display());
+    screenshot(&browser, &page, &shot, (1100, 2600));
     let img = image::open(&shot).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (1100, 2600));
     // The loss plot's blue lines and the table's header shading are both on the page.
@@ -92,7 +59,5 @@ fn report_html_embeds_the_table_grids_and_loss_curves_and_renders_in_chromium() 
         greys.insert(p[0]);
     }
     assert!(greys.len() > 100, "only {} grey levels: the grids did not render", greys.len());
-    let artifacts = crate::specs::workspace().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    std::fs::copy(&shot, artifacts.join("report.png")).unwrap();
+    std::fs::copy(&shot, artifacts().join("report.png")).unwrap();
 }
