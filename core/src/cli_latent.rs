@@ -42,7 +42,7 @@ pub enum LatentCommand {
         #[arg(long, default_value_t = 3.0)]
         span: f32,
         /// Spatial codes: only cells y0,x0,y1,x1 of the code grid (end exclusive).
-        #[arg(long, value_delimiter = ',', num_args = 4)]
+        #[arg(long, value_delimiter = ',')]
         region: Option<Vec<usize>>,
         /// Quantized codes: swap codes at these grid positions (row-major).
         #[arg(long, value_delimiter = ',')]
@@ -61,9 +61,10 @@ pub enum LatentCommand {
         /// Only this attribute.
         #[arg(long)]
         attribute: Option<String>,
-        /// Test images to push along each direction (one grid row each).
-        #[arg(long, value_delimiter = ',', default_value = "0,1,2,3")]
-        images: Vec<usize>,
+        /// Test images to push along each direction (one grid row each) [default: the first four
+        /// test images at the direction's starting value, e.g. grade 0].
+        #[arg(long, value_delimiter = ',')]
+        images: Option<Vec<usize>>,
         /// Multiples of the direction to add.
         #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1,1.25")]
         strengths: Vec<f32>,
@@ -83,7 +84,11 @@ pub fn run_latent(args: LatentArgs) -> Result<()> {
     match args.command {
         LatentCommand::Traverse { image, prior, rows, steps, span, region, positions } => {
             let start = if prior { traverse::Start::PriorMean } else { traverse::Start::Image(image) };
-            let region = region.map(|r| (r[0], r[1], r[2], r[3]));
+            let region = match region.as_deref() {
+                None => None,
+                Some(&[y0, x0, y1, x1]) => Some((y0, x0, y1, x1)),
+                Some(other) => anyhow::bail!("--region takes 4 numbers y0,x0,y1,x1, got {}", other.len()),
+            };
             let opts = traverse::TraverseOptions { start, rows, steps, span, region, positions };
             let s = traverse::run(&run, &codes, &opts)?;
             println!("traversal of `{}` ({} latent) from {}:", s.run, s.latent, s.start);
@@ -98,7 +103,7 @@ pub fn run_latent(args: LatentArgs) -> Result<()> {
             println!("wrote {}/interpolate.png and interpolate.json", dir.display());
         }
         LatentCommand::Attributes { attribute, images, strengths } => {
-            let s = attributes::run(&run, &codes, attribute.as_deref(), &images, &strengths)?;
+            let s = attributes::run(&run, &codes, attribute.as_deref(), images.as_deref(), &strengths)?;
             println!("attribute directions of `{}` over {} test images:", s.run, s.images);
             for a in &s.attributes {
                 println!(

@@ -27,6 +27,9 @@ pub struct Attribute {
     /// Mean code of `to` minus mean code of `from`.
     #[serde(skip)]
     pub direction: Vec<f32>,
+    /// The encoded images in the `from` group, in order (default starting points for the grids).
+    #[serde(skip)]
+    pub from_images: Vec<usize>,
     pub direction_norm: f64,
     /// Probe score of each latent element alone (R² or accuracy), in element order.
     pub probe: Vec<f64>,
@@ -106,6 +109,7 @@ pub fn directions(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<
             discrete,
             from,
             to,
+            from_images: from_set.clone(),
             direction,
             direction_norm,
             probe,
@@ -164,22 +168,30 @@ pub fn nearest_mean_accuracy(x: &[f64], labels: &[f64]) -> f64 {
     right as f64 / test.len().max(1) as f64
 }
 
-/// Writes `latent/attributes-<name>.png` (a row per test image in `images`, columns the strengths)
-/// and `latent/attributes.json`.
+/// Test images per grid when none are named.
+const DEFAULT_ROWS: usize = 4;
+
+/// Writes `latent/attributes-<name>.png` (a row per test image, columns the strengths) and
+/// `latent/attributes.json`. Without `images`, each grid starts from the first test images of the
+/// attribute's `from` group (grade-0 knees for the grade direction).
 pub fn run(
     run: &LoadedRun,
     codes: &Codes,
     only: Option<&str>,
-    images: &[usize],
+    images: Option<&[usize]>,
     strengths: &[f32],
 ) -> Result<AttributesSummary, AnalysisError> {
     let attributes = directions(run, codes, only)?;
-    if let Some(bad) = images.iter().find(|&&i| i >= codes.mu.len()) {
+    if let Some(bad) = images.unwrap_or_default().iter().find(|&&i| i >= codes.mu.len()) {
         return Err(AnalysisError::Input(format!("test image {bad} does not exist ({} encoded)", codes.mu.len())));
     }
     let dir = run.out_dir()?;
     for a in &attributes {
-        let z: Vec<Vec<f32>> = images.iter().flat_map(|&i| apply(&codes.mu[i], &a.direction, strengths)).collect();
+        let rows: Vec<usize> = match images {
+            Some(list) => list.to_vec(),
+            None => a.from_images.iter().copied().take(DEFAULT_ROWS).collect(),
+        };
+        let z: Vec<Vec<f32>> = rows.iter().flat_map(|&i| apply(&codes.mu[i], &a.direction, strengths)).collect();
         let decoded = run.decode(&z);
         let png = dir.join(format!("attributes-{}.png", a.name));
         crate::eval::grid::save_png(&crate::eval::grid::grid(&decoded, run.image_shape(), strengths.len()), &png)

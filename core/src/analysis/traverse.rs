@@ -143,6 +143,11 @@ pub fn traverse(
             let chosen: Vec<usize> = by_use.into_iter().take(opts.steps).collect();
             column_values = chosen.iter().map(|&k| k as f32).collect();
             let (dim, positions) = run.code_grid();
+            // How much each position's code varies over the test images.
+            let mut pos_score = vec![0.0f64; positions];
+            for &(e, s) in &ranked {
+                pos_score[e % positions] += s;
+            }
             let positions_to_swap = match &opts.positions {
                 Some(p) => {
                     if let Some(bad) = p.iter().find(|&&p| p >= positions) {
@@ -152,10 +157,6 @@ pub fn traverse(
                 }
                 None => {
                     // The positions whose codes vary most over the test images.
-                    let mut pos_score = vec![0.0f64; positions];
-                    for &(e, s) in &ranked {
-                        pos_score[e % positions] += s;
-                    }
                     let mut order: Vec<usize> = (0..positions).collect();
                     order.sort_by(|a, b| pos_score[*b].total_cmp(&pos_score[*a]).then(a.cmp(b)));
                     order.into_iter().take(opts.rows).collect()
@@ -163,7 +164,7 @@ pub fn traverse(
             };
             for p in positions_to_swap.into_iter().take(opts.rows) {
                 labels.push(format!("position {p}"));
-                scores.push(0.0);
+                scores.push(pos_score[p]);
                 rows.push(
                     chosen
                         .iter()
