@@ -42,7 +42,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn save<D: Device<f32>>(
     dir: &Path,
     store: &ParamStore<D>,
-    opt: &Optimizer<D>,
+    opts: &[&Optimizer<D>],
     info: &CheckpointInfo,
 ) -> Result<PathBuf, CheckpointError> {
     let write_err = |path: &Path| {
@@ -54,21 +54,27 @@ pub fn save<D: Device<f32>>(
     for p in store.iter() {
         tensors.push((p.name.clone(), p.shape.clone(), f32_bytes(&p.tensor.as_vec())));
     }
-    for (prefix, map) in [("optim.first.", &opt.first), ("optim.second.", &opt.second)] {
-        for (name, t) in map {
-            tensors.push((format!("{prefix}{name}"), vec![t.shape().0], f32_bytes(&t.as_vec())));
+    // Optimizer state is keyed by parameter name; the optimizers own disjoint parameter groups.
+    for opt in opts {
+        for (prefix, map) in [("optim.first.", &opt.first), ("optim.second.", &opt.second)] {
+            for (name, t) in map {
+                tensors.push((format!("{prefix}{name}"), vec![t.shape().0], f32_bytes(&t.as_vec())));
+            }
         }
     }
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent sizes")))
         .collect();
-    let meta: HashMap<String, String> = [
+    let mut meta: HashMap<String, String> = [
         ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), info.step.to_string()),
         ("updates".to_string(), info.updates.to_string()),
     ]
     .into();
+    if let Some(d) = opts.iter().find(|o| o.discriminator) {
+        meta.insert("updates.discriminator".into(), d.updates.to_string());
+    }
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let path = dir.join(format!("step-{:07}.safetensors", info.step));
@@ -104,7 +110,7 @@ pub fn latest(dir: &Path) -> Result<PathBuf, CheckpointError> {
 pub fn load<D: Device<f32>>(
     path: &Path,
     store: &mut ParamStore<D>,
-    opt: Option<&mut Optimizer<D>>,
+    opts: &mut [&mut Optimizer<D>],
 ) -> Result<CheckpointInfo, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
     let format_err = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
@@ -134,13 +140,13 @@ pub fn load<D: Device<f32>>(
         let id = store.find(&name).expect("name from the store");
         store.set_values(id, v);
     }
-    if let Some(opt) = opt {
-        opt.updates = info.updates;
+    for opt in opts.iter_mut() {
+        opt.updates = if opt.discriminator { number("updates.discriminator")? } else { info.updates };
         opt.first.clear();
         opt.second.clear();
         for name in st.names() {
             for (prefix, second) in [("optim.first.", false), ("optim.second.", true)] {
-                if let Some(param) = name.strip_prefix(prefix) {
+                if let Some(param) = name.strip_prefix(prefix).filter(|p| opt.owns(p)) {
                     let v = read(name).expect("listed tensor");
                     let n = v.len();
                     let t = store.dev.tensor_from_vec(v, (n,));

@@ -6,6 +6,7 @@
 //! * [`optim`], [`checkpoint`], [`train`]: the training loop.
 //! * [`eval`]: metrics and image grids.
 //! * [`plugin`]: metric and model-block plugins loaded at run time through a C ABI.
+pub mod adversarial;
 pub mod analysis;
 pub mod bench;
 pub mod check;

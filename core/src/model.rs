@@ -107,6 +107,32 @@ impl Model {
         StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }
     }
 
+    /// As [`Model::terms`], plus the images the step produces, on the tape (for an adversarial
+    /// term): the reconstruction of `x` and, given codes `prior_z`, decoded prior samples.
+    pub fn terms_and_fakes<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        x: Tensor<(usize, usize), f32, D>,
+        noise: Tensor<(usize, usize), f32, D>,
+        prior_z: Tensor<(usize, usize), f32, D>,
+    ) -> (StepTerms<D>, Vec<Tensor2<D>>) {
+        let enc = self.encode(ctx, x.clone(), noise);
+        let out = self.decode(ctx, enc.z);
+        let recon = self.image_taped(out.with_empty_tape());
+        let rec = self.nll(ctx, out, x);
+        let sample = self.image_taped(self.decode(ctx, prior_z.retaped()));
+        let name = self.regulariser.unwrap_or("none");
+        (StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }, vec![recon, sample])
+    }
+
+    /// Decoder output as images in [0, 1], keeping the tape (gradients flow back to the decoder).
+    pub fn image_taped<D: Backend>(&self, out: Tensor2<D>) -> Tensor2<D> {
+        match self.likelihood {
+            LikelihoodHead::Bernoulli => out.sigmoid(),
+            LikelihoodHead::Gaussian { .. } | LikelihoodHead::GaussianLearned { .. } => out.clamp(0.0, 1.0),
+        }
+    }
+
     /// Encoder and latent for a batch `x` (batch-last); `noise` drives the posterior sample.
     pub fn encode<D: Backend>(
         &self,

@@ -7,7 +7,13 @@ use crate::spec::{GradClip, Optimizer as OptSpec, Schedule};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
 
+/// Names of the discriminator's parameters start with this; its optimizer updates only them and
+/// the main optimizer everything else.
+pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
+
 pub struct Optimizer<D: Device<f32>> {
+    /// Whether this optimizer owns the discriminator group (else every other parameter).
+    pub discriminator: bool,
     spec: OptSpec,
     schedule: Schedule,
     total_steps: usize,
@@ -21,7 +27,26 @@ pub struct Optimizer<D: Device<f32>> {
 
 impl<D: Device<f32>> Optimizer<D> {
     pub fn new(spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
-        Optimizer { spec, schedule, total_steps, clip, first: BTreeMap::new(), second: BTreeMap::new(), updates: 0 }
+        Optimizer {
+            discriminator: false,
+            spec,
+            schedule,
+            total_steps,
+            clip,
+            first: BTreeMap::new(),
+            second: BTreeMap::new(),
+            updates: 0,
+        }
+    }
+
+    /// An optimizer for the discriminator's parameters only.
+    pub fn for_discriminator(spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
+        Optimizer { discriminator: true, ..Self::new(spec, schedule, clip, total_steps) }
+    }
+
+    /// Whether this optimizer updates the parameter called `name`.
+    pub fn owns(&self, name: &str) -> bool {
+        name.starts_with(DISCRIMINATOR_PREFIX) == self.discriminator
     }
 
     /// The learning rate at `step` (0-based), after the schedule.
@@ -86,7 +111,10 @@ impl<D: Backend> Optimizer<D> {
     /// Returns the global gradient norm before clipping.
     pub fn step(&mut self, store: &mut ParamStore<D>, grads: &mut Gradients<f32, D>, step: usize) -> f32 {
         let lr = self.lr(step);
-        let ids: Vec<_> = (0..store.len()).map(crate::nn::ParamId).filter(|&id| store.get(id).role == Role::Trainable).collect();
+        let ids: Vec<_> = (0..store.len())
+            .map(crate::nn::ParamId)
+            .filter(|&id| store.get(id).role == Role::Trainable && self.owns(&store.get(id).name))
+            .collect();
         let norm = ids.iter().map(|&id| D::grad_sq_sum(grads, &store.get(id).tensor)).sum::<f64>().sqrt() as f32;
         let scale = match self.clip {
             GradClip::Norm(max) if norm > max => max / (norm + 1e-6),

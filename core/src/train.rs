@@ -122,13 +122,25 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model =
         Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
+    let gan = crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &plugins)
+        .map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
     let total = spec.train.steps;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), total);
+    let mut opt_d = match &spec.adversarial {
+        crate::spec::Adversarial::Gan { optimizer, .. } => Some(Optimizer::for_discriminator(
+            optimizer.clone().unwrap_or_else(|| spec.train.optimizer.clone()),
+            spec.train.schedule.clone(),
+            spec.train.grad_clip.clone(),
+            total,
+        )),
+        crate::spec::Adversarial::None => None,
+    };
 
     let log_path = dir.join("log.jsonl");
     let mut start = 0;
     if opts.resume {
-        let info = checkpoint::load(&checkpoint::latest(&ckpt_dir)?, &mut store, Some(&mut opt))?;
+        let mut opts: Vec<&mut Optimizer<D>> = std::iter::once(&mut opt).chain(opt_d.as_mut()).collect();
+        let info = checkpoint::load(&checkpoint::latest(&ckpt_dir)?, &mut store, &mut opts)?;
         start = info.step;
         truncate_log(&log_path, start)?;
     } else {
@@ -150,8 +162,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
 
     let bar = progress_bar(opts.progress, total, start);
     let mut last_checkpoint: Option<PathBuf> = opts.resume.then(|| checkpoint::latest(&ckpt_dir).ok()).flatten();
-    let save = |store: &ParamStore<D>, opt: &Optimizer<D>, step: usize| {
-        checkpoint::save(&ckpt_dir, store, opt, &CheckpointInfo { step, updates: opt.updates })
+    let save = |store: &ParamStore<D>, opt: &Optimizer<D>, opt_d: &Option<Optimizer<D>>, step: usize| {
+        let opts: Vec<&Optimizer<D>> = std::iter::once(opt).chain(opt_d.as_ref()).collect();
+        checkpoint::save(&ckpt_dir, store, &opts, &CheckpointInfo { step, updates: opt.updates })
     };
     let code_rows = model.latent.code_shape().len();
     let batch = spec.data.batch;
@@ -172,10 +185,52 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             }
             let x = to_tensor(&dev, &images);
             let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
-            let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-            let terms = model.terms(&ctx, x, noise);
-            let weights = term_weights(&spec.losses, step);
             let mut values = std::collections::BTreeMap::new();
+            let prior_z = || normal_noise(&dev, spec.seed, "gan-prior", step as u64, code_rows, batch);
+            if let (Some(gan), Some(opt_d)) = (&gan, opt_d.as_mut()) {
+                // Phase 1: the discriminator, on fakes made without gradient.
+                let mut d_loss_value = 0.0;
+                for _ in 0..gan.d_steps {
+                    let ctx_d = Ctx::new(&store, true, spec.seed, step as u64);
+                    let (_, fakes) = model.terms_and_fakes(&ctx_d, x.clone(), noise.clone(), prior_z());
+                    let fakes: Vec<_> = fakes.into_iter().map(|f| f.split_tape().0).collect();
+                    let d_loss = gan.discriminator_loss(&ctx_d, x.clone(), &fakes);
+                    d_loss_value = d_loss.as_vec()[0];
+                    if !d_loss_value.is_finite() {
+                        bar.abandon();
+                        return Err(TrainError::NonFinite {
+                            step: step + 1,
+                            term: "discriminator".into(),
+                            value: d_loss_value,
+                            kept: kept(&last_checkpoint),
+                        });
+                    }
+                    let mut d_grads = d_loss.backward();
+                    if let Some(failure) = ctx_d.failures.take() {
+                        bar.abandon();
+                        return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
+                    }
+                    // Only the discriminator's running statistics move in this phase.
+                    let updates = ctx_d.buffer_updates.take();
+                    drop(ctx_d);
+                    for (id, v) in updates {
+                        if store.get(id).name.starts_with(crate::optim::DISCRIMINATOR_PREFIX) {
+                            store.set_values(id, v);
+                        }
+                    }
+                    opt_d.step(&mut store, &mut d_grads, step);
+                }
+                values.insert("discriminator".to_string(), d_loss_value);
+            }
+            let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+            let (terms, adversarial) = match &gan {
+                Some(gan) => {
+                    let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z());
+                    (terms, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                }
+                None => (model.terms(&ctx, x, noise), None),
+            };
+            let weights = term_weights(&spec.losses, step);
             let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
             let stats: std::collections::BTreeMap<String, f32> = terms.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
             let (rec, (reg_name, reg)) = (terms.rec, terms.reg);
@@ -199,7 +254,21 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     Some(acc) => acc + weighted,
                 });
             }
-            let loss = total_loss.expect("validation requires at least one loss");
+            let mut loss = total_loss.expect("validation requires at least one loss");
+            if let (Some(adv), Some(gan)) = (adversarial, &gan) {
+                let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
+                if !v.is_finite() {
+                    bar.abandon();
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        term: "generator".into(),
+                        value: v,
+                        kept: kept(&last_checkpoint),
+                    });
+                }
+                values.insert("generator".to_string(), v);
+                loss = loss + adv;
+            }
             let loss_value = loss.as_vec()[0];
             let mut grads = loss.backward();
             if let Some(failure) = ctx.failures.take() {
@@ -236,7 +305,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_at == Some(done);
             if done % spec.train.checkpoint_every == 0 || done == total || interrupted {
                 log.flush().map_err(io(&log_path, "cannot flush the log"))?;
-                let path = save(&store, &opt, done)?;
+                let path = save(&store, &opt, &opt_d, done)?;
                 last_checkpoint = Some(path.clone());
                 if interrupted && done < total {
                     bar.abandon_with_message(format!("interrupted at step {done}; checkpoint saved"));
@@ -247,7 +316,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         bar.finish();
         let checkpoint = match last_checkpoint {
             Some(p) => p,
-            None => save(&store, &opt, total)?,
+            None => save(&store, &opt, &opt_d, total)?,
         };
         Ok(TrainOutcome::Finished { steps: total, checkpoint })
     })

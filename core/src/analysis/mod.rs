@@ -64,7 +64,7 @@ impl LoadedRun {
             Some(p) => p.to_path_buf(),
             None => checkpoint::latest(&run_dir.join("checkpoints"))?,
         };
-        let step = checkpoint::load(&ckpt, &mut store, None)?.step;
+        let step = checkpoint::load(&ckpt, &mut store, &mut [])?.step;
         Ok(LoadedRun { dir: run_dir.to_path_buf(), spec, dataset, model, store, step })
     }
 

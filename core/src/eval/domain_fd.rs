@@ -31,7 +31,7 @@ pub fn load_reference<D: Backend>(dev: &D, run_dir: &Path, shape: FeatShape) -> 
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store, &plugins)
         .map_err(|(p, m)| EvalError::Model(format!("domain encoder {}: {p}: {m}", run_dir.display())))?;
-    checkpoint::load(&checkpoint::latest(&run_dir.join("checkpoints"))?, &mut store, None)?;
+    checkpoint::load(&checkpoint::latest(&run_dir.join("checkpoints"))?, &mut store, &mut [])?;
     Ok((model, store, spec.seed))
 }
 

@@ -177,7 +177,7 @@ fn evaluate_on<D: Backend>(
         Some(p) => p.to_path_buf(),
         None => checkpoint::latest(&run_dir.join("checkpoints"))?,
     };
-    let info = checkpoint::load(&ckpt, &mut store, None)?;
+    let info = checkpoint::load(&ckpt, &mut store, &mut [])?;
 
     let mut registry = MetricRegistry::builtin();
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;

@@ -184,6 +184,7 @@ fn resolve(p: ExperimentPatch) -> Result<Experiment, (&'static str, String)> {
         train: p.train.unwrap_or_default().resolve(),
         eval: p.eval.unwrap_or_default().resolve(),
         plugins: p.plugins.unwrap_or_default(),
+        adversarial: p.adversarial.unwrap_or_default(),
     })
 }
 

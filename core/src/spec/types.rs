@@ -20,6 +20,54 @@ pub struct Experiment {
     /// `../target/release/vaelab_block_se` (the platform's `lib…so` / `lib…dylib` / `….dll` is added).
     #[serde(default)]
     pub plugins: Vec<std::path::PathBuf>,
+    /// Adversarial terms trained beside the losses: `None`, or `Gan(…)`.
+    #[serde(default)]
+    pub adversarial: Adversarial,
+}
+
+/// Adversarial training beside the losses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Adversarial {
+    #[default]
+    None,
+    /// A separate discriminator on images (Goodfellow et al. 2014), with its own optimizer and
+    /// parameter group (`discriminator.*`). With an encoder it makes a VAE-GAN (Larsen et al. 2016):
+    /// the discriminator tells test-time-like reconstructions and decoded prior samples from data,
+    /// and the generator side (encoder and decoder) adds `weight ×` the generator loss to its losses.
+    Gan {
+        /// Layers from the image to one logit per image (the last layer must output 1 feature).
+        discriminator: Vec<Layer>,
+        #[serde(default)]
+        loss: GanLoss,
+        #[serde(default = "unit_weight")]
+        weight: f32,
+        /// Discriminator updates per generator update (on the same batch and fakes).
+        #[serde(default = "one")]
+        d_steps: usize,
+        /// The discriminator's optimizer [default: the training optimizer].
+        #[serde(default)]
+        optimizer: Option<Optimizer>,
+    },
+}
+
+/// The two-player objective of a GAN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GanLoss {
+    /// D: −log σ(D(x)) − log(1 − σ(D(x̃))); G: −log σ(D(x̃)) (Goodfellow et al. 2014, §3).
+    #[default]
+    NonSaturating,
+    /// D: max(0, 1 − D(x)) + max(0, 1 + D(x̃)); G: −D(x̃) (Lim & Ye 2017; Miyato et al. 2018).
+    Hinge,
+}
+
+impl Adversarial {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Adversarial::None => "None",
+            Adversarial::Gan { .. } => "Gan",
+        }
+    }
 }
 
 /// Where tensors live. `--device` on the command line overrides the spec.
@@ -526,6 +574,8 @@ pub struct ExperimentPatch {
     pub eval: Option<EvalPatch>,
     #[serde(default)]
     pub plugins: Option<Vec<std::path::PathBuf>>,
+    #[serde(default)]
+    pub adversarial: Option<Adversarial>,
 }
 
 fn merge_opt<T>(base: Option<T>, over: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
@@ -549,6 +599,7 @@ impl ExperimentPatch {
             train: merge_opt(self.train, over.train, TrainPatch::merge),
             eval: merge_opt(self.eval, over.eval, EvalPatch::merge),
             plugins: over.plugins.or(self.plugins),
+            adversarial: over.adversarial.or(self.adversarial),
         }
     }
 }

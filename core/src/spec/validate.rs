@@ -42,6 +42,12 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
     }
+    if let Adversarial::Gan { discriminator, weight, d_steps, .. } = &e.adversarial {
+        layers(&mut v, "adversarial.discriminator", discriminator);
+        v.check(!discriminator.is_empty(), "adversarial.discriminator", "a GAN needs discriminator layers".into());
+        v.check(*weight >= 0.0 && weight.is_finite(), "adversarial.weight", format!("must be ≥ 0, got {weight}"));
+        v.positive("adversarial.d_steps", *d_steps);
+    }
     if e.losses.is_empty() {
         v.push("losses", "no loss terms: add at least `Reconstruction()`".into());
     }

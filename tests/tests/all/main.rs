@@ -1,5 +1,6 @@
 //! vaelab's integration tests: one binary, a module per area.
 
+mod adversarial;
 mod browser;
 mod datasets;
 mod dicom;

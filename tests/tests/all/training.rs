@@ -36,7 +36,7 @@ fn log(run_dir: &Path) -> Vec<LogLine> {
 }
 
 /// Every tensor (parameters and optimizer state) and the metadata of the latest checkpoint.
-fn checkpoint_tensors(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub fn checkpoint_tensors(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let path = vaelab_core::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -56,7 +56,7 @@ fn round3(x: f32) -> String {
 }
 
 /// Trains `spec` twice, checks the runs are bit-identical, and returns the log and a readable trace.
-fn deterministic_trace(spec: &Experiment, name: &str) -> (Vec<LogLine>, String) {
+pub fn deterministic_trace(spec: &Experiment, name: &str) -> (Vec<LogLine>, String) {
     let (a, b) = (scratch(&format!("{name}-a")), scratch(&format!("{name}-b")));
     let steps = spec.train.steps;
     assert!(matches!(train(spec, &options(&a)).unwrap(), TrainOutcome::Finished { steps: s, .. } if s == steps));

@@ -1,0 +1,142 @@
+//! Adversarial terms: a GAN discriminator beside the model (spec `adversarial: Gan(…)`).
+//!
+//! A training step with a GAN runs in two phases, each updating only its own parameter group:
+//! 1. the discriminator, `d_steps` times: the model makes fakes (reconstructions of the batch and
+//!    decoded prior samples) with no gradient, and the discriminator's loss on real images and
+//!    those fakes updates `discriminator.*` with its own optimizer;
+//! 2. the generator (encoder and decoder): the model's losses plus `weight ×` the generator loss of
+//!    its fakes under the updated discriminator; gradients reaching the discriminator are dropped.
+
+use crate::nn::{Act, Backend, BlockSource, Ctx, FeatShape, ParamStore, Sequential, Tensor2, OT};
+use crate::spec::{Adversarial, GanLoss, Layer};
+use dfdx::prelude::*;
+
+/// A built discriminator and its loss.
+pub struct Gan {
+    pub discriminator: Sequential,
+    pub loss: GanLoss,
+    pub weight: f32,
+    pub d_steps: usize,
+}
+
+type Scalar<D> = Tensor<(), f32, D, OT<D>>;
+
+impl Gan {
+    /// Builds the discriminator's parameters under `discriminator.` (none for `Adversarial::None`).
+    pub fn build<D: Device<f32>>(
+        adversarial: &Adversarial,
+        data_shape: FeatShape,
+        store: &mut ParamStore<D>,
+        blocks: &dyn BlockSource,
+    ) -> Result<Option<Gan>, (String, String)> {
+        let Adversarial::Gan { discriminator, loss, weight, d_steps, .. } = adversarial else { return Ok(None) };
+        let net = Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)?;
+        if net.output != FeatShape::Flat(1) {
+            return Err((
+                "adversarial.discriminator".into(),
+                format!("the discriminator must output one logit per image, but its layers output {}", net.output),
+            ));
+        }
+        Ok(Some(Gan { discriminator: net, loss: *loss, weight: *weight, d_steps: *d_steps }))
+    }
+
+    /// The summary rows of `vaelab check` for the discriminator.
+    pub fn summary(
+        layers: &[Layer],
+        data_shape: FeatShape,
+        blocks: &dyn BlockSource,
+    ) -> Result<Vec<crate::nn::SummaryRow>, (String, String)> {
+        Ok(crate::nn::infer(layers, data_shape, "discriminator", "adversarial.discriminator", blocks)?.1)
+    }
+
+    /// Logits `(1, batch)` of images `(features, batch)` in [0, 1].
+    fn logits<D: Backend>(&self, ctx: &Ctx<D>, images: Tensor2<D>, needs_grad: bool) -> Tensor2<D> {
+        self.discriminator.forward(ctx, Act { t: images, shape: self.discriminator.input, needs_grad }).t
+    }
+
+    /// The discriminator's loss on `real` images and `fakes` (values only; no gradient reaches the
+    /// model), averaged over the fake sets.
+    pub fn discriminator_loss<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        real: Tensor<(usize, usize), f32, D>,
+        fakes: &[Tensor<(usize, usize), f32, D>],
+    ) -> Scalar<D> {
+        let real_logits = self.logits(ctx, real.retaped(), false);
+        let mut loss = match self.loss {
+            GanLoss::NonSaturating => mean_softplus(real_logits, -1.0),
+            GanLoss::Hinge => mean((real_logits.negate() + 1.0).relu()),
+        };
+        let share = 1.0 / fakes.len().max(1) as f32;
+        for fake in fakes {
+            let l = self.logits(ctx, fake.clone().retaped(), false);
+            let term = match self.loss {
+                GanLoss::NonSaturating => mean_softplus(l, 1.0),
+                GanLoss::Hinge => mean((l + 1.0).relu()),
+            };
+            loss = loss + term * share;
+        }
+        loss
+    }
+
+    /// The generator's loss for `fakes` on the model's tape, averaged over the fake sets.
+    pub fn generator_loss<D: Backend>(&self, ctx: &Ctx<D>, fakes: Vec<Tensor2<D>>) -> Scalar<D> {
+        let share = 1.0 / fakes.len().max(1) as f32;
+        let mut total: Option<Scalar<D>> = None;
+        for fake in fakes {
+            let l = self.logits(ctx, fake, true);
+            let term = match self.loss {
+                GanLoss::NonSaturating => mean_softplus(l, -1.0),
+                GanLoss::Hinge => mean(l.negate()),
+            } * share;
+            total = Some(match total {
+                None => term,
+                Some(t) => t + term,
+            });
+        }
+        total.expect("at least one fake set")
+    }
+}
+
+fn mean<D: Backend>(t: Tensor2<D>) -> Scalar<D> {
+    t.mean::<(), _>()
+}
+
+/// The mean of softplus(sign·x) = log(1 + e^{sign·x}) over all elements, for sign = ±1: binary
+/// cross-entropy with logits against target 0 (sign +1) or 1 (sign −1), whose dfdx kernel is
+/// stable for large |x| and has the exact gradient sign·σ(sign·x) everywhere (including x = 0,
+/// where a max(x, 0) + log(1 + e^−|x|) composition would give 0).
+pub fn mean_softplus<D: Backend>(x: Tensor2<D>, sign: f32) -> Scalar<D> {
+    let target = if sign > 0.0 { 0.0 } else { 1.0 };
+    let shape = *x.shape();
+    let t = x.device().ones_like(&shape) * target;
+    dfdx::losses::binary_cross_entropy_with_logits_loss(x, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mean softplus(±x) against log(1 + e^{±x}) in f64, and its gradient against ±σ(±x)/n,
+    /// including |x| = 60 where the naive form overflows and x = 0.
+    #[test]
+    fn mean_softplus_values_and_gradient() {
+        let dev = Cpu::default();
+        let xs = [-60.0f32, -3.0, -0.5, 0.0, 0.5, 3.0, 60.0];
+        let n = xs.len() as f64;
+        for sign in [1.0f32, -1.0] {
+            let x = dev.tensor_from_vec(xs.to_vec(), (1, xs.len())).retaped::<OT<Cpu>>();
+            let y = mean_softplus(x.with_empty_tape(), sign);
+            let value = y.as_vec()[0] as f64;
+            let g = y.backward().get(&x).as_vec();
+            let sp = |v: f64| if v > 30.0 { v } else { (1.0 + v.exp()).ln() };
+            let want: f64 = xs.iter().map(|&v| sp(sign as f64 * v as f64)).sum::<f64>() / n;
+            assert!((value - want).abs() < 1e-5 * want, "sign {sign}: {value} vs {want}");
+            for (i, &v) in xs.iter().enumerate() {
+                let s = sign as f64;
+                let sigma = 1.0 / (1.0 + (-s * v as f64).exp());
+                assert!((g[i] as f64 - s * sigma / n).abs() < 1e-6, "sign {sign}, x {v}: {} vs {}", g[i], s * sigma / n);
+            }
+        }
+    }
+}
