@@ -72,8 +72,8 @@ pub fn save<D: Device<f32>>(
         ("updates".to_string(), info.updates.to_string()),
     ]
     .into();
-    if let Some(d) = opts.iter().find(|o| o.discriminator) {
-        meta.insert("updates.discriminator".into(), d.updates.to_string());
+    for o in opts.iter().skip(1) {
+        meta.insert(o.group.updates_key().into(), o.updates.to_string());
     }
     let bytes = safetensors::serialize(views, &Some(meta))
         .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
@@ -140,8 +140,8 @@ pub fn load<D: Device<f32>>(
         let id = store.find(&name).expect("name from the store");
         store.set_values(id, v);
     }
-    for opt in opts.iter_mut() {
-        opt.updates = if opt.discriminator { number("updates.discriminator")? } else { info.updates };
+    for (i, opt) in opts.iter_mut().enumerate() {
+        opt.updates = if i == 0 { info.updates } else { number(opt.group.updates_key())? };
         opt.first.clear();
         opt.second.clear();
         for name in st.names() {

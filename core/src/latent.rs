@@ -73,6 +73,18 @@ pub struct Encoded<D: Device<f32>> {
     pub stats: Vec<(&'static str, f32)>,
 }
 
+impl<D: Device<f32>> Encoded<D> {
+    /// The regulariser alone, carrying the whole encoder's tape. The encoder's operations are
+    /// recorded on `z`'s tape (μ → z); `reg` holds only the latent head's, so a loss that uses the
+    /// regulariser without `z` (IntroVAE scoring images by their KL) must take it from here for
+    /// gradients to reach the encoder and whatever produced its input.
+    pub fn into_reg(self) -> Tensor<(), f32, D, OT<D>> {
+        let (_, z_tape) = self.z.split_tape();
+        let (reg, reg_tape) = self.reg.split_tape();
+        reg.put_tape(reg_tape.merge(z_tape))
+    }
+}
+
 impl LatentModel {
     pub fn build<D: Device<f32>>(
         spec: &Latent,

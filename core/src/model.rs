@@ -144,6 +144,13 @@ impl Model {
         self.latent.encode(ctx, h, noise)
     }
 
+    /// As [`Model::encode`] for images on the tape (generated ones whose gradient must reach the
+    /// decoder through the encoder, as in IntroVAE's decoder loss).
+    pub fn encode_taped<D: Backend>(&self, ctx: &Ctx<D>, x: Tensor2<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {
+        let h = self.encoder.forward(ctx, Act { t: x, shape: self.data_shape, needs_grad: true });
+        self.latent.encode(ctx, h, noise)
+    }
+
     /// −log p(x | decoder output), summed over pixels and averaged over the batch.
     pub fn nll<D: Backend>(&self, ctx: &Ctx<D>, out: Tensor2<D>, x: Tensor<(usize, usize), f32, D>) -> Tensor<(), f32, D, OT<D>> {
         let (features, batch) = *out.shape();

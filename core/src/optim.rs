@@ -7,13 +7,48 @@ use crate::spec::{GradClip, Optimizer as OptSpec, Schedule};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
 
-/// Names of the discriminator's parameters start with this; its optimizer updates only them and
-/// the main optimizer everything else.
+/// Names of the discriminator's parameters start with this.
 pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
 
+/// The parameters an optimizer updates, by the prefix of their names. Losses routed to one group
+/// (IntroVAE's encoder and decoder losses, a GAN's discriminator loss) get one optimizer each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Everything but the discriminator.
+    Model,
+    /// `encoder.*` and the latent's heads (`latent.*`).
+    Encoder,
+    /// `decoder.*` and the likelihood's parameters (`likelihood.*`).
+    Decoder,
+    /// `discriminator.*`.
+    Discriminator,
+}
+
+impl Group {
+    pub fn contains(self, name: &str) -> bool {
+        let disc = name.starts_with(DISCRIMINATOR_PREFIX);
+        match self {
+            Group::Model => !disc,
+            Group::Discriminator => disc,
+            Group::Encoder => name.starts_with("encoder.") || name.starts_with("latent."),
+            Group::Decoder => name.starts_with("decoder.") || name.starts_with("likelihood."),
+        }
+    }
+
+    /// The checkpoint metadata key of this group's update count (the first optimizer's is `updates`).
+    pub fn updates_key(self) -> &'static str {
+        match self {
+            Group::Model => "updates.model",
+            Group::Encoder => "updates.encoder",
+            Group::Decoder => "updates.decoder",
+            Group::Discriminator => "updates.discriminator",
+        }
+    }
+}
+
 pub struct Optimizer<D: Device<f32>> {
-    /// Whether this optimizer owns the discriminator group (else every other parameter).
-    pub discriminator: bool,
+    /// The parameters this optimizer updates.
+    pub group: Group,
     spec: OptSpec,
     schedule: Schedule,
     total_steps: usize,
@@ -28,7 +63,7 @@ pub struct Optimizer<D: Device<f32>> {
 impl<D: Device<f32>> Optimizer<D> {
     pub fn new(spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
         Optimizer {
-            discriminator: false,
+            group: Group::Model,
             spec,
             schedule,
             total_steps,
@@ -39,14 +74,14 @@ impl<D: Device<f32>> Optimizer<D> {
         }
     }
 
-    /// An optimizer for the discriminator's parameters only.
-    pub fn for_discriminator(spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
-        Optimizer { discriminator: true, ..Self::new(spec, schedule, clip, total_steps) }
+    /// An optimizer for one parameter group only.
+    pub fn for_group(group: Group, spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
+        Optimizer { group, ..Self::new(spec, schedule, clip, total_steps) }
     }
 
     /// Whether this optimizer updates the parameter called `name`.
     pub fn owns(&self, name: &str) -> bool {
-        name.starts_with(DISCRIMINATOR_PREFIX) == self.discriminator
+        self.group.contains(name)
     }
 
     /// The learning rate at `step` (0-based), after the schedule.

@@ -125,21 +125,35 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     let gan = crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &plugins)
         .map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
     let total = spec.train.steps;
-    let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), total);
-    let mut opt_d = match &spec.adversarial {
-        crate::spec::Adversarial::Gan { optimizer, .. } => Some(Optimizer::for_discriminator(
+    let intro = crate::adversarial::IntroVae::from_spec(&spec.adversarial);
+    // The first optimizer updates the model (only the encoder under IntroVAE); the second, if any,
+    // the discriminator of a GAN or IntroVAE's decoder.
+    let group_optimizer = |group| {
+        Optimizer::for_group(
+            group,
+            spec.train.optimizer.clone(),
+            spec.train.schedule.clone(),
+            spec.train.grad_clip.clone(),
+            total,
+        )
+    };
+    let mut opt = group_optimizer(if intro.is_some() { crate::optim::Group::Encoder } else { crate::optim::Group::Model });
+    let mut opt_aux = match &spec.adversarial {
+        crate::spec::Adversarial::Gan { optimizer, .. } => Some(Optimizer::for_group(
+            crate::optim::Group::Discriminator,
             optimizer.clone().unwrap_or_else(|| spec.train.optimizer.clone()),
             spec.train.schedule.clone(),
             spec.train.grad_clip.clone(),
             total,
         )),
+        crate::spec::Adversarial::IntroVae { .. } => Some(group_optimizer(crate::optim::Group::Decoder)),
         crate::spec::Adversarial::None => None,
     };
 
     let log_path = dir.join("log.jsonl");
     let mut start = 0;
     if opts.resume {
-        let mut opts: Vec<&mut Optimizer<D>> = std::iter::once(&mut opt).chain(opt_d.as_mut()).collect();
+        let mut opts: Vec<&mut Optimizer<D>> = std::iter::once(&mut opt).chain(opt_aux.as_mut()).collect();
         let info = checkpoint::load(&checkpoint::latest(&ckpt_dir)?, &mut store, &mut opts)?;
         start = info.step;
         truncate_log(&log_path, start)?;
@@ -162,8 +176,8 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
 
     let bar = progress_bar(opts.progress, total, start);
     let mut last_checkpoint: Option<PathBuf> = opts.resume.then(|| checkpoint::latest(&ckpt_dir).ok()).flatten();
-    let save = |store: &ParamStore<D>, opt: &Optimizer<D>, opt_d: &Option<Optimizer<D>>, step: usize| {
-        let opts: Vec<&Optimizer<D>> = std::iter::once(opt).chain(opt_d.as_ref()).collect();
+    let save = |store: &ParamStore<D>, opt: &Optimizer<D>, opt_aux: &Option<Optimizer<D>>, step: usize| {
+        let opts: Vec<&Optimizer<D>> = std::iter::once(opt).chain(opt_aux.as_ref()).collect();
         checkpoint::save(&ckpt_dir, store, &opts, &CheckpointInfo { step, updates: opt.updates })
     };
     let code_rows = model.latent.code_shape().len();
@@ -187,7 +201,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
             let mut values = std::collections::BTreeMap::new();
             let prior_z = || normal_noise(&dev, spec.seed, "gan-prior", step as u64, code_rows, batch);
-            if let (Some(gan), Some(opt_d)) = (&gan, opt_d.as_mut()) {
+            if let (Some(gan), Some(opt_aux)) = (&gan, opt_aux.as_mut()) {
                 // Phase 1: the discriminator, on fakes made without gradient.
                 let mut d_loss_value = 0.0;
                 for _ in 0..gan.d_steps {
@@ -218,70 +232,118 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                             store.set_values(id, v);
                         }
                     }
-                    opt_d.step(&mut store, &mut d_grads, step);
+                    opt_aux.step(&mut store, &mut d_grads, step);
                 }
                 values.insert("discriminator".to_string(), d_loss_value);
             }
-            let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-            let (terms, adversarial) = match &gan {
-                Some(gan) => {
-                    let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z());
-                    (terms, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+            let introspective = intro.filter(|iv| step >= iv.warmup);
+            let (loss_value, lr, grad_norm, weights, stats) = if let Some(iv) = introspective {
+                // IntroVAE: the encoder's and the decoder's losses at the same parameters, each
+                // updating only its own group.
+                let prior = prior_z();
+                let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+                let e = iv.encoder_loss(&model, &ctx, &x, &noise, &prior);
+                let d_ctx = Ctx::new(&store, true, spec.seed, step as u64);
+                let d = iv.decoder_loss(&model, &d_ctx, &x, &noise, &prior);
+                let (e_value, d_value) = (e.loss.as_vec()[0], d.loss.as_vec()[0]);
+                for (name, v) in [("encoder", e_value), ("decoder", d_value)].into_iter().chain(e.terms.iter().copied()) {
+                    if !v.is_finite() {
+                        bar.abandon();
+                        return Err(TrainError::NonFinite {
+                            step: step + 1,
+                            term: name.into(),
+                            value: v,
+                            kept: kept(&last_checkpoint),
+                        });
+                    }
+                    values.insert(name.to_string(), v);
                 }
-                None => (model.terms(&ctx, x, noise), None),
+                let mut e_grads = e.loss.backward();
+                let mut d_grads = d.loss.backward();
+                for c in [&ctx, &d_ctx] {
+                    if let Some(failure) = c.failures.take() {
+                        bar.abandon();
+                        return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
+                    }
+                }
+                // Running statistics move once per step: from the encoder's pass.
+                let updates = ctx.buffer_updates.take();
+                drop((ctx, d_ctx));
+                for (id, v) in updates {
+                    store.set_values(id, v);
+                }
+                let lr = opt.lr(step);
+                let grad_norm = opt.step(&mut store, &mut e_grads, step);
+                opt_aux.as_mut().expect("IntroVAE has a decoder optimizer").step(&mut store, &mut d_grads, step);
+                (e_value + d_value, lr, grad_norm, vec![], std::collections::BTreeMap::new())
+            } else {
+                let ctx = Ctx::new(&store, true, spec.seed, step as u64);
+                let (terms, adversarial) = match &gan {
+                    Some(gan) => {
+                        let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z());
+                        (terms, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                    }
+                    None => (model.terms(&ctx, x, noise), None),
+                };
+                let weights = term_weights(&spec.losses, step);
+                let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
+                let stats: std::collections::BTreeMap<String, f32> =
+                    terms.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let (rec, (reg_name, reg)) = (terms.rec, terms.reg);
+                let mut pending = [("rec", Some(rec)), (reg_name, Some(reg))];
+                for (name, w) in &weights {
+                    let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
+                    let v = term.as_vec()[0];
+                    if !v.is_finite() {
+                        bar.abandon();
+                        return Err(TrainError::NonFinite {
+                            step: step + 1,
+                            term: name.to_string(),
+                            value: v,
+                            kept: kept(&last_checkpoint),
+                        });
+                    }
+                    values.insert(name.to_string(), v);
+                    let weighted = term * *w;
+                    total_loss = Some(match total_loss {
+                        None => weighted,
+                        Some(acc) => acc + weighted,
+                    });
+                }
+                let mut loss = total_loss.expect("validation requires at least one loss");
+                if let (Some(adv), Some(gan)) = (adversarial, &gan) {
+                    let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
+                    if !v.is_finite() {
+                        bar.abandon();
+                        return Err(TrainError::NonFinite {
+                            step: step + 1,
+                            term: "generator".into(),
+                            value: v,
+                            kept: kept(&last_checkpoint),
+                        });
+                    }
+                    values.insert("generator".to_string(), v);
+                    loss = loss + adv;
+                }
+                let loss_value = loss.as_vec()[0];
+                let mut grads = loss.backward();
+                if let Some(failure) = ctx.failures.take() {
+                    bar.abandon();
+                    return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
+                }
+                let updates = ctx.buffer_updates.take();
+                drop(ctx);
+                for (id, v) in updates {
+                    store.set_values(id, v);
+                }
+                let lr = opt.lr(step);
+                let grad_norm = opt.step(&mut store, &mut grads, step);
+                if let (Some(_), Some(opt_dec)) = (intro, opt_aux.as_mut()) {
+                    // IntroVAE's plain-VAE warm-up trains the decoder group too, from the same gradients.
+                    opt_dec.step(&mut store, &mut grads, step);
+                }
+                (loss_value, lr, grad_norm, weights, stats)
             };
-            let weights = term_weights(&spec.losses, step);
-            let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
-            let stats: std::collections::BTreeMap<String, f32> = terms.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            let (rec, (reg_name, reg)) = (terms.rec, terms.reg);
-            let mut pending = [("rec", Some(rec)), (reg_name, Some(reg))];
-            for (name, w) in &weights {
-                let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
-                let v = term.as_vec()[0];
-                if !v.is_finite() {
-                    bar.abandon();
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        term: name.to_string(),
-                        value: v,
-                        kept: kept(&last_checkpoint),
-                    });
-                }
-                values.insert(name.to_string(), v);
-                let weighted = term * *w;
-                total_loss = Some(match total_loss {
-                    None => weighted,
-                    Some(acc) => acc + weighted,
-                });
-            }
-            let mut loss = total_loss.expect("validation requires at least one loss");
-            if let (Some(adv), Some(gan)) = (adversarial, &gan) {
-                let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
-                if !v.is_finite() {
-                    bar.abandon();
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        term: "generator".into(),
-                        value: v,
-                        kept: kept(&last_checkpoint),
-                    });
-                }
-                values.insert("generator".to_string(), v);
-                loss = loss + adv;
-            }
-            let loss_value = loss.as_vec()[0];
-            let mut grads = loss.backward();
-            if let Some(failure) = ctx.failures.take() {
-                bar.abandon();
-                return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
-            }
-            let updates = ctx.buffer_updates.take();
-            drop(ctx);
-            for (id, v) in updates {
-                store.set_values(id, v);
-            }
-            let lr = opt.lr(step);
-            let grad_norm = opt.step(&mut store, &mut grads, step);
             let done = step + 1;
             let img_per_s = batch as f32 / t0.elapsed().as_secs_f32();
 
@@ -305,7 +367,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let interrupted = opts.stop.load(Ordering::SeqCst) || opts.stop_at == Some(done);
             if done % spec.train.checkpoint_every == 0 || done == total || interrupted {
                 log.flush().map_err(io(&log_path, "cannot flush the log"))?;
-                let path = save(&store, &opt, &opt_d, done)?;
+                let path = save(&store, &opt, &opt_aux, done)?;
                 last_checkpoint = Some(path.clone());
                 if interrupted && done < total {
                     bar.abandon_with_message(format!("interrupted at step {done}; checkpoint saved"));
@@ -316,7 +378,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         bar.finish();
         let checkpoint = match last_checkpoint {
             Some(p) => p,
-            None => save(&store, &opt, &opt_d, total)?,
+            None => save(&store, &opt, &opt_aux, total)?,
         };
         Ok(TrainOutcome::Finished { steps: total, checkpoint })
     })

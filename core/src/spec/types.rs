@@ -49,6 +49,33 @@ pub enum Adversarial {
         #[serde(default)]
         optimizer: Option<Optimizer>,
     },
+    /// IntroVAE (Huang et al. 2018): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I))
+    /// per image, x_r = D(z) for z ~ q(z|x), x_p = D(z_p) for z_p ~ N(0, I) and
+    /// L_AE = ½‖x_r − x‖² per image, the encoder minimises
+    /// KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE and the decoder
+    /// α·½(KL(x_r) + KL(x_p)) + β·L_AE, each with its own optimizer, at the same parameters.
+    /// Defaults: the official 256 px settings. During the first `warmup` steps the spec's `losses`
+    /// train the whole model as a plain VAE.
+    IntroVae {
+        #[serde(default = "intro_margin")]
+        margin: f32,
+        #[serde(default = "intro_alpha")]
+        alpha: f32,
+        #[serde(default = "intro_beta")]
+        beta: f32,
+        #[serde(default)]
+        warmup: usize,
+    },
+}
+
+fn intro_margin() -> f32 {
+    120.0
+}
+fn intro_alpha() -> f32 {
+    0.5
+}
+fn intro_beta() -> f32 {
+    0.05
 }
 
 /// The two-player objective of a GAN.
@@ -66,6 +93,7 @@ impl Adversarial {
         match self {
             Adversarial::None => "None",
             Adversarial::Gan { .. } => "Gan",
+            Adversarial::IntroVae { .. } => "IntroVae",
         }
     }
 }

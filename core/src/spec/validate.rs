@@ -48,6 +48,16 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
         v.check(*weight >= 0.0 && weight.is_finite(), "adversarial.weight", format!("must be ≥ 0, got {weight}"));
         v.positive("adversarial.d_steps", *d_steps);
     }
+    if let Adversarial::IntroVae { margin, alpha, beta, .. } = e.adversarial {
+        v.check(
+            e.model.latent.is_probabilistic(),
+            "adversarial",
+            format!("IntroVae needs a Gaussian or Spatial latent (its critic is the KL), not {}", e.model.latent.kind()),
+        );
+        for (field, x) in [("margin", margin), ("alpha", alpha), ("beta", beta)] {
+            v.check(x >= 0.0 && x.is_finite(), &format!("adversarial.{field}"), format!("must be ≥ 0, got {x}"));
+        }
+    }
     if e.losses.is_empty() {
         v.push("losses", "no loss terms: add at least `Reconstruction()`".into());
     }

@@ -1,4 +1,4 @@
-//! Adversarial terms: a GAN discriminator beside the model (spec `adversarial: Gan(…)`).
+//! A GAN discriminator beside the model (spec `adversarial: Gan(…)`).
 //!
 //! A training step with a GAN runs in two phases, each updating only its own parameter group:
 //! 1. the discriminator, `d_steps` times: the model makes fakes (reconstructions of the batch and

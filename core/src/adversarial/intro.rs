@@ -1,0 +1,86 @@
+//! IntroVAE (Huang et al. 2018, "IntroVAE: Introspective Variational Autoencoders for
+//! Photographic Image Synthesis", eqs. 10–11, with the official code's averaged hinge terms): the
+//! encoder doubles as the critic, scoring images by the KL of their posterior.
+//!
+//! Each step evaluates the encoder's loss and the decoder's loss in two forward passes at the same
+//! parameters and the same random draws; the first updates only the encoder group, the second only
+//! the decoder group (`crate::optim::Group`).
+
+use crate::model::Model;
+use crate::nn::{Backend, Ctx, Tensor2, OT};
+use crate::spec::Adversarial;
+use dfdx::prelude::*;
+
+type Scalar<D> = Tensor<(), f32, D, OT<D>>;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IntroVae {
+    pub margin: f32,
+    pub alpha: f32,
+    pub beta: f32,
+    /// Plain-VAE steps before the introspective objective starts.
+    pub warmup: usize,
+}
+
+/// One loss with the values of its terms for the log.
+pub struct Routed<D: Device<f32>> {
+    pub loss: Scalar<D>,
+    pub terms: Vec<(&'static str, f32)>,
+}
+
+impl IntroVae {
+    pub fn from_spec(adversarial: &Adversarial) -> Option<IntroVae> {
+        match *adversarial {
+            Adversarial::IntroVae { margin, alpha, beta, warmup } => Some(IntroVae { margin, alpha, beta, warmup }),
+            _ => None,
+        }
+    }
+
+    /// L_AE = ½‖x_r − x‖², summed over pixels, averaged over the batch.
+    fn half_squared_error<D: Backend>(x_r: Tensor2<D>, x: &Tensor<(usize, usize), f32, D>) -> Scalar<D> {
+        let batch = x.shape().1 as f32;
+        (x_r - x.clone()).square().sum::<(), _>() * (0.5 / batch)
+    }
+
+    /// The encoder's loss: KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE.
+    pub fn encoder_loss<D: Backend>(
+        &self,
+        model: &Model,
+        ctx: &Ctx<D>,
+        x: &Tensor<(usize, usize), f32, D>,
+        noise: &Tensor<(usize, usize), f32, D>,
+        prior_z: &Tensor<(usize, usize), f32, D>,
+    ) -> Routed<D> {
+        let enc = model.encode(ctx, x.clone(), noise.clone());
+        let x_r = model.image_taped(model.decode(ctx, enc.z));
+        let x_p = model.image_taped(model.decode(ctx, prior_z.clone().retaped()));
+        let (x_r_values, x_p_values) = (x_r.with_empty_tape().split_tape().0, x_p.split_tape().0);
+        let ae = Self::half_squared_error(x_r, x);
+        let kl_r = model.encode(ctx, x_r_values, noise.clone()).into_reg();
+        let kl_p = model.encode(ctx, x_p_values, noise.clone()).into_reg();
+        let values = [enc.reg.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], ae.as_vec()[0]];
+        let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
+        let loss = enc.reg + hinge * (0.5 * self.alpha) + ae * self.beta;
+        Routed { loss, terms: vec![("kl", values[0]), ("kl_rec", values[1]), ("kl_fake", values[2]), ("rec_ae", values[3])] }
+    }
+
+    /// The decoder's loss: α·½(KL(x_r) + KL(x_p)) + β·L_AE, with gradients through the encoder's
+    /// scoring of the decoder's images.
+    pub fn decoder_loss<D: Backend>(
+        &self,
+        model: &Model,
+        ctx: &Ctx<D>,
+        x: &Tensor<(usize, usize), f32, D>,
+        noise: &Tensor<(usize, usize), f32, D>,
+        prior_z: &Tensor<(usize, usize), f32, D>,
+    ) -> Routed<D> {
+        let enc = model.encode(ctx, x.clone(), noise.clone());
+        let x_r = model.image_taped(model.decode(ctx, enc.z));
+        let x_p = model.image_taped(model.decode(ctx, prior_z.clone().retaped()));
+        let ae = Self::half_squared_error(x_r.with_empty_tape(), x);
+        let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
+        let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();
+        let loss = (kl_r + kl_p) * (0.5 * self.alpha) + ae * self.beta;
+        Routed { loss, terms: vec![] }
+    }
+}
