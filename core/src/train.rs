@@ -212,12 +212,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     d_loss_value = d_loss.as_vec()[0];
                     if !d_loss_value.is_finite() {
                         bar.abandon();
-                        return Err(TrainError::NonFinite {
-                            step: step + 1,
-                            term: "discriminator".into(),
-                            value: d_loss_value,
-                            kept: kept(&last_checkpoint),
-                        });
+                        return Err(non_finite(step, "discriminator", d_loss_value, &last_checkpoint));
                     }
                     let mut d_grads = d_loss.backward();
                     if let Some(failure) = ctx_d.failures.take() {
@@ -242,19 +237,15 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 // updating only its own group.
                 let prior = prior_z();
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let e = iv.encoder_loss(&model, &ctx, &x, &noise, &prior);
+                let data = crate::adversarial::intro::StepData { x: &x, noise: &noise, prior_z: &prior };
+                let e = iv.encoder_loss(&model, &ctx, &data);
                 let d_ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let d = iv.decoder_loss(&model, &d_ctx, &x, &noise, &prior);
+                let d = iv.decoder_loss(&model, &d_ctx, &data);
                 let (e_value, d_value) = (e.loss.as_vec()[0], d.loss.as_vec()[0]);
                 for (name, v) in [("encoder", e_value), ("decoder", d_value)].into_iter().chain(e.terms.iter().copied()) {
                     if !v.is_finite() {
                         bar.abandon();
-                        return Err(TrainError::NonFinite {
-                            step: step + 1,
-                            term: name.into(),
-                            value: v,
-                            kept: kept(&last_checkpoint),
-                        });
+                        return Err(non_finite(step, name, v, &last_checkpoint));
                     }
                     values.insert(name.to_string(), v);
                 }
@@ -296,12 +287,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     let v = term.as_vec()[0];
                     if !v.is_finite() {
                         bar.abandon();
-                        return Err(TrainError::NonFinite {
-                            step: step + 1,
-                            term: name.to_string(),
-                            value: v,
-                            kept: kept(&last_checkpoint),
-                        });
+                        return Err(non_finite(step, name.to_string(), v, &last_checkpoint));
                     }
                     values.insert(name.to_string(), v);
                     let weighted = term * *w;
@@ -315,12 +301,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
                     if !v.is_finite() {
                         bar.abandon();
-                        return Err(TrainError::NonFinite {
-                            step: step + 1,
-                            term: "generator".into(),
-                            value: v,
-                            kept: kept(&last_checkpoint),
-                        });
+                        return Err(non_finite(step, "generator", v, &last_checkpoint));
                     }
                     values.insert("generator".to_string(), v);
                     loss = loss + adv;
@@ -382,6 +363,11 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         };
         Ok(TrainOutcome::Finished { steps: total, checkpoint })
     })
+}
+
+/// The error for a loss term that stopped being finite at 0-based `step`.
+fn non_finite(step: usize, term: impl Into<String>, value: f32, last_checkpoint: &Option<PathBuf>) -> TrainError {
+    TrainError::NonFinite { step: step + 1, term: term.into(), value, kept: kept(last_checkpoint) }
 }
 
 /// What a stopped run leaves behind.

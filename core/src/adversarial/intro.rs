@@ -22,6 +22,13 @@ pub struct IntroVae {
     pub warmup: usize,
 }
 
+/// A step's inputs: the batch, the posterior noise ε and the prior codes z_p (batch-last).
+pub struct StepData<'a, D: Device<f32>> {
+    pub x: &'a Tensor<(usize, usize), f32, D>,
+    pub noise: &'a Tensor<(usize, usize), f32, D>,
+    pub prior_z: &'a Tensor<(usize, usize), f32, D>,
+}
+
 /// One loss with the values of its terms for the log.
 pub struct Routed<D: Device<f32>> {
     pub loss: Scalar<D>,
@@ -42,41 +49,33 @@ impl IntroVae {
         (x_r - x.clone()).square().sum::<(), _>() * (0.5 / batch)
     }
 
-    /// The encoder's loss: KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE.
-    pub fn encoder_loss<D: Backend>(
-        &self,
-        model: &Model,
-        ctx: &Ctx<D>,
-        x: &Tensor<(usize, usize), f32, D>,
-        noise: &Tensor<(usize, usize), f32, D>,
-        prior_z: &Tensor<(usize, usize), f32, D>,
-    ) -> Routed<D> {
-        let enc = model.encode(ctx, x.clone(), noise.clone());
+    /// KL(x), the reconstructions x_r = D(z), z ~ q(z|x), and prior samples x_p = D(z_p), on the
+    /// tape (the encoder's operations travel with x_r).
+    fn generate<D: Backend>(model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Scalar<D>, Tensor2<D>, Tensor2<D>) {
+        let enc = model.encode(ctx, data.x.clone(), data.noise.clone());
         let x_r = model.image_taped(model.decode(ctx, enc.z));
-        let x_p = model.image_taped(model.decode(ctx, prior_z.clone().retaped()));
+        (enc.reg, x_r, model.image_taped(model.decode(ctx, data.prior_z.clone().retaped())))
+    }
+
+    /// The encoder's loss: KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE.
+    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> Routed<D> {
+        let (x, noise) = (data.x, data.noise);
+        let (real_kl, x_r, x_p) = Self::generate(model, ctx, data);
         let (x_r_values, x_p_values) = (x_r.with_empty_tape().split_tape().0, x_p.split_tape().0);
         let ae = Self::half_squared_error(x_r, x);
         let kl_r = model.encode(ctx, x_r_values, noise.clone()).into_reg();
         let kl_p = model.encode(ctx, x_p_values, noise.clone()).into_reg();
-        let values = [enc.reg.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], ae.as_vec()[0]];
+        let values = [real_kl.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], ae.as_vec()[0]];
         let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
-        let loss = enc.reg + hinge * (0.5 * self.alpha) + ae * self.beta;
+        let loss = real_kl + hinge * (0.5 * self.alpha) + ae * self.beta;
         Routed { loss, terms: vec![("kl", values[0]), ("kl_rec", values[1]), ("kl_fake", values[2]), ("rec_ae", values[3])] }
     }
 
     /// The decoder's loss: α·½(KL(x_r) + KL(x_p)) + β·L_AE, with gradients through the encoder's
     /// scoring of the decoder's images.
-    pub fn decoder_loss<D: Backend>(
-        &self,
-        model: &Model,
-        ctx: &Ctx<D>,
-        x: &Tensor<(usize, usize), f32, D>,
-        noise: &Tensor<(usize, usize), f32, D>,
-        prior_z: &Tensor<(usize, usize), f32, D>,
-    ) -> Routed<D> {
-        let enc = model.encode(ctx, x.clone(), noise.clone());
-        let x_r = model.image_taped(model.decode(ctx, enc.z));
-        let x_p = model.image_taped(model.decode(ctx, prior_z.clone().retaped()));
+    pub fn decoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> Routed<D> {
+        let (x, noise) = (data.x, data.noise);
+        let (_, x_r, x_p) = Self::generate(model, ctx, data);
         let ae = Self::half_squared_error(x_r.with_empty_tape(), x);
         let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();

@@ -204,9 +204,7 @@ pub fn run(
         strengths: strengths.to_vec(),
         attributes,
     };
-    let json = dir.join("attributes.json");
-    let text = serde_json::to_string_pretty(&summary).expect("summaries serialize");
-    crate::checkpoint::write_atomic(&json, text.as_bytes()).map_err(|e| AnalysisError::Write(json.clone(), e.to_string()))?;
+    super::write_summary(&dir, "attributes.json", &summary)?;
     Ok(summary)
 }
 

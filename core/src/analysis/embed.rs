@@ -167,9 +167,7 @@ pub fn run(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<EmbedSu
         explained_variance: explained,
         plots,
     };
-    let json = dir.join("embed.json");
-    let text = serde_json::to_string_pretty(&summary).expect("summaries serialize");
-    crate::checkpoint::write_atomic(&json, text.as_bytes()).map_err(|e| AnalysisError::Write(json.clone(), e.to_string()))?;
+    super::write_summary(&dir, "embed.json", &summary)?;
     Ok(summary)
 }
 

@@ -233,8 +233,14 @@ pub fn write_outputs<S: Serialize>(
     let png = dir.join(format!("{stem}.png"));
     crate::eval::grid::save_png(&crate::eval::grid::grid(images, shape, columns), &png)
         .map_err(|e| AnalysisError::Write(png.clone(), e))?;
-    let json = dir.join(format!("{stem}.json"));
+    let json = write_summary(dir, &format!("{stem}.json"), summary)?;
+    Ok((png, json))
+}
+
+/// Writes `summary` as pretty JSON to `dir/file`.
+pub fn write_summary<S: Serialize>(dir: &Path, file: &str, summary: &S) -> Result<PathBuf, AnalysisError> {
+    let json = dir.join(file);
     let text = serde_json::to_string_pretty(summary).expect("summaries serialize");
     checkpoint::write_atomic(&json, text.as_bytes()).map_err(|e| AnalysisError::Write(json.clone(), e.to_string()))?;
-    Ok((png, json))
+    Ok(json)
 }
