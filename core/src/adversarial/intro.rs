@@ -7,7 +7,7 @@
 //! the decoder group (`crate::optim::Group`).
 
 use crate::model::Model;
-use crate::nn::{Backend, Ctx, Tensor2, OT};
+use crate::nn::{stop_gradient, Backend, Ctx, Tensor2, OT};
 use crate::spec::Adversarial;
 use dfdx::prelude::*;
 
@@ -61,10 +61,12 @@ impl IntroVae {
     pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> Routed<D> {
         let (x, noise) = (data.x, data.noise);
         let (real_kl, x_r, x_p) = Self::generate(model, ctx, data);
-        let (x_r_values, x_p_values) = (x_r.with_empty_tape().split_tape().0, x_p.split_tape().0);
+        // ng(x_r), ng(x_p): new tensors, so the hinge's gradient cannot flow back through the
+        // decoder into the encoder's z.
+        let (x_r_sg, x_p_sg) = (stop_gradient(&x_r), stop_gradient(&x_p));
         let ae = Self::half_squared_error(x_r, x);
-        let kl_r = model.encode(ctx, x_r_values, noise.clone()).into_reg();
-        let kl_p = model.encode(ctx, x_p_values, noise.clone()).into_reg();
+        let kl_r = model.encode_taped(ctx, x_r_sg, noise.clone()).into_reg();
+        let kl_p = model.encode_taped(ctx, x_p_sg, noise.clone()).into_reg();
         let values = [real_kl.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], ae.as_vec()[0]];
         let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
         let loss = real_kl + hinge * (0.5 * self.alpha) + ae * self.beta;

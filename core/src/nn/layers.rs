@@ -22,16 +22,43 @@ pub struct Ctx<'a, D: Device<f32>> {
     pub buffer_updates: RefCell<Vec<(ParamId, Vec<f32>)>>,
     /// Errors from plugin blocks in this pass (checked before any parameter changes).
     pub failures: Failures,
+    /// While set, layers read their parameters as constants: gradients pass through to their
+    /// inputs but none reaches the parameters (see [`Ctx::frozen`]).
+    frozen: std::cell::Cell<bool>,
 }
 
 impl<'a, D: Device<f32>> Ctx<'a, D> {
     pub fn new(store: &'a ParamStore<D>, train: bool, seed: u64, step: u64) -> Self {
-        Ctx { store, train, seed, step, buffer_updates: RefCell::new(Vec::new()), failures: Failures::default() }
+        Ctx {
+            store,
+            train,
+            seed,
+            step,
+            buffer_updates: RefCell::new(Vec::new()),
+            failures: Failures::default(),
+            frozen: std::cell::Cell::new(false),
+        }
     }
 
-    /// A parameter on a fresh tape; its gradient is found later by the stored tensor's id.
+    /// A parameter on a fresh tape; its gradient is found later by the stored tensor's id. Frozen,
+    /// it is a copy with its own id, so its gradient is computed but reaches no stored parameter.
     pub fn param(&self, id: ParamId) -> Flat<D, OT<D>> {
-        self.store.get(id).tensor.retaped()
+        let p = &self.store.get(id).tensor;
+        if self.frozen.get() {
+            let n = p.shape().0;
+            p.device().tensor_from_vec(p.as_vec(), (n,)).retaped()
+        } else {
+            p.retaped()
+        }
+    }
+
+    /// Runs `f` with every parameter frozen: the network is a fixed function whose gradient passes
+    /// through to its input (VPGA's f̃, a critic scoring images for a decoder's loss).
+    pub fn frozen<R>(&self, f: impl FnOnce() -> R) -> R {
+        let before = self.frozen.replace(true);
+        let r = f();
+        self.frozen.set(before);
+        r
     }
 }
 

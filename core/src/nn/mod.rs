@@ -26,6 +26,14 @@ pub type OT<D> = OwnedTape<f32, D>;
 /// A batch-last activation matrix on a tape.
 pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
 
+/// sg(t): the values of `t` as a new tensor on a fresh tape. Gradients of whatever uses it stop
+/// here. A copy, not `split_tape()`: dfdx keys gradients by tensor id, so a tensor sharing `t`'s id
+/// would hand its gradient back to `t`'s producers whenever `t`'s own tape joins the same loss.
+pub fn stop_gradient<D: Device<f32>>(t: &Tensor2<D>) -> Tensor2<D> {
+    let shape = *t.shape();
+    t.device().tensor_from_vec(t.as_vec(), shape).retaped()
+}
+
 /// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
 /// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
 /// tests check against these generic versions.

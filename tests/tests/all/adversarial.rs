@@ -226,6 +226,44 @@ mod intro {
         };
         let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
         assert!((analytic - numeric).abs() < 2e-3 * numeric.abs().max(1e-2), "dL_G/db {analytic} vs {numeric}");
+
+        // d L_E / d encoder.1.bias[0] with ng(x_r), ng(x_p) held at their current values: the
+        // hinge's gradient must not come back through the decoder.
+        let ctx = Ctx::new(&store, true, 0, 0);
+        let mut grads = iv.encoder_loss(&model, &ctx, &data).loss.backward();
+        let enc_bias = store.find("encoder.1.bias").unwrap();
+        grads.try_alloc_for(&store.get(enc_bias).tensor).unwrap();
+        let analytic = grads.get(&store.get(enc_bias).tensor).as_vec()[0] as f64;
+        drop(ctx);
+        let (recs0, fakes0) = (recs.clone(), fakes.clone());
+        let mut at = |delta: f32| {
+            let mut b = store.get(enc_bias).tensor.as_vec();
+            b[0] += delta;
+            store.set_values(enc_bias, b);
+            let r = Reference(&store);
+            let recs: Vec<Vec<f64>> = images
+                .iter()
+                .enumerate()
+                .map(|(j, img)| {
+                    let (mu, lv) = r.encode(img);
+                    r.decode(&(0..2).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d * B + j] as f64).collect::<Vec<_>>())
+                })
+                .collect();
+            let ae = images
+                .iter()
+                .zip(&recs)
+                .map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / B as f64;
+            let hinge = (margin - r.kl(&recs0)).max(0.0) + (margin - r.kl(&fakes0)).max(0.0);
+            let v = r.kl(&images) + alpha * 0.5 * hinge + beta * ae;
+            let mut b = store.get(enc_bias).tensor.as_vec();
+            b[0] -= delta;
+            store.set_values(enc_bias, b);
+            v
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+        assert!((analytic - numeric).abs() < 2e-3 * numeric.abs().max(1e-2), "dL_E/db {analytic} vs {numeric}");
     }
 }
 

@@ -204,3 +204,46 @@ fn fused_convolutions_match_the_gather_path() {
         }
     }
 }
+
+/// sg(x) blocks exactly its own branch: d/dx Σ(sg(x)·x) = x, not 2x, and a stopped branch whose
+/// values came from a tensor that also feeds the loss hands nothing back to it.
+#[test]
+fn stop_gradient_blocks_only_its_branch() {
+    use dfdx::prelude::*;
+    use vaelab_core::nn::{stop_gradient, OT};
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(vec![1.0f32, -2.0, 3.0], (3usize, 1usize)).retaped::<OT<Cpu>>();
+    let y = x.with_empty_tape() * 2.0; // y on x's tape
+    let sg = stop_gradient(&y);
+    let loss = (sg * y.with_empty_tape()).sum::<(), _>() + (y * 3.0).sum::<(), _>();
+    let g = loss.backward().get(&x).as_vec();
+    // d/dx [Σ sg(2x)·2x + Σ 6x] = 2·sg(2x) + 6 = 4x + 6.
+    assert_eq!(g, vec![10.0, -2.0, 18.0]);
+}
+
+/// A frozen layer passes the gradient to its input unchanged and gives none to its parameters.
+#[test]
+fn frozen_layers_pass_gradients_through_but_keep_their_parameters() {
+    use dfdx::prelude::*;
+    use vaelab_core::nn::{Act, Ctx, FeatShape, NoBlocks, ParamStore, Sequential, OT};
+    use vaelab_core::spec::Layer;
+    let dev = Cpu::default();
+    let mut store = ParamStore::new(dev.clone(), 5);
+    let net =
+        Sequential::build(&[Layer::Dense { out: 2 }, Layer::Tanh], FeatShape::Flat(3), "f", "f", &mut store, &NoBlocks).unwrap();
+    let grads_of = |frozen: bool| {
+        let ctx = Ctx::new(&store, true, 0, 0);
+        let x = dev.tensor_from_vec(vec![0.5f32, -1.0, 2.0], (3usize, 1usize)).retaped::<OT<Cpu>>();
+        let run = || net.forward(&ctx, Act { t: x.with_empty_tape(), shape: FeatShape::Flat(3), needs_grad: true }).t;
+        let out = if frozen { ctx.frozen(run) } else { run() };
+        let mut g = out.sum::<(), _>().backward();
+        let w = &store.get(store.find("f.0.weight").unwrap()).tensor;
+        g.try_alloc_for(w).unwrap();
+        (g.get(&x).as_vec(), g.get(w).as_vec())
+    };
+    let (gx, gw) = grads_of(false);
+    let (gx_frozen, gw_frozen) = grads_of(true);
+    assert_eq!(gx, gx_frozen, "the input gradient is the same");
+    assert!(gw.iter().any(|v| *v != 0.0));
+    assert!(gw_frozen.iter().all(|v| *v == 0.0), "{gw_frozen:?}");
+}
