@@ -123,12 +123,29 @@ mod intro {
                 .sum::<f64>()
                 / images.len() as f64
         }
+        /// D(μ + σ·ε) of each image, with ε from the batch-last noise.
+        fn reconstruct(&self, images: &[Vec<f64>], eps: &[f32]) -> Vec<Vec<f64>> {
+            images
+                .iter()
+                .enumerate()
+                .map(|(j, img)| {
+                    let (mu, lv) = self.encode(img);
+                    self.decode(&(0..2).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d * B + j] as f64).collect::<Vec<_>>())
+                })
+                .collect()
+        }
         fn decode(&self, z: &[f64]) -> Vec<f64> {
             dense(&param(self.0, "decoder.0.weight"), &param(self.0, "decoder.0.bias"), z)
                 .iter()
                 .map(|v| 1.0 / (1.0 + (-v).exp()))
                 .collect()
         }
+    }
+
+    /// ½‖x_r − x‖² per image, averaged over the batch.
+    fn half_sse(images: &[Vec<f64>], recs: &[Vec<f64>]) -> f64 {
+        images.iter().zip(recs).map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>()).sum::<f64>()
+            / images.len() as f64
     }
 
     /// Image j of a batch-last (rows × B) matrix.
@@ -160,19 +177,9 @@ mod intro {
 
         let r = Reference(&store);
         let images: Vec<Vec<f64>> = (0..B).map(|j| column(&xs, 4, j)).collect();
-        let recs: Vec<Vec<f64>> = images
-            .iter()
-            .enumerate()
-            .map(|(j, img)| {
-                let (mu, lv) = r.encode(img);
-                let z: Vec<f64> = (0..2).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d * B + j] as f64).collect();
-                r.decode(&z)
-            })
-            .collect();
+        let recs = r.reconstruct(&images, &eps);
         let fakes: Vec<Vec<f64>> = (0..B).map(|j| r.decode(&column(&zp, 2, j))).collect();
-        let ae =
-            images.iter().zip(&recs).map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>()).sum::<f64>()
-                / B as f64;
+        let ae = half_sse(&images, &recs);
         let (kl_x, kl_r, kl_p) = (r.kl(&images), r.kl(&recs), r.kl(&fakes));
         let (alpha, beta) = (0.5, 0.05);
         let margin = (kl_r + kl_p) / 2.0;
@@ -203,21 +210,9 @@ mod intro {
             b[0] += delta;
             store.set_values(bias_id, b);
             let r = Reference(&store);
-            let recs: Vec<Vec<f64>> = images
-                .iter()
-                .enumerate()
-                .map(|(j, img)| {
-                    let (mu, lv) = r.encode(img);
-                    r.decode(&(0..2).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d * B + j] as f64).collect::<Vec<_>>())
-                })
-                .collect();
+            let recs = r.reconstruct(&images, &eps);
             let fakes: Vec<Vec<f64>> = (0..B).map(|j| r.decode(&column(&zp, 2, j))).collect();
-            let ae = images
-                .iter()
-                .zip(&recs)
-                .map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>())
-                .sum::<f64>()
-                / B as f64;
+            let ae = half_sse(&images, &recs);
             let v = alpha * 0.5 * (r.kl(&recs) + r.kl(&fakes)) + beta * ae;
             let mut b = store.get(bias_id).tensor.as_vec();
             b[0] -= delta;
@@ -241,20 +236,8 @@ mod intro {
             b[0] += delta;
             store.set_values(enc_bias, b);
             let r = Reference(&store);
-            let recs: Vec<Vec<f64>> = images
-                .iter()
-                .enumerate()
-                .map(|(j, img)| {
-                    let (mu, lv) = r.encode(img);
-                    r.decode(&(0..2).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d * B + j] as f64).collect::<Vec<_>>())
-                })
-                .collect();
-            let ae = images
-                .iter()
-                .zip(&recs)
-                .map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>())
-                .sum::<f64>()
-                / B as f64;
+            let recs = r.reconstruct(&images, &eps);
+            let ae = half_sse(&images, &recs);
             let hinge = (margin - r.kl(&recs0)).max(0.0) + (margin - r.kl(&fakes0)).max(0.0);
             let v = r.kl(&images) + alpha * 0.5 * hinge + beta * ae;
             let mut b = store.get(enc_bias).tensor.as_vec();
