@@ -85,10 +85,6 @@ pub fn check_shapes(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(FeatSha
     if let crate::spec::Adversarial::Gan { discriminator, .. } = &e.adversarial {
         let d_rows = crate::adversarial::Gan::summary(discriminator, input, plugins)
             .map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
-        if let Some(last) = d_rows.last().filter(|r| r.output != crate::nn::FeatShape::Flat(1)) {
-            let message = format!("the discriminator must output one logit per image, but its layers output {}", last.output);
-            return Err(SpecErrors::from(loaded.error_at("adversarial.discriminator", message)));
-        }
         rows.extend(d_rows);
     }
     Ok((input, rows))

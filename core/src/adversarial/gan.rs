@@ -31,22 +31,19 @@ impl Gan {
     ) -> Result<Option<Gan>, (String, String)> {
         let Adversarial::Gan { discriminator, loss, weight, d_steps, .. } = adversarial else { return Ok(None) };
         let net = Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)?;
-        if net.output != FeatShape::Flat(1) {
-            return Err((
-                "adversarial.discriminator".into(),
-                format!("the discriminator must output one logit per image, but its layers output {}", net.output),
-            ));
-        }
+        check_one_logit(net.output)?;
         Ok(Some(Gan { discriminator: net, loss: *loss, weight: *weight, d_steps: *d_steps }))
     }
 
-    /// The summary rows of `vaelab check` for the discriminator.
+    /// The summary rows of `vaelab check` for the discriminator (checked as [`Gan::build`] checks it).
     pub fn summary(
         layers: &[Layer],
         data_shape: FeatShape,
         blocks: &dyn BlockSource,
     ) -> Result<Vec<crate::nn::SummaryRow>, (String, String)> {
-        Ok(crate::nn::infer(layers, data_shape, "discriminator", "adversarial.discriminator", blocks)?.1)
+        let (output, rows) = crate::nn::infer(layers, data_shape, "discriminator", "adversarial.discriminator", blocks)?;
+        check_one_logit(output)?;
+        Ok(rows)
     }
 
     /// Logits `(1, batch)` of images `(features, batch)` in [0, 1].
@@ -96,6 +93,15 @@ impl Gan {
         }
         total.expect("at least one fake set")
     }
+}
+
+/// A discriminator must end in one logit per image.
+fn check_one_logit(output: FeatShape) -> Result<(), (String, String)> {
+    if output == FeatShape::Flat(1) {
+        return Ok(());
+    }
+    let message = format!("the discriminator must output one logit per image, but its layers output {output}");
+    Err(("adversarial.discriminator".into(), message))
 }
 
 fn mean<D: Backend>(t: Tensor2<D>) -> Scalar<D> {

@@ -155,40 +155,39 @@ pub fn ranked_elements(run: &LoadedRun, codes: &Codes) -> Vec<(usize, f64)> {
     let n = codes.mu.len().max(1) as f64;
     let len = run.code_len();
     let probabilistic = matches!(run.model.latent, LatentModel::Gaussian(_) | LatentModel::Spatial(_));
-    let score: Vec<f64> = (0..len)
-        .map(|d| {
-            if probabilistic {
-                codes
-                    .mu
-                    .iter()
-                    .zip(&codes.logvar)
-                    .map(|(m, l)| {
-                        let (m, l) = (m[d] as f64, l[d] as f64);
-                        -0.5 * (1.0 + l - m * m - l.exp())
-                    })
-                    .sum::<f64>()
-                    / n
-            } else {
-                let mean = codes.mu.iter().map(|c| c[d] as f64).sum::<f64>() / n;
-                codes.mu.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n
-            }
-        })
-        .collect();
+    let score: Vec<f64> = if probabilistic {
+        (0..len)
+            .map(|d| {
+                let kl = |(m, l): (&Vec<f32>, &Vec<f32>)| {
+                    let (m, l) = (m[d] as f64, l[d] as f64);
+                    -0.5 * (1.0 + l - m * m - l.exp())
+                };
+                codes.mu.iter().zip(&codes.logvar).map(kl).sum::<f64>() / n
+            })
+            .collect()
+    } else {
+        code_variance(codes)
+    };
     let mut order: Vec<(usize, f64)> = score.into_iter().enumerate().collect();
     order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     order
 }
 
-/// Per-element standard deviation of the codes over the images.
-pub fn code_std(codes: &Codes) -> Vec<f32> {
+/// Per-element variance of the codes over the images (f64).
+pub fn code_variance(codes: &Codes) -> Vec<f64> {
     let n = codes.mu.len().max(1) as f64;
     let len = codes.mu.first().map_or(0, Vec::len);
     (0..len)
         .map(|d| {
             let mean = codes.mu.iter().map(|c| c[d] as f64).sum::<f64>() / n;
-            (codes.mu.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n).sqrt() as f32
+            codes.mu.iter().map(|c| (c[d] as f64 - mean).powi(2)).sum::<f64>() / n
         })
         .collect()
+}
+
+/// Per-element standard deviation of the codes over the images.
+pub fn code_std(codes: &Codes) -> Vec<f32> {
+    code_variance(codes).into_iter().map(|v| v.sqrt() as f32).collect()
 }
 
 /// Numbers a reader (and a snapshot) checks about a grid of decoded images.

@@ -49,6 +49,11 @@ fn sq(prefix: &str, branch: &str, cin: usize, cout: usize, k: usize, s: usize, p
     conv(format!("{prefix}.{branch}"), cin, cout, (k, k), s, (p, p))
 }
 
+/// A square stem convolution named as it is, without a branch (`Conv2d_1a_3x3`).
+fn stem(name: &str, cin: usize, cout: usize, k: usize, s: usize, p: usize) -> Node {
+    conv(name.to_string(), cin, cout, (k, k), s, (p, p))
+}
+
 /// A 1×n (`wide`) or n×1 convolution with "same" padding.
 fn strip(prefix: &str, branch: &str, cin: usize, cout: usize, n: usize, wide: bool) -> Node {
     let (k, p) = if wide { ((1, n), (0, n / 2)) } else { ((n, 1), (n / 2, 0)) };
@@ -131,12 +136,12 @@ fn block_e(x: &str, cin: usize, max_pool: bool) -> Node {
 /// The whole network up to `Mixed_7c`.
 fn architecture() -> Vec<Node> {
     vec![
-        sq("Conv2d_1a_3x3", "", 3, 32, 3, 2, 0),
-        sq("Conv2d_2a_3x3", "", 32, 32, 3, 1, 0),
-        sq("Conv2d_2b_3x3", "", 32, 64, 3, 1, 1),
+        stem("Conv2d_1a_3x3", 3, 32, 3, 2, 0),
+        stem("Conv2d_2a_3x3", 32, 32, 3, 1, 0),
+        stem("Conv2d_2b_3x3", 32, 64, 3, 1, 1),
         Node::MaxPool { k: 3, s: 2, p: 0 },
-        sq("Conv2d_3b_1x1", "", 64, 80, 1, 1, 0),
-        sq("Conv2d_4a_3x3", "", 80, 192, 3, 1, 0),
+        stem("Conv2d_3b_1x1", 64, 80, 1, 1, 0),
+        stem("Conv2d_4a_3x3", 80, 192, 3, 1, 0),
         Node::MaxPool { k: 3, s: 2, p: 0 },
         block_a("Mixed_5b", 192, 32),
         block_a("Mixed_5c", 256, 64),
@@ -152,15 +157,10 @@ fn architecture() -> Vec<Node> {
     ]
 }
 
-/// `stem.` names have an empty branch: `Conv2d_1a_3x3.` → `Conv2d_1a_3x3`.
-fn clean(name: &str) -> &str {
-    name.strip_suffix('.').unwrap_or(name)
-}
-
 fn for_each_conv(nodes: &[Node], f: &mut impl FnMut(&str, usize, usize, Pair)) {
     for node in nodes {
         match node {
-            Node::Conv { name, cin, cout, k, .. } => f(clean(name), *cin, *cout, *k),
+            Node::Conv { name, cin, cout, k, .. } => f(name, *cin, *cout, *k),
             Node::Concat(branches) => branches.iter().for_each(|b| for_each_conv(b, f)),
             _ => {}
         }
@@ -265,7 +265,7 @@ impl Inception {
                 Node::Conv { name, cin, cout, k, s, p } => {
                     debug_assert_eq!(*cin, x.c);
                     let g = ConvGeom::conv_rect(x.c, x.h, x.w, *k, *s, *p).expect("299 px input fits every layer");
-                    let f = &self.convs[clean(name)];
+                    let f = &self.convs[name.as_str()];
                     let mut v = conv_forward(&x.v, batch, &f.w, &f.b, &g, *cout);
                     v.par_iter_mut().for_each(|a| *a = a.max(0.0));
                     Acts { v, c: *cout, h: g.oh, w: g.ow }

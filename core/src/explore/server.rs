@@ -14,6 +14,7 @@ const PAGE: &str = include_str!("page.html");
 /// Request bodies larger than this are refused (a code of 100k floats is ~1.5 MB of JSON).
 const MAX_BODY: u64 = 4 << 20;
 const HTTP_THREADS: usize = 4;
+const STOPPED: &str = "the decode worker has stopped";
 
 #[derive(Clone, Debug)]
 pub struct ExploreOptions {
@@ -81,6 +82,14 @@ impl Shared {
     fn submit(&self, job: Job) {
         self.queue.lock().expect("queue lock").push(job);
         self.ready.notify_one();
+    }
+
+    /// Queues the job `make` builds around a reply channel and waits for the worker's answer;
+    /// `None` when the worker has stopped.
+    fn ask<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Job) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(make(tx));
+        rx.recv().ok()
     }
 }
 
@@ -297,39 +306,29 @@ fn handle(shared: &Shared, mut request: Request) {
             let Ok(seed) = seed.parse::<u64>() else {
                 return error(request, 400, format!("seed `{seed}` is not a non-negative integer"));
             };
-            let (tx, rx) = mpsc::channel();
-            shared.submit(Job::Prior(seed, tx));
-            match rx.recv() {
-                Ok(z) => reply(request, 200, "application/json", serde_json::json!({ "z": z }).to_string().into_bytes()),
-                Err(_) => error(request, 503, "the decode worker has stopped".into()),
+            match shared.ask(|tx| Job::Prior(seed, tx)) {
+                Some(z) => reply(request, 200, "application/json", serde_json::json!({ "z": z }).to_string().into_bytes()),
+                None => error(request, 503, STOPPED.into()),
             }
         }
         (Method::Post, "decode") => match read_code(&mut request, shared.info.code_len) {
             Err(m) => error(request, 400, m),
-            Ok(z) => {
-                let (tx, rx) = mpsc::channel();
-                shared.submit(Job::Decode(z, tx));
-                match rx.recv() {
-                    Ok(Some(png)) => reply(request, 200, "image/png", png),
-                    Ok(None) => error(request, 409, "superseded by a newer decode request".into()),
-                    Err(_) => error(request, 503, "the decode worker has stopped".into()),
-                }
-            }
+            Ok(z) => match shared.ask(|tx| Job::Decode(z, tx)) {
+                Some(Some(png)) => reply(request, 200, "image/png", png),
+                Some(None) => error(request, 409, "superseded by a newer decode request".into()),
+                None => error(request, 503, STOPPED.into()),
+            },
         },
         (Method::Post, "save") => match read_code(&mut request, shared.info.code_len) {
             Err(m) => error(request, 400, m),
-            Ok(z) => {
-                let (tx, rx) = mpsc::channel();
-                shared.submit(Job::Save(z, tx));
-                match rx.recv() {
-                    Ok(Ok((png, json))) => {
-                        let body = serde_json::json!({ "png": png, "json": json }).to_string();
-                        reply(request, 200, "application/json", body.into_bytes())
-                    }
-                    Ok(Err(m)) => error(request, 500, m),
-                    Err(_) => error(request, 503, "the decode worker has stopped".into()),
+            Ok(z) => match shared.ask(|tx| Job::Save(z, tx)) {
+                Some(Ok((png, json))) => {
+                    let body = serde_json::json!({ "png": png, "json": json }).to_string();
+                    reply(request, 200, "application/json", body.into_bytes())
                 }
-            }
+                Some(Err(m)) => error(request, 500, m),
+                None => error(request, 503, STOPPED.into()),
+            },
         },
         (Method::Get | Method::Post, _) => error(request, 404, format!("no such endpoint: {endpoint}")),
         _ => error(request, 405, format!("method {method} is not allowed")),

@@ -58,12 +58,12 @@ pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), 
     if !series.is_empty() {
         crate::eval::grid::save_png(&plot::plot(&series), &out_dir.join("loss-curves.png"))?;
     }
-    let html = render(out_dir, report)?;
+    let html = render(out_dir, report);
     let path = out_dir.join("report.html");
     crate::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn render(out_dir: &Path, r: &EvalReport) -> Result<String, String> {
+fn render(out_dir: &Path, r: &EvalReport) -> String {
     let mut h = String::new();
     let title = format!("vaelab report: {}", r.run);
     let _ = write!(
@@ -140,7 +140,7 @@ fn render(out_dir: &Path, r: &EvalReport) -> Result<String, String> {
         let _ = writeln!(h, "</p><p class=\"meta\">total {} nats per image</p>", value(total));
     }
     let _ = writeln!(h, "<p class=\"meta\">written by vaelab {}</p>\n</body></html>", env!("CARGO_PKG_VERSION"));
-    Ok(h)
+    h
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}\
