@@ -44,8 +44,7 @@ fn check_prints_the_resolved_spec_and_summary() {
 
 #[test]
 fn train_then_eval_writes_the_run_directory() {
-    let run = std::env::temp_dir().join(format!("vaelab-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&run);
+    let run = Scratch::new("cli", "train-eval");
     let out =
         vaelab().args(["train", "tests/specs/tiny.ron", "--steps", "30", "--threads", "2", "--out"]).arg(&run).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -82,8 +81,7 @@ fn train_then_eval_writes_the_run_directory() {
 /// and says how to resume; resuming finishes the run.
 #[test]
 fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
-    let run = std::env::temp_dir().join(format!("vaelab-cli-sigint-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&run);
+    let run = Scratch::new("cli", "sigint");
     let child = vaelab()
         .args(["train", "tests/specs/tiny.ron", "--steps", "100000", "--threads", "1", "--no-eval", "--out"])
         .arg(&run)
@@ -115,12 +113,13 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
 
 #[path = "../../tests/support/plugin_build.rs"]
 mod plugin_build;
+#[path = "../../tests/support/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 /// A spec that extends `base` (relative to the workspace) with `extra` RON fields, in a fresh folder.
-fn extending_spec(name: &str, base: &str, extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vaelab-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn extending_spec(name: &str, base: &str, extra: &str) -> Scratch {
+    let dir = Scratch::created("cli", name);
     let base = workspace().join(base);
     std::fs::write(dir.join("spec.ron"), format!("Experiment(extends: {:?}, {extra})", base.display().to_string())).unwrap();
     dir

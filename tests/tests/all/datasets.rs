@@ -130,7 +130,7 @@ fn fashion_mnist_spec_trains() {
 mod folders {
     use crate::training::scratch;
     use image::{ImageBuffer, Luma, Rgb};
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use vaelab_datasets::{Channels, Dataset, Fit, FolderConfig, FolderDataset, OnBadFile, Split};
 
     fn cfg(root: &Path, size: usize) -> FolderConfig {
@@ -284,6 +284,5 @@ mod folders {
         grey8(&root.join("classes/train/0/a.png"), 8, 8, 9);
         report.push(message(FolderDataset::open(cfg(&root.join("classes"), 8)), &root));
         insta::assert_snapshot!(report.join("\n"));
-        let _: PathBuf = root;
     }
 }

@@ -160,11 +160,8 @@ fn write_dicom(
     obj.with_meta(meta).unwrap().write_to_file(path).unwrap();
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vaelab-dicom-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> crate::scratch::Scratch {
+    crate::scratch::Scratch::created("dicom", name)
 }
 
 #[test]
@@ -220,7 +217,7 @@ fn a_folder_of_dicom_files_with_fit_and_bad_files() {
         );
     }
     let cfg = DicomConfig {
-        root: dir.clone(),
+        root: dir.to_path_buf(),
         size: 4,
         fit: Fit::Resize,
         window: None,

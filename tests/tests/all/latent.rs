@@ -10,7 +10,9 @@ use vaelab_core::analysis::{attributes, embed, interpolate, traverse, LoadedRun}
 fn trained_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = scratch("latent-run");
+        // Shared by every test here and never dropped, so it lives at one pid-free path that each run replaces.
+        let dir = std::env::temp_dir().join("vaelab-test-shared-latent-run");
+        let _ = std::fs::remove_dir_all(&dir);
         let mut spec = tiny();
         spec.train.steps = 2500;
         spec.model.latent = vaelab_core::spec::Latent::Gaussian { dim: 8 };
@@ -197,7 +199,7 @@ fn explorer_works_in_headless_chromium() {
     let Some(browser) = crate::browser::chromium_or_skip("the explorer test") else { return };
     let server = Running::start();
     let profile = scratch("chromium-profile");
-    let mut page = crate::browser::Devtools::open(&browser, &server.explorer.url(), (1300, 760), profile);
+    let mut page = crate::browser::Devtools::open(&browser, &server.explorer.url(), (1300, 760), profile.to_path_buf());
     let result = page.eval(
         r##"(async () => {
             const ready = await window.explorerReady;

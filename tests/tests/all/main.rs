@@ -14,5 +14,7 @@ mod model;
 mod optim;
 mod plugins;
 mod report;
+#[path = "../../support/scratch.rs"]
+mod scratch;
 mod specs;
 mod training;

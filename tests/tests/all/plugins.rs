@@ -23,11 +23,8 @@ fn header_dir() -> PathBuf {
     workspace().join("plugins/abi/include")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vaelab-plugins-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> crate::scratch::Scratch {
+    crate::scratch::Scratch::created("plugins", name)
 }
 
 /// Compiles C with the system compiler (as a C plugin author would).

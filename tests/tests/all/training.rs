@@ -1,6 +1,6 @@
 //! Training: a deterministic trace, exact resume, and the ways a run can stop early.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use vaelab_core::spec::{load_spec, Experiment};
@@ -10,10 +10,11 @@ pub fn tiny() -> Experiment {
     load_spec(Path::new("specs/tiny.ron")).unwrap().experiment
 }
 
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vaelab-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+pub use crate::scratch::Scratch;
+
+/// An empty (not yet created) run directory for one test, removed when it goes out of scope.
+pub fn scratch(name: &str) -> Scratch {
+    Scratch::new("test", name)
 }
 
 pub fn options(run_dir: &Path) -> TrainOptions {
