@@ -22,7 +22,6 @@ impl Scratch {
         std::fs::create_dir_all(&dir.0).unwrap();
         dir
     }
-
 }
 
 impl Deref for Scratch {
