@@ -199,10 +199,26 @@ impl LatentModel {
         dev.tensor_from_vec(z, (q.shape.len(), count))
     }
 
+    /// The Gaussian posterior's mean and log-variance for features `h`, both on the tape; `None` for
+    /// the kinds without one. The encoder's operations ride on `mu`'s tape, the log-variance head's on
+    /// `logvar`'s: a loss must use both (or take them through [`Posterior`]'s methods) for gradients
+    /// to reach everything that produced them.
+    pub fn posterior<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>) -> Option<Posterior<D>> {
+        let (mu_head, logvar_head) = match self {
+            LatentModel::Gaussian(g) => (&g.mu, &g.logvar),
+            LatentModel::Spatial(s) => (&s.mu, &s.logvar),
+            LatentModel::Identity(_) | LatentModel::Quantized(_) => return None,
+        };
+        let h2 = Act { t: h.t.with_empty_tape(), shape: h.shape, needs_grad: h.needs_grad };
+        let mu = mu_head.forward(ctx, h).t;
+        let logvar = logvar_head.forward(ctx, h2).t;
+        Some(Posterior { mu, logvar })
+    }
+
     /// Encodes features `h`; `noise` (standard normal, the code's shape × batch) drives the
     /// reparameterised sample z = μ + σ·ε, so every random draw comes from the caller's stream.
     pub fn encode<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {
-        let (mu_head, logvar_head) = match self {
+        match self {
             LatentModel::Quantized(q) => return q.encode(ctx, h),
             LatentModel::Identity(_) => {
                 // z = h; no posterior, so no KL (a zero that keeps the loss's shape and tape type).
@@ -212,24 +228,61 @@ impl LatentModel {
                 let logvar = ctx.store.dev.zeros_like(&(rows, batch));
                 return Encoded { z: h.t, mu, logvar, reg: kl, stats: vec![] };
             }
-            LatentModel::Gaussian(g) => (&g.mu, &g.logvar),
-            LatentModel::Spatial(s) => (&s.mu, &s.logvar),
-        };
+            LatentModel::Gaussian(_) | LatentModel::Spatial(_) => {}
+        }
         let batch = h.batch();
-        let h2 = Act { t: h.t.with_empty_tape(), shape: h.shape, needs_grad: h.needs_grad };
-        let mu = mu_head.forward(ctx, h).t;
-        let logvar = logvar_head.forward(ctx, h2).t;
-        // dfdx records each op on exactly one tape: every tensor below is consumed once
-        // with its tape (mu → z, logvar → kl) and read elsewhere through empty-tape copies.
-        let logvar_values = logvar.with_empty_tape().split_tape().0;
-        let mu_values = mu.with_empty_tape();
-        let std = (logvar.with_empty_tape() * 0.5).exp();
-        // KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ (1 + log σ² − μ² − σ²)   (Kingma & Welling 2014, App. B)
-        let kl_elems = (logvar.with_empty_tape() + 1.0) - mu.with_empty_tape().square() - logvar.exp();
-        let kl = kl_elems.sum::<(), _>() * (-0.5 / batch as f32);
-        let z = mu + std * noise;
+        let post = self.posterior(ctx, h).expect("a Gaussian kind");
+        let (mu_values, logvar_values) = (post.mu.with_empty_tape(), post.logvar.with_empty_tape().split_tape().0);
+        // As `sample_and_kl`, with the KL summed over the whole batch at once.
+        let std = (post.logvar.with_empty_tape() * 0.5).exp();
+        let kl = kl_elements(post.mu.with_empty_tape(), post.logvar).sum::<(), _>() * (-0.5 / batch as f32);
+        let z = post.mu + std * noise;
         Encoded { z, mu: mu_values, logvar: logvar_values, reg: kl, stats: vec![] }
     }
+}
+
+/// q(z|x) = N(μ, diag exp(logvar)) for a batch (each `(code size, batch)`), on the tape.
+pub struct Posterior<D: Device<f32>> {
+    pub mu: Tensor2<D>,
+    pub logvar: Tensor2<D>,
+}
+
+/// One value per example, on the tape.
+pub type PerExample<D> = Tensor<(usize,), f32, D, OT<D>>;
+
+impl<D: Backend> Posterior<D> {
+    /// KL(q(z|x) ‖ N(0, I)) per example, summed over the code: −½ Σ (1 + log σ² − μ² − σ²)
+    /// (Kingma & Welling 2014, appendix B). Carries the whole tape.
+    pub fn kl(self) -> PerExample<D> {
+        kl_elements(self.mu, self.logvar).sum::<(usize,), Axis<0>>() * -0.5
+    }
+
+    /// The reparameterised sample z = μ + σ·ε (Kingma & Welling 2014, §2.4), carrying the whole tape.
+    pub fn sample(self, noise: Tensor<(usize, usize), f32, D>) -> Tensor2<D> {
+        let std = (self.logvar * 0.5).exp();
+        self.mu + std * noise
+    }
+
+    /// z's values alone, a constant: sg(z).
+    pub fn sample_values(&self, noise: Tensor<(usize, usize), f32, D>) -> Tensor2<D> {
+        let (mu, logvar) = (self.mu.with_empty_tape().split_tape().0, self.logvar.with_empty_tape().split_tape().0);
+        (mu + (logvar * 0.5).exp() * noise).retaped()
+    }
+
+    /// Both the sample and the per-example KL. The tapes are split between them (μ's on z,
+    /// log σ²'s on the KL): both must reach the loss.
+    pub fn sample_and_kl(self, noise: Tensor<(usize, usize), f32, D>) -> (Tensor2<D>, PerExample<D>) {
+        // dfdx records each op on exactly one tape: every tensor is consumed once with its tape
+        // (mu → z, logvar → kl) and read elsewhere through empty-tape copies.
+        let std = (self.logvar.with_empty_tape() * 0.5).exp();
+        let kl = kl_elements(self.mu.with_empty_tape(), self.logvar).sum::<(usize,), Axis<0>>() * -0.5;
+        (self.mu + std * noise, kl)
+    }
+}
+
+/// 1 + log σ² − μ² − σ², elementwise.
+fn kl_elements<D: Backend>(mu: Tensor2<D>, logvar: Tensor2<D>) -> Tensor2<D> {
+    (logvar.with_empty_tape() + 1.0) - mu.square() - logvar.exp()
 }
 
 impl QuantizedLatent {

@@ -183,15 +183,16 @@ fn plugin_block_parameters_live_in_the_store_under_the_layer_name() {
     assert!(w.iter().all(|v| v.abs() <= 1.0 / 8f32.sqrt()) && w.iter().any(|v| *v != 0.0));
 }
 
-/// A spec that extends `spec` and loads the test-built example plugins instead of its own list.
-pub(crate) fn with_test_plugins(spec: &Path) -> PathBuf {
+/// A folder holding `spec.ron`: a spec that extends `spec` and loads the test-built example plugins
+/// instead of its own list. The folder goes when the returned guard does.
+pub(crate) fn with_test_plugins(spec: &Path) -> crate::scratch::Scratch {
     let dir = scratch(&spec.file_stem().unwrap().to_string_lossy());
     let libs = [plugin_library("vaelab-block-se"), plugin_library("vaelab-metric-psnr")];
     let list: Vec<String> = libs.iter().map(|l| format!("{:?}", l.display().to_string())).collect();
     let text =
         format!("Experiment(extends: {:?}, plugins: [{}])", spec.canonicalize().unwrap().display().to_string(), list.join(", "));
     std::fs::write(dir.join("spec.ron"), text).unwrap();
-    dir.join("spec.ron")
+    dir
 }
 
 /// Path-independent text: scratch folders and the plugin build folder replaced by placeholders.
