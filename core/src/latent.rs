@@ -168,9 +168,22 @@ impl LatentModel {
         purpose: &str,
         count: usize,
     ) -> Tensor<(usize, usize), f32, D> {
+        self.sample_prior_at(store, seed, purpose, 0, count)
+    }
+
+    /// As [`LatentModel::sample_prior`] from the stream (seed, purpose, `index`): training draws a
+    /// fresh batch of prior codes at every step (index = step) for its adversarial terms.
+    pub fn sample_prior_at<D: Device<f32>>(
+        &self,
+        store: &ParamStore<D>,
+        seed: u64,
+        purpose: &str,
+        index: u64,
+        count: usize,
+    ) -> Tensor<(usize, usize), f32, D> {
         let dev = &store.dev;
         let LatentModel::Quantized(q) = self else {
-            return crate::data::normal_noise(dev, seed, purpose, 0, self.code_shape().len(), count);
+            return crate::data::normal_noise(dev, seed, purpose, index, self.code_shape().len(), count);
         };
         // Each position's code drawn from the training code frequencies (uniform before any training).
         let freq = store.get(q.frequency).tensor.as_vec();
@@ -179,7 +192,12 @@ impl LatentModel {
         let total: f32 = weights.iter().sum();
         let book = store.get(q.codebook).tensor.as_vec();
         let positions = q.shape.len() / q.dim;
-        let mut rng = vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose)]);
+        // Index 0 keeps the stream that evaluation and the explorer have always used.
+        let mut rng = if index == 0 {
+            vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose)])
+        } else {
+            vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose), index])
+        };
         let mut z = vec![0.0f32; q.shape.len() * count];
         for b in 0..count {
             for p in 0..positions {
@@ -281,7 +299,7 @@ impl<D: Backend> Posterior<D> {
 }
 
 /// 1 + log σ² − μ² − σ², elementwise.
-fn kl_elements<D: Backend>(mu: Tensor2<D>, logvar: Tensor2<D>) -> Tensor2<D> {
+pub(crate) fn kl_elements<D: Backend>(mu: Tensor2<D>, logvar: Tensor2<D>) -> Tensor2<D> {
     (logvar.with_empty_tape() + 1.0) - mu.square() - logvar.exp()
 }
 

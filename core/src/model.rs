@@ -1,6 +1,6 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
-use crate::latent::{Encoded, LatentModel};
+use crate::latent::{Encoded, LatentModel, Posterior};
 use crate::nn::{
     infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT,
 };
@@ -149,6 +149,28 @@ impl Model {
     pub fn encode_taped<D: Backend>(&self, ctx: &Ctx<D>, x: Tensor2<D>, noise: Tensor<(usize, usize), f32, D>) -> Encoded<D> {
         let h = self.encoder.forward(ctx, Act { t: x, shape: self.data_shape, needs_grad: true });
         self.latent.encode(ctx, h, noise)
+    }
+
+    /// The Gaussian posterior q(z|x) for data `x`, on the tape; `None` unless the latent is Gaussian
+    /// or spatial (validation requires one for the objectives that call this).
+    pub fn posterior<D: Backend>(&self, ctx: &Ctx<D>, x: Tensor<(usize, usize), f32, D>) -> Option<Posterior<D>> {
+        let h = self.encoder.forward(ctx, Act { t: x.retaped(), shape: self.data_shape, needs_grad: false });
+        self.latent.posterior(ctx, h)
+    }
+
+    /// As [`Model::posterior`] for images on the tape (gradients reach whatever made them).
+    pub fn posterior_taped<D: Backend>(&self, ctx: &Ctx<D>, x: Tensor2<D>) -> Option<Posterior<D>> {
+        let h = self.encoder.forward(ctx, Act { t: x, shape: self.data_shape, needs_grad: true });
+        self.latent.posterior(ctx, h)
+    }
+
+    /// The likelihood's mean image for decoder output, on the tape: σ(logits) for Bernoulli, the
+    /// output itself for Gaussian (unclamped, so squared errors keep their gradient everywhere).
+    pub fn mean_taped<D: Backend>(&self, out: Tensor2<D>) -> Tensor2<D> {
+        match self.likelihood {
+            LikelihoodHead::Bernoulli => out.sigmoid(),
+            LikelihoodHead::Gaussian { .. } | LikelihoodHead::GaussianLearned { .. } => out,
+        }
     }
 
     /// −log p(x | decoder output), summed over pixels and averaged over the batch.

@@ -125,9 +125,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     let gan = crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &plugins)
         .map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
     let total = spec.train.steps;
-    let intro = crate::adversarial::IntroVae::from_spec(&spec.adversarial);
-    // The first optimizer updates the model (only the encoder under IntroVAE); the second, if any,
-    // the discriminator of a GAN or IntroVAE's decoder.
+    let split = crate::adversarial::SplitObjective::from_spec(&spec.adversarial);
+    // The first optimizer updates the model (only the encoder under a split objective); the
+    // second, if any, the discriminator of a GAN or the decoder of a split objective.
     let group_optimizer = |group| {
         Optimizer::for_group(
             group,
@@ -137,7 +137,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             total,
         )
     };
-    let mut opt = group_optimizer(if intro.is_some() { crate::optim::Group::Encoder } else { crate::optim::Group::Model });
+    let mut opt = group_optimizer(if split.is_some() { crate::optim::Group::Encoder } else { crate::optim::Group::Model });
     let mut opt_aux = match &spec.adversarial {
         crate::spec::Adversarial::Gan { optimizer, .. } => Some(Optimizer::for_group(
             crate::optim::Group::Discriminator,
@@ -146,8 +146,8 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             spec.train.grad_clip.clone(),
             total,
         )),
-        crate::spec::Adversarial::IntroVae { .. } => Some(group_optimizer(crate::optim::Group::Decoder)),
-        crate::spec::Adversarial::None => None,
+        _ if split.is_some() => Some(group_optimizer(crate::optim::Group::Decoder)),
+        _ => None,
     };
 
     let log_path = dir.join("log.jsonl");
@@ -200,7 +200,11 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             let x = to_tensor(&dev, &images);
             let noise = normal_noise(&dev, spec.seed, "noise", step as u64, code_rows, batch);
             let mut values = std::collections::BTreeMap::new();
-            let prior_z = || normal_noise(&dev, spec.seed, "gan-prior", step as u64, code_rows, batch);
+            // Prior codes for the adversarial terms, from the latent's own prior (code frequencies for
+            // a quantized latent), drawn before any update of this step changes them.
+            let prior = (gan.is_some() || split.is_some())
+                .then(|| model.latent.sample_prior_at(&store, spec.seed, "gan-prior", step as u64, batch));
+            let prior_z = || prior.clone().expect("drawn for adversarial and split objectives");
             if let (Some(gan), Some(opt_aux)) = (&gan, opt_aux.as_mut()) {
                 // Phase 1: the discriminator, on fakes made without gradient.
                 let mut d_loss_value = 0.0;
@@ -231,26 +235,24 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 }
                 values.insert("discriminator".to_string(), d_loss_value);
             }
-            let introspective = intro.filter(|iv| step >= iv.warmup);
-            let (loss_value, lr, grad_norm, weights, stats) = if let Some(iv) = introspective {
-                // IntroVAE: the encoder's and the decoder's losses at the same parameters, each
-                // updating only its own group.
+            let (loss_value, lr, grad_norm, weights, stats) = if let Some(objective) = split.filter(|o| step >= o.warmup()) {
+                // The encoder's and the decoder's losses at the same parameters, each updating only
+                // its own group.
                 let prior = prior_z();
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let data = crate::adversarial::intro::StepData { x: &x, noise: &noise, prior_z: &prior };
-                let e = iv.encoder_loss(&model, &ctx, &data);
                 let d_ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let d = iv.decoder_loss(&model, &d_ctx, &data);
-                let (e_value, d_value) = (e.loss.as_vec()[0], d.loss.as_vec()[0]);
-                for (name, v) in [("encoder", e_value), ("decoder", d_value)].into_iter().chain(e.terms.iter().copied()) {
+                let data = crate::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior };
+                let losses = objective.losses(&model, &ctx, &d_ctx, &data);
+                for (name, v) in losses.encoder.terms.iter().copied() {
                     if !v.is_finite() {
                         bar.abandon();
                         return Err(non_finite(step, name, v, &last_checkpoint));
                     }
                     values.insert(name.to_string(), v);
                 }
-                let mut e_grads = e.loss.backward();
-                let mut d_grads = d.loss.backward();
+                let loss_value = values["encoder"] + values["decoder"];
+                let mut e_grads = losses.encoder.loss.backward();
+                let mut d_grads = losses.decoder.map(|d| d.loss.backward());
                 for c in [&ctx, &d_ctx] {
                     if let Some(failure) = c.failures.take() {
                         bar.abandon();
@@ -265,8 +267,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 }
                 let lr = opt.lr(step);
                 let grad_norm = opt.step(&mut store, &mut e_grads, step);
-                opt_aux.as_mut().expect("IntroVAE has a decoder optimizer").step(&mut store, &mut d_grads, step);
-                (e_value + d_value, lr, grad_norm, vec![], std::collections::BTreeMap::new())
+                let opt_dec = opt_aux.as_mut().expect("a split objective has a decoder optimizer");
+                opt_dec.step(&mut store, d_grads.as_mut().unwrap_or(&mut e_grads), step);
+                (loss_value, lr, grad_norm, vec![], std::collections::BTreeMap::new())
             } else {
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
                 let (terms, adversarial) = match &gan {
@@ -319,8 +322,8 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 }
                 let lr = opt.lr(step);
                 let grad_norm = opt.step(&mut store, &mut grads, step);
-                if let (Some(_), Some(opt_dec)) = (intro, opt_aux.as_mut()) {
-                    // IntroVAE's plain-VAE warm-up trains the decoder group too, from the same gradients.
+                if let (Some(_), Some(opt_dec)) = (split, opt_aux.as_mut()) {
+                    // A split objective's plain-VAE warm-up trains the decoder group too, from the same gradients.
                     opt_dec.step(&mut store, &mut grads, step);
                 }
                 (loss_value, lr, grad_norm, weights, stats)

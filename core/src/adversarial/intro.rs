@@ -6,12 +6,11 @@
 //! parameters and the same random draws; the first updates only the encoder group, the second only
 //! the decoder group (`crate::optim::Group`).
 
+use super::{Routed, Scalar, StepData};
 use crate::model::Model;
-use crate::nn::{stop_gradient, Backend, Ctx, Tensor2, OT};
+use crate::nn::{stop_gradient, Backend, Ctx, Tensor2};
 use crate::spec::Adversarial;
 use dfdx::prelude::*;
-
-type Scalar<D> = Tensor<(), f32, D, OT<D>>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct IntroVae {
@@ -20,19 +19,6 @@ pub struct IntroVae {
     pub beta: f32,
     /// Plain-VAE steps before the introspective objective starts.
     pub warmup: usize,
-}
-
-/// A step's inputs: the batch, the posterior noise ε and the prior codes z_p (batch-last).
-pub struct StepData<'a, D: Device<f32>> {
-    pub x: &'a Tensor<(usize, usize), f32, D>,
-    pub noise: &'a Tensor<(usize, usize), f32, D>,
-    pub prior_z: &'a Tensor<(usize, usize), f32, D>,
-}
-
-/// One loss with the values of its terms for the log.
-pub struct Routed<D: Device<f32>> {
-    pub loss: Scalar<D>,
-    pub terms: Vec<(&'static str, f32)>,
 }
 
 impl IntroVae {

@@ -30,8 +30,14 @@ pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
 /// here. A copy, not `split_tape()`: dfdx keys gradients by tensor id, so a tensor sharing `t`'s id
 /// would hand its gradient back to `t`'s producers whenever `t`'s own tape joins the same loss.
 pub fn stop_gradient<D: Device<f32>>(t: &Tensor2<D>) -> Tensor2<D> {
+    constant(t).retaped()
+}
+
+/// The values of `t` as a new constant: a fresh id and no tape, so not even the gradient that dfdx
+/// computes for an untaped operand can reach `t` (use it for targets such as sg(x_r) in ‖x − sg x_r‖²).
+pub fn constant<D: Device<f32>, T>(t: &Tensor<(usize, usize), f32, D, T>) -> Tensor<(usize, usize), f32, D> {
     let shape = *t.shape();
-    t.device().tensor_from_vec(t.as_vec(), shape).retaped()
+    t.device().tensor_from_vec(t.as_vec(), shape)
 }
 
 /// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so

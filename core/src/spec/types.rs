@@ -66,6 +66,61 @@ pub enum Adversarial {
         #[serde(default)]
         warmup: usize,
     },
+    /// Soft-IntroVAE (Daniel & Tamar 2021), the exponential form of the authors' code. With
+    /// s = 1/(C·H·W), L_rec = Σ_pixels (a − b)² and KL per image, the encoder minimises
+    /// s(β_rec·L_rec + β_kl·KL(x)) + ¼[mean exp(−2s(β_rec·L_rec,rr + β_neg·KL(sg x_r)))
+    /// + mean exp(−2s(β_rec·L_rec,rf + β_neg·KL(sg x_p)))] and the decoder
+    /// s(β_rec·L_rec + ½β_kl(KL(x_r) + KL(x_p)) + ½γ_r·β_rec(L_rec,rr + L_rec,rf)), each with its own
+    /// optimizer, at the same parameters. Defaults: the authors' image settings (β_rec = β_kl = 1,
+    /// β_neg = 256, γ_r = 1e-8). During the first `warmup` steps the spec's `losses` train a plain VAE.
+    SoftIntroVae {
+        #[serde(default = "unit_weight")]
+        beta_rec: f32,
+        #[serde(default = "unit_weight")]
+        beta_kl: f32,
+        #[serde(default = "soft_intro_beta_neg")]
+        beta_neg: f32,
+        #[serde(default = "soft_intro_gamma_r")]
+        gamma_r: f32,
+        #[serde(default)]
+        warmup: usize,
+    },
+    /// VPGA (Zhang, Huang & Bach 2020, "Perceptual Generative Autoencoders", as in the authors' code):
+    /// the encoder learns to invert the decoder in latent space. Terms (means over elements):
+    /// L_img = (x − D(μ(x)))², L_zN = (μ(D(z)) − z)² for z ~ N(0, I), L_zH = (μ(D(sg μ)) − sg μ)²,
+    /// L_vrec = ([f̃(D(sg μ + σ⊙ε)) − f̃(D(sg μ))]_j / n_j)² with f̃ the frozen encoder mean and
+    /// n_j = sg √(mean_b μ_bj²), L_kl = −½(1 + log σ² − μ² − σ²). The encoder minimises
+    /// L_img + a_N·L_zN + a_H·L_zH + a_v·L_vrec + a_kl·L_kl, the decoder L_img + a_v·L_vrec.
+    /// Defaults: the authors' CelebA settings. The spec's `losses` are not used.
+    Vpga {
+        #[serde(default = "vpga_a_n")]
+        a_n: f32,
+        #[serde(default = "vpga_a_h")]
+        a_h: f32,
+        #[serde(default = "vpga_a_v")]
+        a_v: f32,
+        #[serde(default = "vpga_a_kl")]
+        a_kl: f32,
+    },
+}
+
+fn soft_intro_beta_neg() -> f32 {
+    256.0
+}
+fn soft_intro_gamma_r() -> f32 {
+    1e-8
+}
+fn vpga_a_n() -> f32 {
+    3e-2
+}
+fn vpga_a_h() -> f32 {
+    1e-2
+}
+fn vpga_a_v() -> f32 {
+    1e-2
+}
+fn vpga_a_kl() -> f32 {
+    2e-3
 }
 
 fn intro_margin() -> f32 {
@@ -94,6 +149,8 @@ impl Adversarial {
             Adversarial::None => "None",
             Adversarial::Gan { .. } => "Gan",
             Adversarial::IntroVae { .. } => "IntroVae",
+            Adversarial::SoftIntroVae { .. } => "SoftIntroVae",
+            Adversarial::Vpga { .. } => "Vpga",
         }
     }
 }

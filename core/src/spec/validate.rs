@@ -49,16 +49,29 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
         v.positive("adversarial.d_steps", *d_steps);
     }
     if let Adversarial::IntroVae { margin, alpha, beta, .. } = e.adversarial {
-        v.check(
-            e.model.latent.is_probabilistic(),
-            "adversarial",
-            format!("IntroVae needs a Gaussian or Spatial latent (its critic is the KL), not {}", e.model.latent.kind()),
-        );
+        needs_posterior(&mut v, e, "IntroVae", "its critic is the KL");
         for (field, x) in [("margin", margin), ("alpha", alpha), ("beta", beta)] {
             v.check(x >= 0.0 && x.is_finite(), &format!("adversarial.{field}"), format!("must be ≥ 0, got {x}"));
         }
     }
-    if e.losses.is_empty() {
+    if let Adversarial::SoftIntroVae { beta_rec, beta_kl, beta_neg, gamma_r, .. } = e.adversarial {
+        needs_posterior(&mut v, e, "SoftIntroVae", "its ELBO needs a posterior");
+        for (field, x) in [("beta_rec", beta_rec), ("beta_kl", beta_kl), ("beta_neg", beta_neg), ("gamma_r", gamma_r)] {
+            v.check(x >= 0.0 && x.is_finite(), &format!("adversarial.{field}"), format!("must be ≥ 0, got {x}"));
+        }
+    }
+    if let Adversarial::Vpga { a_n, a_h, a_v, a_kl } = e.adversarial {
+        needs_posterior(&mut v, e, "Vpga", "its terms need μ and σ");
+        for (field, x) in [("a_n", a_n), ("a_h", a_h), ("a_v", a_v), ("a_kl", a_kl)] {
+            v.check(x >= 0.0 && x.is_finite(), &format!("adversarial.{field}"), format!("must be ≥ 0, got {x}"));
+        }
+        // VPGA's objective is complete in itself; terms listed beside it would be silently unused.
+        v.check(
+            e.losses.is_empty(),
+            "losses",
+            "VPGA trains by its own terms (img, z_n, z_h, vrec, kl); write `losses: []`".into(),
+        );
+    } else if e.losses.is_empty() {
         v.push("losses", "no loss terms: add at least `Reconstruction()`".into());
     }
     for (i, loss) in e.losses.iter().enumerate() {
@@ -175,4 +188,13 @@ impl Problems {
     fn unit_interval(&mut self, path: &str, x: f32) {
         self.check((0.0..1.0).contains(&x), path, format!("must be in [0, 1), got {x}"));
     }
+}
+
+/// The objectives built on a Gaussian posterior refuse the other latents.
+fn needs_posterior(v: &mut Problems, e: &Experiment, objective: &str, why: &str) {
+    v.check(
+        e.model.latent.is_probabilistic(),
+        "adversarial",
+        format!("{objective} needs a Gaussian or Spatial latent ({why}), not {}", e.model.latent.kind()),
+    );
 }

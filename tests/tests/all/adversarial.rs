@@ -82,7 +82,7 @@ fn vae_gan_trace() {
     assert!(lines[19].terms["rec"] < lines[0].terms["rec"] * 0.9);
 }
 
-mod intro {
+pub(crate) mod intro {
     use dfdx::prelude::*;
     use vaelab_core::adversarial::IntroVae;
     use vaelab_core::model::Model;
@@ -95,7 +95,7 @@ mod intro {
     }
 
     /// y = W x + b for a row-major (out × in) W.
-    fn dense(w: &[f64], b: &[f64], x: &[f64]) -> Vec<f64> {
+    pub(crate) fn dense(w: &[f64], b: &[f64], x: &[f64]) -> Vec<f64> {
         b.iter()
             .enumerate()
             .map(|(o, bo)| bo + x.iter().enumerate().map(|(i, xi)| w[o * x.len() + i] * xi).sum::<f64>())
@@ -188,7 +188,7 @@ mod intro {
 
         let iv = IntroVae { margin: margin as f32, alpha: alpha as f32, beta: beta as f32, warmup: 0 };
         let ctx = Ctx::new(&store, true, 0, 0);
-        let data = vaelab_core::adversarial::intro::StepData { x: &x, noise: &noise, prior_z: &prior };
+        let data = vaelab_core::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior };
         let e = iv.encoder_loss(&model, &ctx, &data);
         let got_e = e.loss.as_vec()[0] as f64;
         assert!((got_e - want_e).abs() < 1e-5 * want_e.abs().max(1.0), "L_E {got_e} vs {want_e}");

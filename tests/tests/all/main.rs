@@ -17,4 +17,5 @@ mod report;
 #[path = "../../support/scratch.rs"]
 mod scratch;
 mod specs;
+mod split_objectives;
 mod training;
