@@ -86,6 +86,10 @@ enum Command {
         /// then $VAELAB_FID_WEIGHTS].
         #[arg(long, value_name = "FILE")]
         fid_weights: Option<PathBuf>,
+        /// A run whose encoder gives `domain_fd`'s features [default: eval.domain_encoder, then this
+        /// run's own encoder].
+        #[arg(long, value_name = "RUN_DIR")]
+        domain_encoder: Option<PathBuf>,
     },
     /// Compare two image files, or two folders of images paired by sorted name, with no model.
     Metrics {
@@ -263,9 +267,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = eval::EvalOptions { device, ..Default::default() };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
-        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins, fid_weights } => {
+        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins, fid_weights, domain_encoder } => {
             set_threads(threads)?;
-            let opts = eval::EvalOptions { checkpoint, device, split, metrics, plugins: extra_plugins(&plugins), fid_weights };
+            let opts = eval::EvalOptions {
+                checkpoint,
+                device,
+                split,
+                metrics,
+                plugins: extra_plugins(&plugins),
+                fid_weights,
+                domain_encoder,
+            };
             Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
         }
         Command::Metrics { real, fake, metrics, rgb, json, plugins, threads, fid_weights, domain_encoder } => {
@@ -379,10 +391,11 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
     let dir = eval::eval_dir(run_dir, report.split);
-    println!(
-        "wrote {}/: report.html (open it in a browser), metrics.json, reconstructions.png, samples.png, traversal.png, loss-curves.png",
-        dir.display()
-    );
+    let pictures: Vec<&str> = ["reconstructions.png", "samples.png", "traversal.png", "loss-curves.png"]
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    println!("wrote {}/: report.html (open it in a browser), metrics.json, {}", dir.display(), pictures.join(", "));
     if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -15,6 +15,8 @@ pub struct Model {
     pub data_shape: FeatShape,
     /// The name of the latent's own loss term (`kl`, `vq`), if it has one.
     pub regulariser: Option<&'static str>,
+    /// A generator from noise (spec `noise_dim`, no encoder): nothing can be encoded or reconstructed.
+    pub generator_only: bool,
 }
 
 pub enum LikelihoodHead {
@@ -41,7 +43,10 @@ impl Model {
         blocks: &dyn BlockSource,
     ) -> Result<Model, (String, String)> {
         let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store, blocks)?;
-        let latent = LatentModel::build(&spec.latent, encoder.output, store)?;
+        let latent = match spec.noise_dim {
+            Some(noise) => LatentModel::Identity(FeatShape::Flat(noise)),
+            None => LatentModel::build(&spec.latent, encoder.output, store)?,
+        };
         let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store, blocks)?;
         if decoder.output != data_shape {
             return Err((
@@ -56,7 +61,15 @@ impl Model {
                 log_sigma: store.add("likelihood.log_sigma".into(), vec![1], Init::Zeros, Role::Trainable),
             },
         };
-        Ok(Model { encoder, latent, decoder, likelihood, data_shape, regulariser: spec.latent.regulariser() })
+        Ok(Model {
+            encoder,
+            latent,
+            decoder,
+            likelihood,
+            data_shape,
+            regulariser: spec.latent.regulariser(),
+            generator_only: spec.noise_dim.is_some(),
+        })
     }
 
     /// The rows of `vaelab check`'s summary table, without allocating any parameter.
@@ -68,7 +81,10 @@ impl Model {
         let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder", blocks)?;
         // Building the latent and likelihood into a scratch store gives their rows exactly.
         let mut scratch = ParamStore::new(Cpu::default(), 0);
-        let latent = LatentModel::build(&spec.latent, enc_out, &mut scratch)?;
+        let latent = match spec.noise_dim {
+            Some(noise) => LatentModel::Identity(FeatShape::Flat(noise)),
+            None => LatentModel::build(&spec.latent, enc_out, &mut scratch)?,
+        };
         let code = latent.code_shape();
         let latent_params: Vec<_> = scratch
             .iter()
@@ -76,7 +92,7 @@ impl Model {
             .collect();
         rows.push(SummaryRow {
             name: "latent".into(),
-            kind: latent_kind(&spec.latent).into(),
+            kind: if spec.noise_dim.is_some() { "N(0,I)" } else { latent_kind(&spec.latent) }.into(),
             output: code,
             params: latent_params,
         });
@@ -123,6 +139,21 @@ impl Model {
         let sample = self.image_taped(self.decode(ctx, prior_z.retaped()));
         let name = self.regulariser.unwrap_or("none");
         (StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }, vec![recon, sample])
+    }
+
+    /// The images an adversarial term judges, on the tape: the reconstruction of `x` (unless the
+    /// model is a generator alone) and the decoded prior codes `prior_z`.
+    pub fn fakes<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        x: Tensor<(usize, usize), f32, D>,
+        noise: Tensor<(usize, usize), f32, D>,
+        prior_z: Tensor<(usize, usize), f32, D>,
+    ) -> Vec<Tensor2<D>> {
+        if self.generator_only {
+            return vec![self.image_taped(self.decode(ctx, prior_z.retaped()))];
+        }
+        self.terms_and_fakes(ctx, x, noise, prior_z).1
     }
 
     /// Decoder output as images in [0, 1], keeping the tape (gradients flow back to the decoder).

@@ -210,7 +210,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 let mut d_loss_value = 0.0;
                 for _ in 0..gan.d_steps {
                     let ctx_d = Ctx::new(&store, true, spec.seed, step as u64);
-                    let (_, fakes) = model.terms_and_fakes(&ctx_d, x.clone(), noise.clone(), prior_z());
+                    let fakes = model.fakes(&ctx_d, x.clone(), noise.clone(), prior_z());
                     let fakes: Vec<_> = fakes.into_iter().map(|f| f.split_tape().0).collect();
                     let d_loss = gan.discriminator_loss(&ctx_d, x.clone(), &fakes);
                     d_loss_value = d_loss.as_vec()[0];
@@ -273,18 +273,24 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             } else {
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
                 let (terms, adversarial) = match &gan {
+                    Some(gan) if model.generator_only => {
+                        let fakes = model.fakes(&ctx, x, noise, prior_z());
+                        (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                    }
                     Some(gan) => {
                         let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z());
-                        (terms, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                        (Some(terms), Some(gan.generator_loss(&ctx, fakes) * gan.weight))
                     }
-                    None => (model.terms(&ctx, x, noise), None),
+                    None => (Some(model.terms(&ctx, x, noise)), None),
                 };
                 let weights = term_weights(&spec.losses, step);
                 let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
                 let stats: std::collections::BTreeMap<String, f32> =
-                    terms.stats.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-                let (rec, (reg_name, reg)) = (terms.rec, terms.reg);
-                let mut pending = [("rec", Some(rec)), (reg_name, Some(reg))];
+                    terms.iter().flat_map(|t| &t.stats).map(|(k, v)| (k.to_string(), *v)).collect();
+                let mut pending = match terms {
+                    Some(t) => [("rec", Some(t.rec)), (t.reg.0, Some(t.reg.1))],
+                    None => [("rec", None), ("none", None)],
+                };
                 for (name, w) in &weights {
                     let term = pending.iter_mut().find(|(n, _)| n == name).and_then(|(_, t)| t.take()).expect("each term once");
                     let v = term.as_vec()[0];
@@ -299,7 +305,6 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                         Some(acc) => acc + weighted,
                     });
                 }
-                let mut loss = total_loss.expect("validation requires at least one loss");
                 if let (Some(adv), Some(gan)) = (adversarial, &gan) {
                     let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
                     if !v.is_finite() {
@@ -307,8 +312,13 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                         return Err(non_finite(step, "generator", v, &last_checkpoint));
                     }
                     values.insert("generator".to_string(), v);
-                    loss = loss + adv;
+                    total_loss = Some(match total_loss {
+                        None => adv,
+                        Some(acc) => acc + adv,
+                    });
                 }
+                // Validation guarantees a loss term or a discriminator (a generator from noise).
+                let loss = total_loss.expect("validated: a loss term or an adversarial term");
                 let loss_value = loss.as_vec()[0];
                 let mut grads = loss.backward();
                 if let Some(failure) = ctx.failures.take() {

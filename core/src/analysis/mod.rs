@@ -60,6 +60,13 @@ impl LoadedRun {
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
         let model =
             Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+        if model.generator_only {
+            return Err(AnalysisError::Input(format!(
+                "{} is a generator from noise (no encoder): latent analysis and the explorer need codes of images; \
+                 its samples and noise traversals are in eval/",
+                run_dir.display()
+            )));
+        }
         let ckpt = match checkpoint {
             Some(p) => p.to_path_buf(),
             None => checkpoint::latest(&run_dir.join("checkpoints"))?,

@@ -118,11 +118,21 @@ pub struct EvalOptions {
     pub plugins: Vec<PathBuf>,
     /// pytorch-fid's Inception weights (safetensors) for `fid`, instead of the spec's.
     pub fid_weights: Option<PathBuf>,
+    /// The run whose encoder gives `domain_fd`'s features, instead of the spec's.
+    pub domain_encoder: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { checkpoint: None, device: None, split: Split::Test, metrics: None, plugins: vec![], fid_weights: None }
+        EvalOptions {
+            checkpoint: None,
+            device: None,
+            split: Split::Test,
+            metrics: None,
+            plugins: vec![],
+            fid_weights: None,
+            domain_encoder: None,
+        }
     }
 }
 
@@ -143,6 +153,9 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
         spec.eval.metrics = m.clone();
     }
     spec.plugins.extend(opts.plugins.iter().cloned());
+    if opts.domain_encoder.is_some() {
+        spec.eval.domain_encoder = opts.domain_encoder.clone();
+    }
     if opts.fid_weights.is_some() {
         spec.eval.fid_weights = opts.fid_weights.clone();
     }
@@ -183,6 +196,9 @@ fn evaluate_on<D: Backend>(
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
     let wants_elbo = spec.eval.metrics.iter().any(|m| m == "elbo");
     let wants_domain_fd = spec.eval.metrics.iter().any(|m| m == "domain_fd");
+    if model.generator_only {
+        generator_metrics_apply(spec)?;
+    }
     // Load the FID network before the long part, so a missing weight file fails at once.
     let fid_net = if spec.eval.metrics.iter().any(|m| m == "fid") {
         let path =
@@ -220,6 +236,13 @@ fn evaluate_on<D: Backend>(
     let bar = indicatif::ProgressBar::new(n as u64);
     for (bi, chunk) in indices.chunks(bs).enumerate() {
         let batch = dataset.batch(split, chunk);
+        if model.generator_only {
+            // Nothing to encode: the test images serve only the distribution metrics.
+            factors.extend(batch.factors.iter().cloned());
+            real_px.extend_from_slice(&batch.pixels);
+            bar.inc(chunk.len() as u64);
+            continue;
+        }
         let x = to_tensor(&dev, &batch);
         let ctx = Ctx::new(&store, false, spec.seed, bi as u64);
         let noise = normal_noise(&dev, spec.seed, "eval-noise", bi as u64, code, chunk.len());
@@ -250,7 +273,8 @@ fn evaluate_on<D: Backend>(
     bar.finish_and_clear();
     let (c, h, w) = dataset.image_shape();
     let real = ImageBatch { n, c, h, w, pixels: real_px, factors, bit_depth: dataset.bit_depth() };
-    let fake = real.with_pixels(fake_px);
+    // A generator alone reconstructs nothing; its grids show samples and traversals only.
+    let fake = if model.generator_only { real.clone() } else { real.with_pixels(fake_px) };
 
     let mut metrics = BTreeMap::new();
     let mut failed = BTreeMap::new();
@@ -367,13 +391,22 @@ fn evaluate_on<D: Backend>(
             .collect()
     };
     let mut order: Vec<usize> = (0..code).collect();
-    order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
+    if model.generator_only {
+        // Every noise dimension has the same prior; traverse the first ones from the prior mean.
+        first_code = vec![0.0; code];
+    } else {
+        order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
+    }
     order.truncate(TRAVERSAL_ROWS);
 
     let out_dir = eval_dir(run_dir, split);
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
     write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
-    let factor_grids = write_factor_grids(&dev, &model, &store, spec, &fake, &codes, &dataset.factor_names(), &out_dir)?;
+    let factor_grids = if model.generator_only {
+        vec![]
+    } else {
+        write_factor_grids(&dev, &model, &store, spec, &fake, &codes, &dataset.factor_names(), &out_dir)?
+    };
 
     let report = EvalReport {
         run: spec.name.clone(),
@@ -394,6 +427,27 @@ fn evaluate_on<D: Backend>(
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
     crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
     Ok(report)
+}
+
+/// A generator alone has no reconstructions and no codes of test images: only FID, and the domain FD
+/// against another run's encoder, apply.
+fn generator_metrics_apply(spec: &Experiment) -> Result<(), EvalError> {
+    let refused: Vec<&str> = spec.eval.metrics.iter().map(String::as_str).filter(|m| *m != "fid" && *m != "domain_fd").collect();
+    if !refused.is_empty() {
+        return Err(EvalError::Model(format!(
+            "eval.metrics: {} need reconstructions or codes of test images, which a generator from noise (no encoder) \
+             does not make; keep `fid` and `domain_fd` (with `eval.domain_encoder`)",
+            refused.join(", ")
+        )));
+    }
+    if spec.eval.metrics.iter().any(|m| m == "domain_fd") && spec.eval.domain_encoder.is_none() {
+        return Err(EvalError::Model(
+            "eval.metrics: `domain_fd` of a generator from noise needs `eval.domain_encoder` (a run whose encoder \
+             gives the features), since this model has no encoder of its own"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// MSE of the mean of 2,000 training images against each test image.
@@ -497,12 +551,14 @@ fn write_grids<D: Backend>(
     let shape = (real.c, real.h, real.w);
     let k = spec.eval.grid_images.min(real.n);
     // Reconstructions: pairs (input, output) side by side, four pairs per row.
-    let mut cells = Vec::new();
-    for i in 0..k {
-        cells.push(real.image(i).to_vec());
-        cells.push(fake.image(i).to_vec());
+    if !model.generator_only {
+        let mut cells = Vec::new();
+        for i in 0..k {
+            cells.push(real.image(i).to_vec());
+            cells.push(fake.image(i).to_vec());
+        }
+        save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join("reconstructions.png"))?;
     }
-    save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join("reconstructions.png"))?;
 
     let ctx = Ctx::new(store, false, spec.seed, 0);
     let code = model.latent.code_shape().len();

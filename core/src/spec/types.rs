@@ -275,12 +275,15 @@ section! {
 }
 
 section! {
-    /// The model section: encoder layers → latent → decoder layers → likelihood.
+    /// The model section: encoder layers → latent → decoder layers → likelihood. A model with
+    /// `noise_dim` and no encoder is a generator alone (a plain GAN): its decoder maps N(0, I) noise
+    /// of that size to images.
     pub struct Model / ModelPatch {
         encoder: Vec<Layer> = Vec::new(),
         latent: Latent = Latent::Gaussian { dim: 10 },
         decoder: Vec<Layer> = Vec::new(),
         likelihood: Likelihood = Likelihood::Bernoulli,
+        noise_dim: Option<usize> = None,
     }
 }
 

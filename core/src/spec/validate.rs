@@ -39,6 +39,29 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
             v.push(&format!("losses[{i}]"), message);
         }
     }
+    if let Some(noise) = e.model.noise_dim {
+        // A generator alone: nothing encodes, so nothing reconstructs; only a discriminator trains it.
+        v.positive("model.noise_dim", noise);
+        v.check(
+            e.model.encoder.is_empty(),
+            "model.noise_dim",
+            "a generator from noise has no encoder: write `encoder: []`, or drop `noise_dim` for an autoencoder".into(),
+        );
+        v.check(
+            e.model.latent == Latent::None,
+            "model.latent",
+            format!("a generator from noise takes `latent: None` (its code is the noise), not {}", e.model.latent.kind()),
+        );
+        v.check(
+            matches!(e.adversarial, Adversarial::Gan { .. }),
+            // Reported where `noise_dim` is written: `adversarial` may be absent from every file.
+            "model.noise_dim",
+            "a generator from noise trains only against a discriminator: add `adversarial: Gan(…)`".into(),
+        );
+        v.check(e.losses.is_empty(), "losses", "a generator from noise cannot reconstruct: write `losses: []`".into());
+    } else if e.model.encoder.is_empty() && e.model.latent == Latent::None {
+        v.push("model.encoder", "no encoder and no latent: add encoder layers, or `noise_dim` for a GAN generator".into());
+    }
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
     }
@@ -71,7 +94,7 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
             "losses",
             "VPGA trains by its own terms (img, z_n, z_h, vrec, kl); write `losses: []`".into(),
         );
-    } else if e.losses.is_empty() {
+    } else if e.losses.is_empty() && e.model.noise_dim.is_none() {
         v.push("losses", "no loss terms: add at least `Reconstruction()`".into());
     }
     for (i, loss) in e.losses.iter().enumerate() {
@@ -116,7 +139,8 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
         v.check(n > 0.0 && n.is_finite(), "train.grad_clip", format!("clip norm must be > 0, got {n}"));
     }
     let ev = &e.eval;
-    v.check(!ev.metrics.is_empty(), "eval.metrics", "no metrics listed".into());
+    // A generator alone may list none: its evaluation then draws its sample and traversal grids.
+    v.check(!ev.metrics.is_empty() || e.model.noise_dim.is_some(), "eval.metrics", "no metrics listed".into());
     v.positive("eval.test_images", ev.test_images);
     v.positive("eval.grid_images", ev.grid_images);
     v.check(ev.traversal_steps >= 2, "eval.traversal_steps", format!("must be ≥ 2, got {}", ev.traversal_steps));

@@ -273,3 +273,45 @@ fn intro_vae_trace_and_resume() {
     train(&spec, &second).unwrap();
     assert_eq!(checkpoint_tensors(&straight), checkpoint_tensors(&resumed));
 }
+
+/// A generator from noise (no encoder, `noise_dim`): 20 deterministic steps of discriminator and
+/// generator losses alone; its evaluation draws samples and noise traversals, and refuses the
+/// metrics that need reconstructions.
+#[test]
+fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
+    let mut spec = tiny_gan(1.0, 1);
+    spec.model.encoder = vec![];
+    spec.model.latent = vaelab_core::spec::Latent::None;
+    spec.model.noise_dim = Some(4);
+    spec.losses = vec![];
+    spec.train.steps = 20;
+    assert!(
+        vaelab_core::spec::validate::validate_values(&spec).is_empty(),
+        "{:?}",
+        vaelab_core::spec::validate::validate_values(&spec)
+    );
+    let (lines, trace) = deterministic_trace(&spec, "plain-gan");
+    insta::assert_snapshot!(trace);
+    for l in &lines {
+        assert_eq!(l.terms.keys().collect::<Vec<_>>(), ["discriminator", "generator"]);
+    }
+
+    let dir = scratch("plain-gan-eval");
+    train(&spec, &options(&dir)).unwrap();
+    let refused = vaelab_core::eval::evaluate(
+        &dir,
+        &vaelab_core::eval::EvalOptions { metrics: Some(vec!["mse".into(), "fid".into()]), ..Default::default() },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("mse") && refused.contains("no encoder") && !refused.contains("fid,"), "{refused}");
+    let report =
+        vaelab_core::eval::evaluate(&dir, &vaelab_core::eval::EvalOptions { metrics: Some(vec![]), ..Default::default() })
+            .unwrap();
+    assert!(report.metrics.is_empty());
+    let eval_dir = dir.join("eval");
+    assert!(eval_dir.join("samples.png").exists() && eval_dir.join("traversal.png").exists());
+    assert!(!eval_dir.join("reconstructions.png").exists());
+    let analysis = vaelab_core::analysis::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
+    assert!(analysis.contains("generator from noise"), "{analysis}");
+}
