@@ -315,3 +315,32 @@ fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
     let analysis = vaelab_core::analysis::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
     assert!(analysis.contains("generator from noise"), "{analysis}");
 }
+
+/// Two compositions no paper of the study tried, each deterministic over 20 steps: a VQ latent
+/// with a GAN discriminator (its fakes decoded from code grids drawn from the code frequencies, so
+/// every fake is made of codebook vectors), and a spatial latent with IntroVAE's critic.
+#[test]
+fn cross_family_compositions_train() {
+    use vaelab_core::spec::{Latent, Layer::*, Loss};
+    let mut vq_gan = tiny_gan(0.1, 1);
+    vq_gan.model.encoder = vec![Conv { out: 8, k: 4, s: 2, p: 1 }, Relu, Conv { out: 16, k: 4, s: 2, p: 1 }, Relu];
+    vq_gan.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25, ema: false };
+    vq_gan.model.decoder = vec![ConvT { out: 8, k: 4, s: 2, p: 1 }, Relu, ConvT { out: 1, k: 4, s: 2, p: 1 }];
+    vq_gan.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Vq { weight: 1.0 }];
+    vq_gan.train.steps = 20;
+    let mut svae_intro = vq_gan.clone();
+    svae_intro.model.latent = Latent::Spatial { channels: 2 };
+    svae_intro.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Kl { weight: 1.0, warmup: 0 }];
+    svae_intro.adversarial = Adversarial::IntroVae { margin: 10.0, alpha: 0.5, beta: 1.0, warmup: 5 };
+    for (spec, name) in [(vq_gan, "vq_gan"), (svae_intro, "spatial_introvae")] {
+        assert!(vaelab_core::spec::validate::validate_values(&spec).is_empty(), "{name}");
+        let (lines, trace) = deterministic_trace(&spec, name);
+        insta::assert_snapshot!(name, trace);
+        let last = &lines[19].terms;
+        let expected: &[&str] =
+            if name == "vq_gan" { &["discriminator", "generator", "rec", "vq"] } else { &["encoder", "decoder", "kl_fake"] };
+        for key in expected {
+            assert!(last.contains_key(*key), "{name}: {key} missing");
+        }
+    }
+}

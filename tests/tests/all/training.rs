@@ -103,11 +103,17 @@ fn autoencoder_and_spatial_vae_traces() {
     let mut vq = svae.clone();
     vq.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25, ema: false };
     vq.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Vq { weight: 1.0 }];
-    for (spec, name) in [(ae, "autoencoder"), (svae, "spatial_vae"), (vq, "vq_vae")] {
+    let mut vq_ema = vq.clone();
+    vq_ema.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25, ema: true };
+    for (spec, name) in [(ae, "autoencoder"), (svae, "spatial_vae"), (vq, "vq_vae"), (vq_ema, "vq_vae_ema")] {
         let (la, trace) = deterministic_trace(&spec, name);
         insta::assert_snapshot!(name, trace);
+        if name == "vq_vae_ema" {
+            // The codebook moves by averages only: the `vq` term is the commitment alone.
+            assert!(la.iter().all(|l| l.terms.contains_key("vq") && l.stats.contains_key("perplexity")));
+        }
         // It learns (the VQ-VAE more slowly at first: its codebook starts untrained).
-        let factor = if name == "vq_vae" { 0.99 } else { 0.9 };
+        let factor = if name.starts_with("vq_vae") { 0.99 } else { 0.9 };
         assert!(la[19].terms["rec"] < la[0].terms["rec"] * factor, "{name}: {} → {}", la[0].terms["rec"], la[19].terms["rec"]);
     }
 }
