@@ -4,8 +4,8 @@
 //!
 //! With s = 1/(C·H·W), L_rec(a, b) = Σ_pixels (a − b)² per image, KL(·) per image, x_r = D(z),
 //! z ~ q(z|x), x_p = D(z_p), z_p ~ N(0, I), and x_rr, x_pr the reconstructions of sg x_r, sg x_p:
-//! - encoder: s(β_rec·L_rec(x, x_r) + β_kl·KL(x))
-//!   + ¼[mean exp(−2s(β_rec·L_rec(x_r, x_rr) + β_neg·KL(x_r))) + mean exp(−2s(β_rec·L_rec(x_p, x_pr) + β_neg·KL(x_p)))],
+//! - encoder: s(β_rec·L_rec(x, x_r) + β_kl·KL(x)) +
+//!   ¼[mean exp(−2s(β_rec·L_rec(x_r, x_rr) + β_neg·KL(x_r))) + mean exp(−2s(β_rec·L_rec(x_p, x_pr) + β_neg·KL(x_p)))],
 //!   generated images entering through sg;
 //! - decoder: s(β_rec·L_rec(x, x_r) + ½β_kl(KL(x_r) + KL(x_p)) + ½γ_r·β_rec(L_rec(sg x_r, D(sg z_r)) + L_rec(sg x_p, D(sg z_p')))),
 //!   with z = sg z as in the authors' decoder step.

@@ -68,8 +68,8 @@ pub enum Adversarial {
     },
     /// Soft-IntroVAE (Daniel & Tamar 2021), the exponential form of the authors' code. With
     /// s = 1/(C·H·W), L_rec = Σ_pixels (a − b)² and KL per image, the encoder minimises
-    /// s(β_rec·L_rec + β_kl·KL(x)) + ¼[mean exp(−2s(β_rec·L_rec,rr + β_neg·KL(sg x_r)))
-    /// + mean exp(−2s(β_rec·L_rec,rf + β_neg·KL(sg x_p)))] and the decoder
+    /// s(β_rec·L_rec + β_kl·KL(x)) + ¼[mean exp(−2s(β_rec·L_rec,rr + β_neg·KL(sg x_r))) +
+    /// mean exp(−2s(β_rec·L_rec,rf + β_neg·KL(sg x_p)))] and the decoder
     /// s(β_rec·L_rec + ½β_kl(KL(x_r) + KL(x_p)) + ½γ_r·β_rec(L_rec,rr + L_rec,rf)), each with its own
     /// optimizer, at the same parameters. Defaults: the authors' image settings (β_rec = β_kl = 1,
     /// β_neg = 256, γ_r = 1e-8). During the first `warmup` steps the spec's `losses` train a plain VAE.
