@@ -309,6 +309,35 @@ impl QuantizedLatent {
         store.get(self.codebook).tensor.as_vec().chunks(self.dim).map(<[f32]>::to_vec).collect()
     }
 
+    /// Codes `z` (dim·h·w, count) for grids of code indices (per example, raster order).
+    pub fn codes_to_z<D: Device<f32>>(&self, store: &ParamStore<D>, grids: &[Vec<usize>]) -> Tensor<(usize, usize), f32, D> {
+        let book = store.get(self.codebook).tensor.as_vec();
+        let (count, positions) = (grids.len(), self.shape.len() / self.dim);
+        let mut z = vec![0f32; self.shape.len() * count];
+        for (b, grid) in grids.iter().enumerate() {
+            for (p, &k) in grid.iter().enumerate() {
+                for d in 0..self.dim {
+                    z[(d * positions + p) * count + b] = book[k * self.dim + d];
+                }
+            }
+        }
+        store.dev.tensor_from_vec(z, (self.shape.len(), count))
+    }
+
+    /// z_e `(dim·h·w, batch)` for encoder features `h`: the values the codebook lookup starts from.
+    pub fn pre_quantized<D: Backend>(&self, ctx: &Ctx<D>, h: Act<D>) -> Vec<f32> {
+        self.pre.forward(ctx, h).t.as_vec()
+    }
+
+    /// The nearest code of every position of encoder outputs z_e `(dim·h·w, batch)`: per example,
+    /// in raster order.
+    pub fn nearest_codes<D: Device<f32>>(&self, store: &ParamStore<D>, ze: &[f32], batch: usize) -> Vec<Vec<usize>> {
+        let book = store.get(self.codebook).tensor.as_vec();
+        let positions = self.shape.len() / self.dim;
+        let chosen = nearest(ze, &book, self.codes, self.dim, positions, batch);
+        (0..batch).map(|b| (0..positions).map(|p| chosen[p * batch + b]).collect()).collect()
+    }
+
     /// The moving average of how often each code was chosen in training.
     pub fn code_frequencies<D: Device<f32>>(&self, store: &ParamStore<D>) -> Vec<f32> {
         store.get(self.frequency).tensor.as_vec()
@@ -322,20 +351,7 @@ impl QuantizedLatent {
         let (dim, positions) = (self.dim, rows / self.dim);
         let ze_v = ze.as_vec();
         let book = ctx.store.get(self.codebook).tensor.as_vec();
-        // Nearest code of each (position, example), by squared Euclidean distance.
-        let mut chosen = vec![0usize; positions * batch];
-        for p in 0..positions {
-            for b in 0..batch {
-                let mut best = (f32::INFINITY, 0);
-                for k in 0..self.codes {
-                    let dist: f32 = (0..dim).map(|d| (ze_v[(d * positions + p) * batch + b] - book[k * dim + d]).powi(2)).sum();
-                    if dist < best.0 {
-                        best = (dist, k);
-                    }
-                }
-                chosen[p * batch + b] = best.1;
-            }
-        }
+        let chosen = nearest(&ze_v, &book, self.codes, dim, positions, batch);
         // z_q gathered from the codebook parameter, so the codebook term reaches it.
         let index: Vec<usize> = (0..rows * batch)
             .map(|i| {
@@ -438,4 +454,23 @@ impl QuantizedLatent {
             stats: vec![("perplexity", entropy.exp()), ("codes_used", used), ("codes_restarted", restarted as f32)],
         }
     }
+}
+
+/// The nearest of `codes` codebook vectors to each (position, example) of z_e `(dim·positions, batch)`,
+/// by squared Euclidean distance; indexed `p·batch + b`.
+fn nearest(ze: &[f32], book: &[f32], codes: usize, dim: usize, positions: usize, batch: usize) -> Vec<usize> {
+    let mut chosen = vec![0usize; positions * batch];
+    for p in 0..positions {
+        for b in 0..batch {
+            let mut best = (f32::INFINITY, 0);
+            for k in 0..codes {
+                let dist: f32 = (0..dim).map(|d| (ze[(d * positions + p) * batch + b] - book[k * dim + d]).powi(2)).sum();
+                if dist < best.0 {
+                    best = (dist, k);
+                }
+            }
+            chosen[p * batch + b] = best.1;
+        }
+    }
+    chosen
 }

@@ -19,6 +19,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod plugin;
+pub mod prior;
 pub mod report;
 pub mod spec;
 pub mod train;

@@ -63,6 +63,16 @@ enum Command {
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
     },
+    /// Fit a VQ run's PixelCNN prior (spec `prior: PixelCnn(…)`) to its training codes; writes
+    /// RUN_DIR/prior.safetensors, which `eval`, `latent` and `explore` then sample from.
+    TrainPrior {
+        run_dir: PathBuf,
+        /// Replace an existing fitted prior.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Evaluate a run: eval/metrics.json and PNG grids.
     Eval {
         run_dir: PathBuf,
@@ -261,6 +271,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("finished {steps} steps; checkpoint {}", checkpoint.display());
                 }
             }
+            // A learned prior is part of the model the spec describes: fit it to the final codes.
+            if matches!(experiment.model.prior, vaelab_core::spec::Prior::PixelCnn { .. }) {
+                let opts = vaelab_core::prior::train::PriorOptions { progress: true, force: true };
+                let r = vaelab_core::prior::train::train_prior(&run_dir, &opts)?;
+                eprintln!(
+                    "fitted the PixelCNN prior: held-out {:.4} nats per code position (code frequencies: {:.4})",
+                    r.nll_pixelcnn, r.nll_frequencies
+                );
+            }
             if no_eval {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -294,6 +313,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", eval::compare::format(&result));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TrainPrior { run_dir, force, threads } => {
+            set_threads(threads)?;
+            let opts = vaelab_core::prior::train::PriorOptions { progress: true, force };
+            let r = vaelab_core::prior::train::train_prior(&run_dir, &opts)?;
+            println!(
+                "fitted the PixelCNN prior of {} (model step {}) for {} steps on {} training code grids",
+                run_dir.display(),
+                r.model_step,
+                r.steps,
+                r.train_grids
+            );
+            println!(
+                "held-out NLL on {} test grids: {:.4} nats per position (the code-frequency prior: {:.4})",
+                r.test_grids, r.nll_pixelcnn, r.nll_frequencies
+            );
+            println!(
+                "wrote {}; run `vaelab eval {}` to draw samples from it",
+                vaelab_core::prior::train::prior_path(&run_dir).display(),
+                run_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Explore(args) => {

@@ -17,6 +17,15 @@ pub struct Model {
     pub regulariser: Option<&'static str>,
     /// A generator from noise (spec `noise_dim`, no encoder): nothing can be encoded or reconstructed.
     pub generator_only: bool,
+    /// A learned prior over a quantized latent's codes (spec `prior: PixelCnn(…)`); it samples once
+    /// `vaelab train-prior` has trained it.
+    pub prior: Option<LearnedPrior>,
+}
+
+/// A PixelCNN prior and the buffer that counts its training steps (0: untrained).
+pub struct LearnedPrior {
+    pub net: crate::prior::PixelCnn,
+    pub trained_steps: ParamId,
 }
 
 pub enum LikelihoodHead {
@@ -48,6 +57,16 @@ impl Model {
             None => LatentModel::build(&spec.latent, encoder.output, store)?,
         };
         let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store, blocks)?;
+        let prior = match (&latent, &spec.prior) {
+            (LatentModel::Quantized(q), spec::Prior::PixelCnn { .. }) => {
+                let FeatShape::Image(_, h, w) = q.shape else { unreachable!("a quantized code is an image") };
+                crate::prior::PixelCnn::build(&spec.prior, q.codes, h, w, store).map(|net| LearnedPrior {
+                    net,
+                    trained_steps: store.add("prior.trained_steps".into(), vec![1], Init::Zeros, Role::Buffer),
+                })
+            }
+            _ => None,
+        };
         if decoder.output != data_shape {
             return Err((
                 "model.decoder".into(),
@@ -69,6 +88,7 @@ impl Model {
             data_shape,
             regulariser: spec.latent.regulariser(),
             generator_only: spec.noise_dim.is_some(),
+            prior,
         })
     }
 
@@ -98,10 +118,60 @@ impl Model {
         });
         let (dec_out, dec_rows) = infer(&spec.decoder, code, "decoder", "model.decoder", blocks)?;
         rows.extend(dec_rows);
+        if let (LatentModel::Quantized(q), FeatShape::Image(_, h, w)) = (&latent, code) {
+            let mut prior_store = ParamStore::new(Cpu::default(), 0);
+            if crate::prior::PixelCnn::build(&spec.prior, q.codes, h, w, &mut prior_store).is_some() {
+                let params = prior_store
+                    .iter()
+                    .map(|p| crate::nn::shape::ParamDecl {
+                        suffix: String::new(),
+                        shape: p.shape.clone(),
+                        init: p.init,
+                        role: p.role,
+                    })
+                    .collect();
+                rows.push(SummaryRow {
+                    name: "prior".into(),
+                    kind: "PixelCnn".into(),
+                    output: FeatShape::Image(q.codes, h, w),
+                    params,
+                });
+            }
+        }
         if dec_out != data_shape {
             return Err(("model.decoder".into(), format!("the decoder outputs {dec_out} but the data are {data_shape}")));
         }
         Ok(rows)
+    }
+
+    /// `count` codes from the model's prior, batch-last, from the stream (seed, purpose, `index`): the
+    /// learned prior once trained, else the latent's own (see [`LatentModel::sample_prior_at`]).
+    pub fn sample_prior_at<D: Backend>(
+        &self,
+        store: &ParamStore<D>,
+        seed: u64,
+        purpose: &str,
+        index: u64,
+        count: usize,
+    ) -> Tensor<(usize, usize), f32, D> {
+        if let (Some(prior), LatentModel::Quantized(q)) = (&self.prior, &self.latent) {
+            if store.get(prior.trained_steps).tensor.as_vec()[0] > 0.0 {
+                let grids = prior.net.sample(store, seed, purpose, index, count);
+                return q.codes_to_z(store, &grids);
+            }
+        }
+        self.latent.sample_prior_at(store, seed, purpose, index, count)
+    }
+
+    /// As [`Model::sample_prior_at`] with index 0, the stream evaluation and the explorer use.
+    pub fn sample_prior<D: Backend>(
+        &self,
+        store: &ParamStore<D>,
+        seed: u64,
+        purpose: &str,
+        count: usize,
+    ) -> Tensor<(usize, usize), f32, D> {
+        self.sample_prior_at(store, seed, purpose, 0, count)
     }
 
     /// Decoder output (logits or means) for codes `z`.
@@ -173,6 +243,14 @@ impl Model {
     ) -> Encoded<D> {
         let h = self.encoder.forward(ctx, Act { t: x.retaped(), shape: self.data_shape, needs_grad: false });
         self.latent.encode(ctx, h, noise)
+    }
+
+    /// A quantized latent's z_e `(dim·h·w, batch)` for data `x`, before the codebook lookup; `None`
+    /// for the other latents.
+    pub fn pre_quantization<D: Backend>(&self, ctx: &Ctx<D>, x: Tensor<(usize, usize), f32, D>) -> Option<Vec<f32>> {
+        let LatentModel::Quantized(q) = &self.latent else { return None };
+        let h = self.encoder.forward(ctx, Act { t: x.retaped(), shape: self.data_shape, needs_grad: false });
+        Some(q.pre_quantized(ctx, h))
     }
 
     /// As [`Model::encode`] for images on the tape (generated ones whose gradient must reach the

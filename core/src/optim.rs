@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 
 /// Names of the discriminator's parameters start with this.
 pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
+/// Names of a learned prior's parameters start with this.
+pub const PRIOR_PREFIX: &str = "prior.";
 
 /// The parameters an optimizer updates, by the prefix of their names. Losses routed to one group
 /// (IntroVAE's encoder and decoder losses, a GAN's discriminator loss) get one optimizer each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
-    /// Everything but the discriminator.
+    /// Everything but the discriminator and a learned prior.
     Model,
     /// `encoder.*` and the latent's heads (`latent.*`).
     Encoder,
@@ -22,13 +24,17 @@ pub enum Group {
     Decoder,
     /// `discriminator.*`.
     Discriminator,
+    /// A learned prior over codes (`prior.*`), trained after the model by `vaelab train-prior`.
+    Prior,
 }
 
 impl Group {
     pub fn contains(self, name: &str) -> bool {
         let disc = name.starts_with(DISCRIMINATOR_PREFIX);
+        let prior = name.starts_with(PRIOR_PREFIX);
         match self {
-            Group::Model => !disc,
+            Group::Model => !disc && !prior,
+            Group::Prior => prior,
             Group::Discriminator => disc,
             Group::Encoder => name.starts_with("encoder.") || name.starts_with("latent."),
             Group::Decoder => name.starts_with("decoder.") || name.starts_with("likelihood."),
@@ -42,6 +48,7 @@ impl Group {
             Group::Encoder => "updates.encoder",
             Group::Decoder => "updates.decoder",
             Group::Discriminator => "updates.discriminator",
+            Group::Prior => "updates.prior",
         }
     }
 }

@@ -203,7 +203,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             // Prior codes for the adversarial terms, from the latent's own prior (code frequencies for
             // a quantized latent), drawn before any update of this step changes them.
             let prior = (gan.is_some() || split.is_some())
-                .then(|| model.latent.sample_prior_at(&store, spec.seed, "gan-prior", step as u64, batch));
+                .then(|| model.sample_prior_at(&store, spec.seed, "gan-prior", step as u64, batch));
             let prior_z = || prior.clone().expect("drawn for adversarial and split objectives");
             if let (Some(gan), Some(opt_aux)) = (&gan, opt_aux.as_mut()) {
                 // Phase 1: the discriminator, on fakes made without gradient.

@@ -53,6 +53,12 @@ pub struct Codes {
 impl LoadedRun {
     /// Loads `run_dir`'s spec, dataset and latest checkpoint (or `checkpoint`).
     pub fn open(run_dir: &Path, checkpoint: Option<&Path>) -> Result<LoadedRun, AnalysisError> {
+        Self::open_with_prior(run_dir, checkpoint, true)
+    }
+
+    /// As [`LoadedRun::open`]; `with_prior: false` leaves a learned prior as initialised (for fitting
+    /// it afresh) instead of laying the run's fitted `prior.safetensors` over it.
+    pub fn open_with_prior(run_dir: &Path, checkpoint: Option<&Path>, with_prior: bool) -> Result<LoadedRun, AnalysisError> {
         let spec = read_run_spec(run_dir)?;
         let dataset = build_dataset(&spec).map_err(EvalError::from)?;
         let shape = data_shape(dataset.as_ref());
@@ -72,6 +78,9 @@ impl LoadedRun {
             None => checkpoint::latest(&run_dir.join("checkpoints"))?,
         };
         let step = checkpoint::load(&ckpt, &mut store, &mut [])?.step;
+        if with_prior {
+            crate::prior::train::overlay(run_dir, step, &mut store).map_err(AnalysisError::Input)?;
+        }
         Ok(LoadedRun { dir: run_dir.to_path_buf(), spec, dataset, model, store, step })
     }
 

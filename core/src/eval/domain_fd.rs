@@ -62,7 +62,7 @@ impl<'a, D: Backend> FeatureEncoder<'a, D> {
 /// `count` images decoded from the evaluated model's prior, in batches.
 pub fn prior_samples<D: Backend>(model: &Model, store: &ParamStore<D>, seed: u64, like: &ImageBatch, batch: usize) -> ImageBatch {
     let count = like.n;
-    let z = model.latent.sample_prior(store, seed, "eval-domain-fd", count).as_vec();
+    let z = model.sample_prior(store, seed, "eval-domain-fd", count).as_vec();
     let code = model.latent.code_shape().len();
     let mut pixels = Vec::with_capacity(count * like.image_len());
     for start in (0..count).step_by(batch.max(1)) {

@@ -82,6 +82,9 @@ pub struct EvalReport {
     /// Metrics that failed (e.g. a plugin returned an error), with the message; the others are kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed: BTreeMap<String, String>,
+    /// Where the prior samples (samples.png, FID, domain FD) come from.
+    #[serde(default)]
+    pub prior: String,
 }
 
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
@@ -191,6 +194,7 @@ fn evaluate_on<D: Backend>(
         None => checkpoint::latest(&run_dir.join("checkpoints"))?,
     };
     let info = checkpoint::load(&ckpt, &mut store, &mut [])?;
+    let learned_prior = crate::prior::train::overlay(run_dir, info.step, &mut store).map_err(EvalError::Model)?;
 
     let mut registry = MetricRegistry::builtin();
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
@@ -420,6 +424,7 @@ fn evaluate_on<D: Backend>(
         traversal_order: order,
         factor_grids,
         failed,
+        prior: prior_description(&model, learned_prior).into(),
     };
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
     let path = out_dir.join("metrics.json");
@@ -427,6 +432,15 @@ fn evaluate_on<D: Backend>(
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
     crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
     Ok(report)
+}
+
+/// Where `model`'s prior samples come from, for the report.
+fn prior_description(model: &Model, learned: bool) -> &'static str {
+    match &model.latent {
+        _ if learned => "the PixelCNN prior fitted by `vaelab train-prior`",
+        crate::latent::LatentModel::Quantized(_) => "each position's code drawn from the training code frequencies",
+        _ => "N(0, I)",
+    }
 }
 
 /// A generator alone has no reconstructions and no codes of test images: only FID, and the domain FD
@@ -565,7 +579,7 @@ fn write_grids<D: Backend>(
     let decode = |z: Vec<f32>, count: usize| decode_codes(dev, model, &ctx, z, count, real.image_len());
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
-    let z = model.latent.sample_prior(store, spec.seed, "eval-samples", g * g).as_vec();
+    let z = model.sample_prior(store, spec.seed, "eval-samples", g * g).as_vec();
     save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join("samples.png"))?;
 
     // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.

@@ -104,7 +104,7 @@ fn render(out_dir: &Path, r: &EvalReport) -> String {
     }
     let mut figures: Vec<(String, String)> = vec![
         ("reconstructions.png".into(), "Reconstructions: each test image beside its reconstruction from the posterior mean".into()),
-        ("samples.png".into(), "Samples decoded from the prior".into()),
+        ("samples.png".into(), format!("Samples decoded from the prior: {}", if r.prior.is_empty() { "N(0, I)" } else { &r.prior })),
         (
             "traversal.png".into(),
             format!(

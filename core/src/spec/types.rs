@@ -25,6 +25,54 @@ pub struct Experiment {
     pub adversarial: Adversarial,
 }
 
+/// The prior that samples codes for a quantized latent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Prior {
+    /// Each position's code drawn independently from the training code frequencies.
+    #[default]
+    Frequencies,
+    /// A PixelCNN over the code grid (van den Oord et al. 2016, "Pixel Recurrent Neural Networks",
+    /// §3.5 masked convolutions; as the VQ-VAE paper's prior, in small): the one-hot codes pass one
+    /// `kernel`×`kernel` mask-A convolution (the centre and everything after it hidden), `layers`
+    /// 3×3 mask-B convolutions (the centre visible) of `channels` channels with ReLU, and a 1×1
+    /// convolution to one logit per code; it minimises the cross-entropy of each position's code given
+    /// the codes before it in raster order. Sampling draws the positions one by one.
+    PixelCnn {
+        #[serde(default = "pixelcnn_channels")]
+        channels: usize,
+        #[serde(default = "pixelcnn_layers")]
+        layers: usize,
+        #[serde(default = "pixelcnn_kernel")]
+        kernel: usize,
+        #[serde(default = "pixelcnn_steps")]
+        steps: usize,
+        #[serde(default = "pixelcnn_lr")]
+        lr: f32,
+        #[serde(default = "pixelcnn_batch")]
+        batch: usize,
+    },
+}
+
+fn pixelcnn_channels() -> usize {
+    64
+}
+fn pixelcnn_layers() -> usize {
+    4
+}
+fn pixelcnn_kernel() -> usize {
+    7
+}
+fn pixelcnn_steps() -> usize {
+    2000
+}
+fn pixelcnn_lr() -> f32 {
+    1e-3
+}
+fn pixelcnn_batch() -> usize {
+    64
+}
+
 /// Adversarial training beside the losses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -277,13 +325,15 @@ section! {
 section! {
     /// The model section: encoder layers → latent → decoder layers → likelihood. A model with
     /// `noise_dim` and no encoder is a generator alone (a plain GAN): its decoder maps N(0, I) noise
-    /// of that size to images.
+    /// of that size to images. `prior` is how a quantized latent's codes are sampled: the training
+    /// frequencies, or a PixelCNN trained after the model by `vaelab train-prior RUN_DIR`.
     pub struct Model / ModelPatch {
         encoder: Vec<Layer> = Vec::new(),
         latent: Latent = Latent::Gaussian { dim: 10 },
         decoder: Vec<Layer> = Vec::new(),
         likelihood: Likelihood = Likelihood::Bernoulli,
         noise_dim: Option<usize> = None,
+        prior: Prior = Prior::Frequencies,
     }
 }
 

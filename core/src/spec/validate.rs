@@ -62,6 +62,18 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     } else if e.model.encoder.is_empty() && e.model.latent == Latent::None {
         v.push("model.encoder", "no encoder and no latent: add encoder layers, or `noise_dim` for a GAN generator".into());
     }
+    if let Prior::PixelCnn { channels, kernel, steps, lr, batch, .. } = e.model.prior {
+        v.check(
+            matches!(e.model.latent, Latent::Quantized { .. }),
+            "model.prior",
+            format!("a PixelCnn prior models code grids: it needs a Quantized latent, not {}", e.model.latent.kind()),
+        );
+        v.positive("model.prior.channels", channels);
+        v.positive("model.prior.steps", steps);
+        v.positive("model.prior.batch", batch);
+        v.check(kernel % 2 == 1, "model.prior.kernel", format!("a masked convolution needs an odd kernel, got {kernel}"));
+        v.check(lr > 0.0 && lr.is_finite(), "model.prior.lr", format!("learning rate must be > 0, got {lr}"));
+    }
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
     }

@@ -13,6 +13,7 @@ mod latent;
 mod model;
 mod optim;
 mod plugins;
+mod prior;
 mod report;
 #[path = "../../support/scratch.rs"]
 mod scratch;

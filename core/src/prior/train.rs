@@ -1,0 +1,183 @@
+//! `vaelab train-prior RUN_DIR`: fits the run's PixelCNN prior to the code grids its trained
+//! quantized encoder gives the training images, and writes it to `RUN_DIR/prior.safetensors`.
+//! Loaders lay it over the run's checkpoint ([`overlay`]) when it was fitted to that checkpoint.
+
+use crate::analysis::{AnalysisError, LoadedRun};
+use crate::latent::LatentModel;
+use crate::nn::{Ctx, ParamStore};
+use crate::optim::{Group, Optimizer};
+use crate::spec::{GradClip, Optimizer as OptSpec, Prior, Schedule};
+use dfdx::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use vaelab_datasets::Split;
+
+/// The prior's file in a run directory.
+pub fn prior_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("prior.safetensors")
+}
+
+/// At most this many training images give the code grids the prior learns from.
+pub const MAX_TRAIN_GRIDS: usize = 10_000;
+/// Held-out test images scored by the fitted prior.
+pub const TEST_GRIDS: usize = 1_000;
+
+pub struct PriorOptions {
+    pub progress: bool,
+    /// Replace an existing `prior.safetensors`.
+    pub force: bool,
+}
+
+/// What fitting gave: the held-out negative log-likelihood per code position, under the PixelCNN
+/// and under the independent code-frequency prior it replaces.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PriorReport {
+    pub model_step: usize,
+    pub steps: usize,
+    pub train_grids: usize,
+    pub test_grids: usize,
+    pub nll_pixelcnn: f64,
+    pub nll_frequencies: f64,
+}
+
+/// Fits the prior of the run in `run_dir`.
+pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, AnalysisError> {
+    let path = prior_path(run_dir);
+    if path.exists() && !opts.force {
+        return Err(AnalysisError::Input(format!(
+            "{} already holds a fitted prior; pass --force to fit it again",
+            path.display()
+        )));
+    }
+    let mut run = LoadedRun::open_with_prior(run_dir, None, false)?;
+    let Prior::PixelCnn { steps, lr, batch, .. } = run.spec.model.prior else {
+        return Err(AnalysisError::Input(format!(
+            "the run's spec ({}) has `prior: Frequencies`; write `prior: PixelCnn()` in its model section (defaults: \
+             64 channels, 4 mask-B layers, 7×7 mask A, 2000 steps) and run this again",
+            run_dir.join("spec.ron").display()
+        )));
+    };
+    let (Some(prior), LatentModel::Quantized(q)) = (&run.model.prior, &run.model.latent) else {
+        return Err(AnalysisError::Input("a PixelCnn prior needs a Quantized latent".into()));
+    };
+    let grids = |split: Split, max: usize| -> Vec<Vec<usize>> {
+        let n = run.dataset.len(split).min(max);
+        let mut out = Vec::with_capacity(n);
+        let idx: Vec<usize> = (0..n).collect();
+        for (bi, chunk) in idx.chunks(run.spec.data.batch).enumerate() {
+            let images = run.dataset.batch(split, chunk);
+            let x = crate::data::to_tensor(&run.store.dev, &images);
+            let ctx = Ctx::new(&run.store, false, run.spec.seed, bi as u64);
+            let ze = run.model.pre_quantization(&ctx, x).expect("checked: a quantized latent");
+            out.extend(q.nearest_codes(&run.store, &ze, chunk.len()));
+        }
+        out
+    };
+    let train_grids = grids(Split::Train, MAX_TRAIN_GRIDS);
+    let test_grids = grids(Split::Test, TEST_GRIDS);
+    let net = &prior.net;
+    let mut opt = Optimizer::for_group(
+        Group::Prior,
+        OptSpec::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        Schedule::Constant,
+        GradClip::Off,
+        steps,
+    );
+    let bar = if opts.progress { indicatif::ProgressBar::new(steps as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("prior step {pos}/{len} {bar:25} ETA {eta:>4}  {msg}").expect("valid template"),
+    );
+    let mut rng = vaelab_datasets::StreamRng::new(run.spec.seed, &[vaelab_datasets::tag("prior-batches")]);
+    for step in 0..steps {
+        let picked: Vec<Vec<usize>> = (0..batch).map(|_| train_grids[rng.below(train_grids.len())].clone()).collect();
+        let ctx = Ctx::new(&run.store, true, run.spec.seed, step as u64);
+        let loss = net.loss(&ctx, &picked);
+        let value = loss.as_vec()[0];
+        let mut grads = loss.backward();
+        drop(ctx);
+        opt.step(&mut run.store, &mut grads, step);
+        bar.inc(1);
+        bar.set_message(format!("nll {value:.3} nats/position"));
+    }
+    bar.finish_and_clear();
+    run.store.set_values(prior.trained_steps, vec![steps as f32]);
+
+    let nll_pixelcnn = held_out_nll(net, &run.store, &test_grids, run.spec.data.batch);
+    let freq = q.code_frequencies(&run.store);
+    let total: f32 = freq.iter().sum();
+    let nll_frequencies =
+        test_grids.iter().flat_map(|g| g.iter()).map(|&k| -((freq[k] / total).max(f32::MIN_POSITIVE) as f64).ln()).sum::<f64>()
+            / (test_grids.len() * net.h * net.w).max(1) as f64;
+    let report = PriorReport {
+        model_step: run.step,
+        steps,
+        train_grids: train_grids.len(),
+        test_grids: test_grids.len(),
+        nll_pixelcnn,
+        nll_frequencies,
+    };
+    save(&path, &run.store, &report)?;
+    Ok(report)
+}
+
+/// Mean NLL per position of `grids` under the PixelCNN, in batches.
+fn held_out_nll(net: &super::PixelCnn, store: &ParamStore<Cpu>, grids: &[Vec<usize>], batch: usize) -> f64 {
+    let mut sum = 0.0;
+    for chunk in grids.chunks(batch.max(1)) {
+        let ctx = Ctx::new(store, false, 0, 0);
+        sum += net.loss(&ctx, chunk).as_vec()[0] as f64 * chunk.len() as f64;
+    }
+    sum / grids.len().max(1) as f64
+}
+
+/// Writes every `prior.*` tensor, and the report as metadata, atomically.
+fn save(path: &Path, store: &ParamStore<Cpu>, report: &PriorReport) -> Result<(), AnalysisError> {
+    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = store
+        .iter()
+        .filter(|p| p.name.starts_with(crate::optim::PRIOR_PREFIX))
+        .map(|p| (p.name.clone(), p.tensor.as_vec().iter().flat_map(|v| v.to_le_bytes()).collect(), p.shape.clone()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, bytes, shape)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).expect("sizes match"))
+        })
+        .collect();
+    // One metadata key: safetensors keeps metadata in a HashMap, whose order would change the bytes.
+    let metadata: BTreeMap<String, String> =
+        [("report".to_string(), serde_json::to_string(report).expect("reports serialize"))].into();
+    let bytes = safetensors::serialize(views, &Some(metadata.into_iter().collect()))
+        .map_err(|e| AnalysisError::Write(path.to_path_buf(), e.to_string()))?;
+    crate::checkpoint::write_atomic(path, &bytes).map_err(|e| AnalysisError::Write(path.to_path_buf(), e.to_string()))
+}
+
+/// Lays `run_dir/prior.safetensors` over a store loaded from the checkpoint of step `model_step`,
+/// when the prior was fitted to that checkpoint's codes. Returns whether it did: a prior fitted to
+/// another step would sample codes the decoder no longer means, so the frequencies serve instead.
+pub fn overlay<D: Device<f32>>(run_dir: &Path, model_step: usize, store: &mut ParamStore<D>) -> Result<bool, String> {
+    let path = prior_path(run_dir);
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(false) };
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fitted_to = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("report"))
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .and_then(|r| r["model_step"].as_u64())
+        .map(|s| s as usize);
+    if fitted_to != Some(model_step) {
+        return Ok(false);
+    }
+    for (name, view) in file.tensors() {
+        let id =
+            store.find(&name).ok_or_else(|| format!("{}: `{name}` is not a parameter of this run's prior", path.display()))?;
+        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let expected: usize = store.get(id).shape.iter().product();
+        if values.len() != expected {
+            return Err(format!("{}: `{name}` has {} values, the spec makes {expected}", path.display(), values.len()));
+        }
+        store.set_values(id, values);
+    }
+    Ok(true)
+}
