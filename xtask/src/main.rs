@@ -9,6 +9,8 @@
 mod loader;
 mod msssim;
 
+use xtask::repro;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("repro") => return repro_command(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("train") => bench(&args[2..]),
             Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
@@ -26,7 +29,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]"
+                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}"
             );
             return ExitCode::from(2);
         }
@@ -35,6 +38,110 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const REPRO_USAGE: &str = "[--suite quick|study|FILE] [--threads N] [--jobs N] [--filter TEXT] [--fresh] [--device cpu|cuda:N] [--out DIR] [--collect] [--emit slurm DIR]";
+
+/// `cargo xtask repro`: runs a suite (release build of the library), writes its table and plots,
+/// and exits 1 when an expectation fails, naming each.
+fn repro_command(args: &[String]) -> ExitCode {
+    // `cargo xtask` builds the dev profile; training belongs in release (several times faster).
+    if cfg!(debug_assertions) && std::env::var_os("VAELAB_XTASK_RELEASE").is_none() {
+        let status = Command::new("cargo")
+            .args(["run", "--quiet", "--release", "--package", "xtask", "--", "repro"])
+            .args(args)
+            .env("VAELAB_XTASK_RELEASE", "1")
+            .current_dir(root())
+            .status();
+        return match status {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+            Err(e) => {
+                eprintln!("xtask repro: cannot start the release build: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let known_flags = ["--suite", "--threads", "--jobs", "--filter", "--device", "--out", "--emit"];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if known_flags.contains(&a) {
+            i += if a == "--emit" { 3 } else { 2 };
+        } else if a == "--fresh" || a == "--collect" {
+            i += 1;
+        } else {
+            eprintln!("xtask repro: unknown argument `{a}`\nusage: cargo xtask repro {REPRO_USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let threads = flag(args, "--threads")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let device = match flag(args, "--device").map(|d| d.parse()) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("xtask repro: --device: {e}");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
+    let mode = match args.iter().position(|a| a == "--emit") {
+        Some(i) if args.get(i + 1).map(String::as_str) == Some("slurm") && args.get(i + 2).is_some() => {
+            repro::Mode::EmitSlurm(PathBuf::from(&args[i + 2]))
+        }
+        Some(_) => {
+            eprintln!("xtask repro: --emit takes `slurm DIR`");
+            return ExitCode::from(2);
+        }
+        None if args.iter().any(|a| a == "--collect") => repro::Mode::Collect,
+        None => repro::Mode::Run,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag_stop = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\ninterrupt: running runs checkpoint and stop; run the suite again to continue");
+        flag_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let opts = repro::Options {
+        suite_file: repro::suite_path(&root(), &flag(args, "--suite").unwrap_or_else(|| "quick".into())),
+        out: flag(args, "--out").map(PathBuf::from),
+        threads,
+        jobs: flag(args, "--jobs").and_then(|j| j.parse().ok()).unwrap_or(1),
+        filter: flag(args, "--filter"),
+        fresh: args.iter().any(|a| a == "--fresh"),
+        device,
+        progress: true,
+        stop,
+    };
+    match repro::run(&opts, &mode, &root()) {
+        Ok(outcome) if matches!(mode, repro::Mode::EmitSlurm(_)) => {
+            let _ = outcome;
+            ExitCode::SUCCESS
+        }
+        Ok(outcome) => {
+            println!("{}", outcome.table);
+            println!(
+                "{} run(s) trained, {} reused; wrote results.md, results.csv, metrics.png and loss-curves.png in {}",
+                outcome.ran,
+                outcome.reused,
+                outcome.results_dir.display()
+            );
+            if outcome.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{} expectation(s) failed:", outcome.failures.len());
+                for f in &outcome.failures {
+                    eprintln!("  {}: {}", f.entry, f.what);
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xtask repro: {e}");
             ExitCode::FAILURE
         }
     }

@@ -164,12 +164,13 @@ fn ron_message(code: &ron::Error) -> String {
     }
 }
 
-/// `TrainPatch` (the type serde reports) → "the `train` section"; other names as they are.
+/// `Train` (the name serde reports for a section's patch) → "the `train` section"; other names as
+/// they are.
 fn section_name(type_name: &str) -> String {
-    match type_name.strip_suffix("Patch") {
-        Some("Experiment") => "the experiment".to_string(),
-        Some(section) => format!("the `{}` section", section.to_lowercase()),
-        None => format!("`{type_name}`"),
+    match type_name {
+        "Experiment" => "the experiment".to_string(),
+        "Data" | "Model" | "Train" | "Eval" => format!("the `{}` section", type_name.to_lowercase()),
+        other => format!("`{other}`"),
     }
 }
 

@@ -6,7 +6,7 @@
 macro_rules! section {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident / $patch:ident {
+        pub struct $name:ident / $patch:ident as $written:literal {
             $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr ),* $(,)?
         }
     ) => {
@@ -23,9 +23,10 @@ macro_rules! section {
             }
         }
 
-        /// The fields of one file's section; `None` means "not written here".
+        /// The fields of one file's section; `None` means "not written here". Written `(…)` or
+        /// under the resolved struct's name (`Data(…)`), so a resolved spec is itself a spec file.
         #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(deny_unknown_fields, rename = $written)]
         pub struct $patch {
             $( #[serde(default, deserialize_with = "crate::spec::patch::present")] pub $field: Option<$ty>, )*
         }

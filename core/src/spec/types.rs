@@ -302,7 +302,7 @@ fn idx_test() -> String {
 
 section! {
     /// The data section.
-    pub struct Data / DataPatch {
+    pub struct Data / DataPatch as "Data" {
         dataset: Dataset = Dataset::Shapes,
         /// Image side in pixels.
         size: usize = 64,
@@ -327,7 +327,7 @@ section! {
     /// `noise_dim` and no encoder is a generator alone (a plain GAN): its decoder maps N(0, I) noise
     /// of that size to images. `prior` is how a quantized latent's codes are sampled: the training
     /// frequencies, or a PixelCNN trained after the model by `vaelab train-prior RUN_DIR`.
-    pub struct Model / ModelPatch {
+    pub struct Model / ModelPatch as "Model" {
         encoder: Vec<Layer> = Vec::new(),
         latent: Latent = Latent::Gaussian { dim: 10 },
         decoder: Vec<Layer> = Vec::new(),
@@ -587,7 +587,7 @@ impl Loss {
 
 section! {
     /// The training loop.
-    pub struct Train / TrainPatch {
+    pub struct Train / TrainPatch as "Train" {
         steps: usize = 3_000,
         optimizer: Optimizer = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
         schedule: Schedule = Schedule::Constant,
@@ -669,7 +669,7 @@ pub enum GradClip {
 
 section! {
     /// What `vaelab eval` computes and draws.
-    pub struct Eval / EvalPatch {
+    pub struct Eval / EvalPatch as "Eval" {
         /// Metric names; `vaelab eval` lists the available ones when a name is unknown.
         metrics: Vec<String> = vec!["mse".into(), "psnr".into(), "ssim".into(), "ms_ssim".into(), "elbo".into(), "domain_fd".into()],
         /// Held-out images the metrics average over.

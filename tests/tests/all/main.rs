@@ -15,6 +15,7 @@ mod optim;
 mod plugins;
 mod prior;
 mod report;
+mod repro;
 #[path = "../../support/scratch.rs"]
 mod scratch;
 mod specs;

@@ -1,0 +1,103 @@
+//! Runs a task in this process, or finds it already done. A task's run directory is named by the
+//! task and a hash of its resolved spec, its seed and the vaelab version, so a changed spec or a new
+//! version never reuses an old run, and an interrupted suite continues where it stopped.
+
+use super::suite::Task;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use vaelab_core::spec::Experiment;
+
+/// A task's spec, written and resolved.
+pub struct Prepared {
+    pub task: Task,
+    pub spec_file: PathBuf,
+    pub experiment: Experiment,
+    pub run_dir: PathBuf,
+}
+
+/// What a run directory records about the suite's run of it (`repro.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub hash: String,
+    pub threads: usize,
+    /// Seconds spent training (all sessions of a resumed run) and evaluating.
+    pub train_s: f64,
+    pub eval_s: f64,
+}
+
+/// FNV-1a, 64-bit: a stable content hash (no need for a cryptographic one here).
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Writes the task's spec under `root/specs/`, resolves it, and names its run directory.
+pub fn prepare(task: &Task, root: &Path) -> Result<Prepared, String> {
+    let spec_dir = root.join("specs");
+    std::fs::create_dir_all(&spec_dir).map_err(|e| format!("cannot create {}: {e}", spec_dir.display()))?;
+    let spec_file = spec_dir.join(format!("{}.ron", task.slug()));
+    std::fs::write(&spec_file, task.spec_text()).map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
+    let loaded = vaelab_core::check::check_file(&spec_file, &[]).map_err(|e| format!("{}: {e}", task.entry))?;
+    let experiment = loaded.loaded.experiment;
+    let hash = run_hash(&experiment);
+    let run_dir = root.join("runs").join(format!("{}-{hash}", task.slug()));
+    Ok(Prepared { task: task.clone(), spec_file, experiment, run_dir })
+}
+
+/// The hash of a resolved experiment (which holds its seed) and this vaelab's version.
+pub fn run_hash(e: &Experiment) -> String {
+    let text = format!("{}\n{}", vaelab_core::check::format_resolved(e), env!("CARGO_PKG_VERSION"));
+    format!("{:016x}", fnv1a(&text))[..10].to_string()
+}
+
+/// Whether the run finished and was evaluated.
+pub fn is_done(run_dir: &Path) -> bool {
+    run_dir.join("eval/metrics.json").exists() && run_dir.join("repro.json").exists()
+}
+
+/// Trains (or resumes) and evaluates a prepared task with `threads` rayon threads, unless it is
+/// done already. Returns whether it ran.
+pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<bool, String> {
+    if is_done(&p.run_dir) {
+        return Ok(false);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    let record_path = p.run_dir.join("repro.json");
+    let partial: Option<RunRecord> =
+        std::fs::read_to_string(p.run_dir.join("repro-partial.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let resume = vaelab_core::checkpoint::latest(&p.run_dir.join("checkpoints")).is_ok();
+    let opts = vaelab_core::train::TrainOptions {
+        run_dir: p.run_dir.clone(),
+        resume,
+        progress: false,
+        stop: stop.clone(),
+        stop_at: None,
+        threads,
+    };
+    let t0 = Instant::now();
+    let outcome =
+        pool.install(|| vaelab_core::train::train(&p.experiment, &opts)).map_err(|e| format!("{}: {e}", p.task.slug()))?;
+    let train_s = partial.as_ref().map_or(0.0, |r| r.train_s) + t0.elapsed().as_secs_f64();
+    let record = RunRecord { hash: run_hash(&p.experiment), threads, train_s, eval_s: 0.0 };
+    let write = |path: &Path, r: &RunRecord| {
+        std::fs::write(path, serde_json::to_string_pretty(r).expect("records serialize"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let vaelab_core::train::TrainOutcome::Interrupted { .. } = outcome {
+        write(&p.run_dir.join("repro-partial.json"), &record)?;
+        return Err(format!("{}: interrupted; run the suite again to continue it", p.task.slug()));
+    }
+    let t1 = Instant::now();
+    pool.install(|| -> Result<(), String> {
+        if matches!(p.experiment.model.prior, vaelab_core::spec::Prior::PixelCnn { .. }) {
+            let opts = vaelab_core::prior::train::PriorOptions { progress: false, force: true };
+            vaelab_core::prior::train::train_prior(&p.run_dir, &opts).map_err(|e| format!("{}: {e}", p.task.slug()))?;
+        }
+        vaelab_core::eval::evaluate(&p.run_dir, &Default::default()).map_err(|e| format!("{}: {e}", p.task.slug()))?;
+        Ok(())
+    })?;
+    write(&record_path, &RunRecord { eval_s: t1.elapsed().as_secs_f64(), ..record })?;
+    let _ = std::fs::remove_file(p.run_dir.join("repro-partial.json"));
+    Ok(true)
+}
