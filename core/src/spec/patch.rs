@@ -12,7 +12,9 @@ macro_rules! section {
     ) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
+        // A field missing from a resolved spec takes its default: a run directory's `spec.ron`
+        // written before the field existed still loads.
+        #[serde(deny_unknown_fields, default)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }

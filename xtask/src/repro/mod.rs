@@ -99,7 +99,7 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     let (suite, prepared) = prepare_all(opts, &root)?;
     if let Mode::EmitSlurm(dir) = mode {
         let threads = (opts.threads / opts.jobs.max(1)).max(1);
-        slurm::emit(&suite, &prepared, dir, threads, workspace)?;
+        slurm::emit(&suite, &opts.suite_file, &prepared, dir, threads, workspace)?;
         return Ok(Outcome { results_dir: dir.clone(), ran: 0, reused: 0, failures: vec![], table: String::new() });
     }
     let (ran, reused) = match mode {

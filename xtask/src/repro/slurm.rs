@@ -8,7 +8,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Writes `DIR/specs/<task>.ron` (each task's resolved spec), `DIR/tasks.tsv` and `DIR/job.sh`.
-pub fn emit(suite: &Suite, prepared: &[Prepared], dir: &Path, threads: usize, workspace: &Path) -> Result<(), String> {
+pub fn emit(
+    suite: &Suite,
+    suite_file: &Path,
+    prepared: &[Prepared],
+    dir: &Path,
+    threads: usize,
+    workspace: &Path,
+) -> Result<(), String> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -35,7 +42,7 @@ pub fn emit(suite: &Suite, prepared: &[Prepared], dir: &Path, threads: usize, wo
         job.display(),
         prepared.len(),
         dir.display(),
-        suite.name,
+        suite_file.display(),
         dir.display()
     );
     Ok(())
