@@ -158,21 +158,10 @@ impl LatentModel {
     }
 
     /// `count` codes drawn from the prior, batch-last (code shape × count), from the random stream
-    /// (seed, purpose, 0). Each latent kind owns its prior: N(0, I) over the code's shape for the
-    /// Gaussian kinds. An autoencoder has no prior; N(0, I) is drawn all the same, so its samples
-    /// show what the decoder makes of codes it was never trained on.
-    pub fn sample_prior<D: Device<f32>>(
-        &self,
-        store: &ParamStore<D>,
-        seed: u64,
-        purpose: &str,
-        count: usize,
-    ) -> Tensor<(usize, usize), f32, D> {
-        self.sample_prior_at(store, seed, purpose, 0, count)
-    }
-
-    /// As [`LatentModel::sample_prior`] from the stream (seed, purpose, `index`): training draws a
-    /// fresh batch of prior codes at every step (index = step) for its adversarial terms.
+    /// (seed, purpose, `index`): evaluation and the explorer use index 0, training a fresh index per
+    /// step. Each latent kind owns its prior: N(0, I) over the code's shape for the Gaussian kinds.
+    /// An autoencoder has no prior; N(0, I) is drawn all the same, so its samples show what the
+    /// decoder makes of codes it was never trained on.
     pub fn sample_prior_at<D: Device<f32>>(
         &self,
         store: &ParamStore<D>,

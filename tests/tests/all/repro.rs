@@ -168,9 +168,10 @@ fn committed_suites_expand_into_valid_specs() {
         let name_of = |p: &Path| -> Result<String, String> {
             vaelab_core::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| e.to_string())
         };
-        let tasks = suite.tasks(&file, name_of).unwrap();
-        assert!(!tasks.is_empty(), "{}", file.display());
         let dir = scratch(&format!("suite-{}", suite.name));
+        let reference = suite.reference_task(&file).unwrap().map(|t| xtask::repro::execute::prepare(&t, &dir).unwrap().run_dir);
+        let tasks = suite.tasks(&file, name_of, reference.as_deref()).unwrap();
+        assert!(!tasks.is_empty(), "{}", file.display());
         for t in &tasks {
             let p = xtask::repro::execute::prepare(t, &dir).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             assert_eq!(p.experiment.seed, t.seed);

@@ -60,12 +60,23 @@ pub fn suite_path(root: &Path, name_or_path: &str) -> PathBuf {
     }
 }
 
-fn prepare_all(opts: &Options, root: &Path) -> Result<(suite::Suite, Vec<Prepared>), String> {
+/// The suite, its reference run (if it has one) and its tasks, each written and resolved.
+fn prepare_all(opts: &Options, root: &Path) -> Result<(suite::Suite, Option<Prepared>, Vec<Prepared>), String> {
     let suite = suite::load(&opts.suite_file)?;
     let name_of = |p: &Path| -> Result<String, String> {
         vaelab_core::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| format!("{}: {e}", p.display()))
     };
-    let mut tasks = suite.tasks(&opts.suite_file, name_of)?;
+    let reference = match suite.reference_task(&opts.suite_file)? {
+        Some(mut t) => {
+            if let Some(d) = opts.device {
+                t.fields.push(format!("device: {d:?}"));
+            }
+            Some(execute::prepare(&t, root)?)
+        }
+        None => None,
+    };
+    let domain = reference.as_ref().map(|r| r.run_dir.as_path());
+    let mut tasks = suite.tasks(&opts.suite_file, name_of, domain)?;
     if let Some(f) = &opts.filter {
         tasks.retain(|t| t.entry.contains(f.as_str()));
         if tasks.is_empty() {
@@ -78,7 +89,7 @@ fn prepare_all(opts: &Options, root: &Path) -> Result<(suite::Suite, Vec<Prepare
         }
     }
     let prepared = tasks.iter().map(|t| execute::prepare(t, root)).collect::<Result<Vec<_>, _>>()?;
-    Ok((suite, prepared))
+    Ok((suite, reference, prepared))
 }
 
 /// The default results folder of a suite file.
@@ -96,7 +107,22 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
         _ => root,
     };
     std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let (suite, prepared) = prepare_all(opts, &root)?;
+    let (suite, reference, prepared) = prepare_all(opts, &root)?;
+    // The reference encoder comes first: every entry's evaluation reads it.
+    if let Some(r) = &reference {
+        match mode {
+            Mode::Collect if !execute::is_done(&r.run_dir) => {
+                return Err(format!("the reference run {} has not finished", r.run_dir.display()));
+            }
+            Mode::Collect => {}
+            _ => {
+                if opts.fresh && matches!(mode, Mode::Run) {
+                    let _ = std::fs::remove_dir_all(&r.run_dir);
+                }
+                execute::execute(r, opts.threads, &opts.stop)?;
+            }
+        }
+    }
     if let Mode::EmitSlurm(dir) = mode {
         let threads = (opts.threads / opts.jobs.max(1)).max(1);
         slurm::emit(&suite, &opts.suite_file, &prepared, dir, threads, workspace)?;

@@ -17,16 +17,30 @@ pub struct Suite {
     /// Test images each evaluation scores [default: each spec's own].
     #[serde(default)]
     pub test_images: Option<usize>,
-    /// A trained run (relative to the suite file) whose encoder gives every entry's `domain_fd`
-    /// features, so that the distances compare across entries.
+    /// A run trained before the entries, whose encoder gives every entry's `domain_fd` features, so
+    /// that the distances compare across entries.
     #[serde(default)]
-    pub domain_encoder: Option<PathBuf>,
+    pub reference: Option<Reference>,
     #[serde(default)]
     pub runs: Vec<RunEntry>,
     #[serde(default)]
     pub grids: Vec<Grid>,
     #[serde(default)]
     pub expect: Vec<Expect>,
+}
+
+/// The reference run of a suite: one spec, one seed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub spec: PathBuf,
+    pub steps: usize,
+    #[serde(default = "first_seed")]
+    pub seed: u64,
+}
+
+fn first_seed() -> u64 {
+    1
 }
 
 /// One spec, trained once per seed for `steps`.
@@ -146,18 +160,32 @@ fn nested(field: &str, value: &str) -> String {
 }
 
 impl Suite {
+    /// The reference run as a task (entry `reference`), scored by MSE alone.
+    pub fn reference_task(&self, suite_file: &Path) -> Result<Option<Task>, String> {
+        let Some(r) = &self.reference else { return Ok(None) };
+        let dir = suite_file.parent().unwrap_or(Path::new("."));
+        let base = dir.join(&r.spec).canonicalize().map_err(|e| format!("{}: reference spec: {e}", suite_file.display()))?;
+        let fields = vec!["eval: (metrics: [\"mse\"])".to_string()];
+        Ok(Some(Task { entry: "reference".into(), seed: r.seed, base, steps: r.steps, fields }))
+    }
+
     /// Every task, in file order: runs, then grids (each grid's combinations in order).
-    pub fn tasks(&self, suite_file: &Path, name_of: impl Fn(&Path) -> Result<String, String>) -> Result<Vec<Task>, String> {
+    /// `domain` is the reference run's directory, for every entry's `eval.domain_encoder`.
+    pub fn tasks(
+        &self,
+        suite_file: &Path,
+        name_of: impl Fn(&Path) -> Result<String, String>,
+        domain: Option<&Path>,
+    ) -> Result<Vec<Task>, String> {
         let dir = suite_file.parent().unwrap_or(Path::new("."));
         let absolute = |p: &Path| {
             dir.join(p).canonicalize().map_err(|e| format!("{}: spec {}: {e}", suite_file.display(), dir.join(p).display()))
         };
-        let domain = self.domain_encoder.as_ref().map(|d| dir.join(d));
         let eval_field = |metrics: &[String]| {
             format!(
                 "eval: (metrics: {metrics:?}{}{})",
                 self.test_images.map(|n| format!(", test_images: {n}")).unwrap_or_default(),
-                domain.as_ref().map(|d| format!(", domain_encoder: Some({:?})", d.display().to_string())).unwrap_or_default()
+                domain.map(|d| format!(", domain_encoder: Some({:?})", d.display().to_string())).unwrap_or_default()
             )
         };
         let common = vec![eval_field(&self.metrics)];
