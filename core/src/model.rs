@@ -220,10 +220,13 @@ impl Model {
         noise: Tensor<(usize, usize), f32, D>,
         prior_z: Tensor<(usize, usize), f32, D>,
     ) -> Vec<Tensor2<D>> {
+        let sample = self.image_taped(self.decode(ctx, prior_z.retaped()));
         if self.generator_only {
-            return vec![self.image_taped(self.decode(ctx, prior_z.retaped()))];
+            return vec![sample];
         }
-        self.terms_and_fakes(ctx, x, noise, prior_z).1
+        // The reconstruction alone: no likelihood term, which the discriminator's phase would discard.
+        let enc = self.encode(ctx, x, noise);
+        vec![self.image_taped(self.decode(ctx, enc.z)), sample]
     }
 
     /// Decoder output as images in [0, 1], keeping the tape (gradients flow back to the decoder).

@@ -78,26 +78,14 @@ impl SplitObjective {
 
     /// The losses at the current parameters; `ctx_d` serves the decoder's pass when there is one.
     pub fn losses<D: Backend>(&self, model: &Model, ctx_e: &Ctx<D>, ctx_d: &Ctx<D>, data: &StepData<D>) -> SplitLosses<D> {
-        match self {
-            SplitObjective::Intro(iv) => {
-                let mut encoder = iv.encoder_loss(model, ctx_e, data);
-                let decoder = iv.decoder_loss(model, ctx_d, data);
-                name_group_losses(&mut encoder, &decoder);
-                SplitLosses { encoder, decoder: Some(decoder) }
-            }
-            SplitObjective::SoftIntro(s) => {
-                let mut encoder = s.encoder_loss(model, ctx_e, data);
-                let decoder = s.decoder_loss(model, ctx_d, data);
-                name_group_losses(&mut encoder, &decoder);
-                SplitLosses { encoder, decoder: Some(decoder) }
-            }
-            SplitObjective::Vpga(v) => SplitLosses { encoder: v.loss(model, ctx_e, data), decoder: None },
-        }
+        let (mut encoder, decoder) = match self {
+            SplitObjective::Intro(iv) => (iv.encoder_loss(model, ctx_e, data), iv.decoder_loss(model, ctx_d, data)),
+            SplitObjective::SoftIntro(s) => (s.encoder_loss(model, ctx_e, data), s.decoder_loss(model, ctx_d, data)),
+            SplitObjective::Vpga(v) => return SplitLosses { encoder: v.loss(model, ctx_e, data), decoder: None },
+        };
+        // Each group's loss is logged as `encoder` and `decoder` beside the terms.
+        let (e, d) = (value(&encoder.loss), value(&decoder.loss));
+        encoder.terms.extend([("encoder", e), ("decoder", d)]);
+        SplitLosses { encoder, decoder: Some(decoder) }
     }
-}
-
-/// Logs each group's loss as `encoder` and `decoder` beside the terms.
-fn name_group_losses<D: Backend>(encoder: &mut Routed<D>, decoder: &Routed<D>) {
-    let (e, d) = (value(&encoder.loss), value(&decoder.loss));
-    encoder.terms.extend([("encoder", e), ("decoder", d)]);
 }

@@ -76,6 +76,14 @@ impl EntryResult {
 
     /// (first, last) logged values of `term`; without one, of the reconstruction term `rec` when
     /// both logs have it (a VQ-VAE's codebook term grows while it learns), else of the total loss.
+    /// The mean-image MSE (mean over seeds), wall time (summed) and img/s (mean of each run's median).
+    fn run_summary(&self) -> (f64, f64, f64) {
+        let baseline = mean_std(&self.runs.iter().map(|r| r.report.mean_image_mse).collect::<Vec<_>>()).0;
+        let wall = self.runs.iter().map(|r| r.record.train_s + r.record.eval_s).sum();
+        let speed = mean_std(&self.runs.iter().map(img_per_s).collect::<Vec<_>>()).0;
+        (baseline, wall, speed)
+    }
+
     fn term_values(r: &RunResult, term: Option<&str>) -> Option<(f32, f32)> {
         let (first, last) = (r.log.first()?, r.log.last()?);
         let term = term.or_else(|| (first.terms.contains_key("rec") && last.terms.contains_key("rec")).then_some("rec"));
@@ -237,9 +245,7 @@ pub fn markdown(suite: &Suite, entries: &[EntryResult], failures: &[Failure], ma
             };
             let _ = write!(md, " {cell} |");
         }
-        let baseline = mean_std(&e.runs.iter().map(|r| r.report.mean_image_mse).collect::<Vec<_>>()).0;
-        let wall: f64 = e.runs.iter().map(|r| r.record.train_s + r.record.eval_s).sum();
-        let speed = mean_std(&e.runs.iter().map(img_per_s).collect::<Vec<_>>()).0;
+        let (baseline, wall, speed) = e.run_summary();
         let verdict = if failures.iter().any(|f| f.entry == e.entry) { "FAIL" } else { "pass" };
         let _ = writeln!(md, " {} | {:.0} s | {:.0} | {verdict} |", fmt(baseline), wall, speed);
     }
@@ -274,9 +280,7 @@ pub fn csv(entries: &[EntryResult], failures: &[Failure]) -> String {
                 None => out.push_str(",,"),
             }
         }
-        let baseline = mean_std(&e.runs.iter().map(|r| r.report.mean_image_mse).collect::<Vec<_>>()).0;
-        let wall: f64 = e.runs.iter().map(|r| r.record.train_s + r.record.eval_s).sum();
-        let speed = mean_std(&e.runs.iter().map(img_per_s).collect::<Vec<_>>()).0;
+        let (baseline, wall, speed) = e.run_summary();
         let pass = !failures.iter().any(|f| f.entry == e.entry);
         let _ = writeln!(out, ",{baseline},{wall:.1},{speed:.1},{pass}");
     }
