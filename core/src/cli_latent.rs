@@ -111,7 +111,7 @@ pub fn run_latent(args: LatentArgs) -> Result<()> {
                     a.name, a.from, a.to, a.direction_norm, a.best_element.0, a.probe_kind, a.best_element.1
                 );
             }
-            println!("wrote {}/attributes-<name>.png and attributes.json", dir.display());
+            println!("wrote {}/attributes-<name>.png, attributes-probe.png and attributes.json", dir.display());
         }
         LatentCommand::Embed { factor } => {
             let s = embed::run(&run, &codes, factor.as_deref())?;

@@ -12,7 +12,7 @@ impl Scratch {
     /// `<temp>/vaelab-<area>-<pid>-<name>`, emptied first (a previous run may have left it behind).
     pub fn new(area: &str, name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("vaelab-{area}-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        remove(&dir);
         Scratch(dir)
     }
 
@@ -21,6 +21,16 @@ impl Scratch {
         let dir = Scratch::new(area, name);
         std::fs::create_dir_all(&dir.0).unwrap();
         dir
+    }
+}
+
+/// Removes the path whether a test made it a folder or a file (a test of "the run directory is a
+/// file" writes one).
+fn remove(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -40,7 +50,7 @@ impl AsRef<Path> for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if std::env::var_os("VAELAB_KEEP_SCRATCH").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
+            remove(&self.0);
         }
     }
 }

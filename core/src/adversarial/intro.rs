@@ -39,8 +39,8 @@ impl IntroVae {
     /// tape (the encoder's operations travel with x_r).
     fn generate<D: Backend>(model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Scalar<D>, Tensor2<D>, Tensor2<D>) {
         let enc = model.encode(ctx, data.x.clone(), data.noise.clone());
-        let x_r = model.image_taped(model.decode(ctx, enc.z));
-        (enc.reg, x_r, model.image_taped(model.decode(ctx, data.prior_z.clone().retaped())))
+        let x_r = model.mean_taped(model.decode(ctx, enc.z));
+        (enc.reg, x_r, model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())))
     }
 
     /// The encoder's loss: KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE.

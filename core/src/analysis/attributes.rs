@@ -37,6 +37,16 @@ pub struct Attribute {
     pub best_element: (usize, f64),
     /// What `probe` holds: `r2` or `accuracy` (chance is 1/classes).
     pub probe_kind: &'static str,
+    /// The probe score of guessing: 1/classes for accuracy, 0 for R².
+    pub chance: f64,
+}
+
+impl Attribute {
+    /// Each element's probe score above chance, as a fraction of the way from chance to perfect
+    /// (so an R² and a 6-class accuracy shade alike in the probe picture).
+    pub fn probe_above_chance(&self) -> Vec<f64> {
+        self.probe.iter().map(|s| ((s - self.chance) / (1.0 - self.chance)).clamp(0.0, 1.0)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -71,6 +81,7 @@ pub fn directions(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<
             continue;
         }
         let discrete = distinct.len() <= MAX_CLASSES;
+        let chance = if discrete { 1.0 / distinct.len() as f64 } else { 0.0 };
         let (from_set, to_set, from, to): (Vec<usize>, Vec<usize>, String, String) = if discrete {
             let (lo, hi) = (distinct[0], distinct[distinct.len() - 1]);
             (
@@ -115,6 +126,7 @@ pub fn directions(run: &LoadedRun, codes: &Codes, only: Option<&str>) -> Result<
             probe,
             best_element,
             probe_kind: if discrete { "accuracy" } else { "r2" },
+            chance,
         });
     }
     Ok(out)
@@ -197,6 +209,10 @@ pub fn run(
         crate::eval::grid::save_png(&crate::eval::grid::grid(&decoded, run.image_shape(), strengths.len()), &png)
             .map_err(|e| AnalysisError::Write(png.clone(), e))?;
     }
+    if !attributes.is_empty() {
+        let png = dir.join("attributes-probe.png");
+        probe_picture(&run.spec.name, &attributes).save(&png).map_err(|e| AnalysisError::Write(png.clone(), e.to_string()))?;
+    }
     let summary = AttributesSummary {
         run: run.spec.name.clone(),
         checkpoint_step: run.step,
@@ -206,6 +222,32 @@ pub fn run(
     };
     super::write_summary(&dir, "attributes.json", &summary)?;
     Ok(summary)
+}
+
+/// Columns at most in the probe picture; larger latents show the elements that predict some
+/// attribute best.
+const PROBE_COLUMNS: usize = 24;
+
+/// `attributes-probe.png`: a row per attribute, a column per latent element, each cell shaded by
+/// the element's probe score above chance and printed with the raw score. Disentangled factors show
+/// as one dark cell per row, in different columns.
+pub fn probe_picture(run_name: &str, attributes: &[Attribute]) -> image::RgbImage {
+    let above: Vec<Vec<f64>> = attributes.iter().map(Attribute::probe_above_chance).collect();
+    let elements = above.first().map_or(0, Vec::len);
+    let mut keep: Vec<usize> = (0..elements).collect();
+    if elements > PROBE_COLUMNS {
+        let best = |e: usize| above.iter().map(|row| row[e]).fold(0.0, f64::max);
+        keep.sort_by(|a, b| best(*b).total_cmp(&best(*a)));
+        keep.truncate(PROBE_COLUMNS);
+        keep.sort_unstable();
+    }
+    let rows: Vec<String> = attributes.iter().map(|a| format!("{} ({})", a.name, if a.discrete { "acc" } else { "R2" })).collect();
+    let cols: Vec<String> = keep.iter().map(|e| format!("z{e}")).collect();
+    let shade: Vec<Vec<f64>> = above.iter().map(|row| keep.iter().map(|&e| row[e]).collect()).collect();
+    let shown: Vec<Vec<String>> =
+        attributes.iter().map(|a| keep.iter().map(|&e| format!("{:.2}", a.probe[e].max(-9.99))).collect()).collect();
+    let title = format!("{run_name}: how well each latent element alone predicts each attribute");
+    crate::report::heatmap::heatmap(&title, &rows, &cols, &shade, &shown)
 }
 
 #[cfg(test)]

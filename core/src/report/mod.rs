@@ -3,6 +3,7 @@
 //! sample, traversal and factor grids, and the training-loss curves, which are also written as
 //! `loss-curves.png`.
 
+pub mod heatmap;
 pub mod plot;
 
 use crate::eval::EvalReport;

@@ -110,6 +110,12 @@ fn attribute_directions_change_their_own_factor_most() {
     // The probe finds position information in single elements, and little of it in noise-level ones.
     let x = attrs.iter().find(|a| a.name == "x").unwrap();
     assert!(x.best_element.1 > 0.3, "{:?}", x.best_element);
+    // Scores are compared with guessing: a third for the three shapes, a sixth for the six scales.
+    let chance: Vec<f64> = attrs.iter().map(|a| a.chance).collect();
+    assert_eq!(chance, [1.0 / 3.0, 1.0 / 6.0, 0.0, 0.0, 0.0]);
+    let above = x.probe_above_chance();
+    assert_eq!(above[x.best_element.0], x.best_element.1.clamp(0.0, 1.0));
+    assert!(above.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn a_suite_runs_every_task_once_and_writes_its_table() {
     let first = repro::run(&options(file.clone(), &out), &Mode::Run, &workspace()).unwrap();
     assert_eq!((first.ran, first.reused), (4, 0));
     assert!(first.failures.is_empty(), "{:?}", first.failures);
-    for f in ["results.md", "results.csv", "metrics.png", "loss-curves.png"] {
+    for f in ["results.md", "results.csv", "bands.ron", "metrics.png", "loss-curves.png", "samples.png", "reconstructions.png"] {
         assert!(out.join(f).exists(), "{f}");
     }
     let second = repro::run(&options(file, &out), &Mode::Run, &workspace()).unwrap();
@@ -98,9 +98,9 @@ fn a_suite_runs_every_task_once_and_writes_its_table() {
     insta::assert_snapshot!(stable(&first.table));
 }
 
-/// The regression test of the suite itself: an expectation band taken from the tiny spec's own
-/// results holds for it (the run is reused), and fails, naming the entry, the metric, the measured
-/// and the expected values, once a KL weight of 300 is injected into the same entry.
+/// The regression test of the suite itself: the bands that `bands.ron` derives from the tiny
+/// spec's own recorded run hold for it (the run is reused), and fail, naming the entry, the metric,
+/// the measured and the expected values, once a KL weight of 300 is injected into the same entry.
 #[test]
 fn an_injected_regression_fails_the_suite_with_a_clear_message() {
     let dir = scratch("repro-regression");
@@ -109,25 +109,32 @@ fn an_injected_regression_fails_the_suite_with_a_clear_message() {
     let out = dir.join("out");
     let plain = format!("Run(spec: {spec:?}, seeds: [1], steps: 20, label: Some(\"tiny\"))");
     let measured = repro::run(&options(suite(&dir, &plain, ""), &out), &Mode::Run, &workspace()).unwrap();
+    assert!(measured.failures.is_empty());
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let row: Vec<&str> = csv.lines().find(|l| l.starts_with("tiny,")).unwrap().split(',').collect();
     let mse: f64 = row[3].parse().unwrap();
-    assert!(measured.failures.is_empty());
 
-    let band = format!("Band(entry: \"tiny\", metric: \"mse\", mean: {mse}, tolerance: {})", mse * 0.1);
-    let holds = repro::run(&options(suite(&dir, &plain, &band), &out), &Mode::Run, &workspace()).unwrap();
+    // The derived bands: one per metric of the entry, around the recorded mean.
+    let derived = std::fs::read_to_string(out.join("bands.ron")).unwrap();
+    let bands: Vec<&str> = derived.lines().filter(|l| l.starts_with("Band(entry: \"tiny\"")).collect();
+    assert_eq!(bands.len(), 2, "mse and psnr: {derived}");
+    let mse_band = bands.iter().find(|l| l.contains("metric: \"mse\"")).unwrap();
+    let mean: f64 = mse_band.split("mean: ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((mean - mse).abs() <= 5e-4 * mse, "{mse_band} vs the table's {mse}");
+    let expect = bands.join(" ");
+
+    let holds = repro::run(&options(suite(&dir, &plain, &expect), &out), &Mode::Run, &workspace()).unwrap();
     assert_eq!(holds.ran, 0, "the unchanged spec reuses its run");
     assert!(holds.failures.is_empty(), "{:?}", holds.failures);
 
     let regressed = format!(
         "Run(spec: {spec:?}, seeds: [1], steps: 20, label: Some(\"tiny\"), overrides: Some(\"losses: [Reconstruction(), Kl(weight: 300.0)]\"))"
     );
-    let failed = repro::run(&options(suite(&dir, &regressed, &band), &out), &Mode::Run, &workspace()).unwrap();
+    let failed = repro::run(&options(suite(&dir, &regressed, &expect), &out), &Mode::Run, &workspace()).unwrap();
     assert_eq!(failed.ran, 1, "a changed spec never reuses the old run");
-    assert_eq!(failed.failures.len(), 1, "{:?}", failed.failures);
-    let f = &failed.failures[0];
+    let f = failed.failures.iter().find(|f| f.what.starts_with("mse = ")).expect("the MSE band fails");
     assert_eq!(f.entry, "tiny");
-    assert!(f.what.starts_with("mse = ") && f.what.contains("over 1 seeds, outside the expected"), "{}", f.what);
+    assert!(f.what.contains("over 1 seeds, outside the expected"), "{}", f.what);
     assert!(failed.table.contains("## Failed expectations") && failed.table.contains("| FAIL |"), "{}", failed.table);
 }
 

@@ -2,6 +2,7 @@
 //! a results table checked against the suite's expectations, plots, and the same suite emitted as
 //! a Slurm job array whose finished runs `--collect` turns into the same table.
 
+pub mod bands;
 pub mod execute;
 pub mod plots;
 pub mod results;
@@ -155,13 +156,24 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     let table = results::markdown(&suite, &entries, &failures, &machine(opts));
     results::write(&root, "results.md", &table)?;
     results::write(&root, "results.csv", &results::csv(&entries, &failures))?;
+    results::write(&root, "bands.ron", &bands::derive(&suite.name, &entries, &machine(opts)))?;
     let save = |img: image::RgbImage, name: &str| {
         img.save(root.join(name)).map_err(|e| format!("cannot write {}: {e}", root.join(name).display()))
     };
     save(plots::metric_bars(&entries, &results::columns(&entries)), "metrics.png")?;
     save(vaelab_core::report::plot::plot(&results::loss_series(&entries)), "loss-curves.png")?;
+    // Two rows of each entry's prior samples and its originals-over-reconstructions strip.
+    for (file, rows_px) in [("samples.png", SAMPLE_STRIP_PX), ("reconstructions.png", u32::MAX)] {
+        if let Some(img) = plots::sheet(&entries, file, rows_px) {
+            save(img, file)?;
+        }
+    }
     Ok(Outcome { results_dir: root, ran, reused, failures, table })
 }
+
+/// Height of the strip of prior samples each entry shows in `samples.png`: two rows of an
+/// evaluation grid of 64 px images (2 px borders).
+const SAMPLE_STRIP_PX: u32 = 2 * (64 + 2) + 2;
 
 /// Runs `todo` with `opts.jobs` at a time, each with its share of the threads.
 fn run_tasks(todo: &[&Prepared], opts: &Options) -> Result<(), String> {
@@ -203,7 +215,7 @@ fn run_tasks(todo: &[&Prepared], opts: &Options) -> Result<(), String> {
     }
 }
 
-/// The machine line of the results: CPU model, cores, threads, date.
+/// The machine line of the results: CPU model, cores, threads, vaelab's version, the date.
 fn machine(opts: &Options) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -213,9 +225,42 @@ fn machine(opts: &Options) -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
-        "Machine: {cpu}, {cores} cores; {} thread(s) per run, {} run(s) at once; vaelab {}.",
+        "Machine: {cpu}, {cores} cores; {} thread(s) per run, {} run(s) at once; vaelab {}; table written {}.",
         (opts.threads / opts.jobs.max(1)).max(1),
         opts.jobs.max(1),
-        env!("CARGO_PKG_VERSION")
+        env!("CARGO_PKG_VERSION"),
+        utc_date(std::time::SystemTime::now())
     )
+}
+
+/// `YYYY-MM-DD` (UTC) of a time, by the days-to-civil-date conversion of H. Hinnant's
+/// "chrono-Compatible Low-Level Date Algorithms" (proleptic Gregorian calendar, eras of 400 years).
+fn utc_date(t: std::time::SystemTime) -> String {
+    let days = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_date;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn dates_of_known_days() {
+        let at = |s: u64| utc_date(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01");
+        assert_eq!(at(951_782_400), "2000-02-29"); // a leap day of a century divisible by 400
+        assert_eq!(at(1_795_651_200), "2026-11-26");
+        assert_eq!(at(4_107_542_399), "2100-02-28"); // 2100 is not a leap year
+        assert_eq!(at(4_107_542_400), "2100-03-01");
+    }
 }

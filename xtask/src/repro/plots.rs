@@ -1,5 +1,7 @@
 //! `metrics.png`: one panel per metric, a bar per entry (its mean over seeds) with a whisker of ± one
-//! standard deviation, labelled with the 8×8 font of vaelab's own plots.
+//! standard deviation, labelled with the 8×8 font of vaelab's own plots; and picture sheets
+//! (`samples.png`, `reconstructions.png`) that put every entry's evaluation grid under its name, so a
+//! suite's images can be compared by eye in one file.
 
 use super::results::{fmt, mean_std, EntryResult};
 use image::{Rgb, RgbImage};
@@ -45,4 +47,36 @@ pub fn metric_bars(entries: &[EntryResult], columns: &[String]) -> RgbImage {
         }
     }
     img
+}
+
+/// Gap around and between the sheet's strips.
+const SHEET_PAD: u32 = 6;
+
+/// Every entry's `eval/<file>` of its first seed, its top `max_height` pixels, stacked under the
+/// entry's name; entries without the picture (a GAN has no reconstructions) are left out. `None`
+/// when no entry has it.
+pub fn sheet(entries: &[EntryResult], file: &str, max_height: u32) -> Option<RgbImage> {
+    let strips: Vec<(&str, RgbImage)> = entries
+        .iter()
+        .filter_map(|e| {
+            let img = image::open(e.runs[0].dir.join("eval").join(file)).ok()?.to_rgb8();
+            let h = img.height().min(max_height);
+            Some((e.entry.as_str(), image::imageops::crop_imm(&img, 0, 0, img.width(), h).to_image()))
+        })
+        .collect();
+    if strips.is_empty() {
+        return None;
+    }
+    let label_h = 8 + 2 * SHEET_PAD;
+    let width = strips.iter().map(|(name, s)| s.width().max(8 * name.chars().count() as u32)).max().unwrap_or(0) + 2 * SHEET_PAD;
+    let height = strips.iter().map(|(_, s)| label_h + s.height()).sum::<u32>() + SHEET_PAD;
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut y = 0;
+    for (name, strip) in &strips {
+        text(&mut sheet, SHEET_PAD, y + SHEET_PAD, name, INK);
+        y += label_h;
+        image::imageops::replace(&mut sheet, strip, SHEET_PAD as i64, y as i64);
+        y += strip.height();
+    }
+    Some(sheet)
 }

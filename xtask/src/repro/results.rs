@@ -16,6 +16,8 @@ pub struct RunResult {
     pub record: RunRecord,
     pub batch: usize,
     pub steps: usize,
+    /// The run directory (its `eval/` pictures feed the suite's picture sheets).
+    pub dir: std::path::PathBuf,
 }
 
 /// An entry's runs (one per seed) in suite order.
@@ -37,7 +39,15 @@ pub fn read_run(p: &Prepared) -> Result<RunResult, String> {
     let report: EvalReport = serde_json::from_str(&read("eval/metrics.json")?).map_err(|e| format!("{}: {e}", dir.display()))?;
     let record: RunRecord = serde_json::from_str(&read("repro.json")?).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = read("log.jsonl")?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    Ok(RunResult { seed: p.task.seed, report, log, record, batch: p.experiment.data.batch, steps: p.experiment.train.steps })
+    Ok(RunResult {
+        seed: p.task.seed,
+        report,
+        log,
+        record,
+        batch: p.experiment.data.batch,
+        steps: p.experiment.train.steps,
+        dir: dir.clone(),
+    })
 }
 
 /// Groups runs by entry, keeping the suite's order.
@@ -74,8 +84,6 @@ impl EntryResult {
         keys
     }
 
-    /// (first, last) logged values of `term`; without one, of the reconstruction term `rec` when
-    /// both logs have it (a VQ-VAE's codebook term grows while it learns), else of the total loss.
     /// The mean-image MSE (mean over seeds), wall time (summed) and img/s (mean of each run's median).
     fn run_summary(&self) -> (f64, f64, f64) {
         let baseline = mean_std(&self.runs.iter().map(|r| r.report.mean_image_mse).collect::<Vec<_>>()).0;
@@ -84,6 +92,10 @@ impl EntryResult {
         (baseline, wall, speed)
     }
 
+    /// Mean logged values of `term` over the first and over the last [`LOSS_WINDOW`] logs; without a
+    /// term, of the reconstruction term `rec` when the first and last logs have it (a VQ-VAE's
+    /// codebook term grows while it learns), else of the total loss. Windows, not single logs,
+    /// because an adversarial loss jumps from one log to the next.
     fn term_values(r: &RunResult, term: Option<&str>) -> Option<(f32, f32)> {
         let (first, last) = (r.log.first()?, r.log.last()?);
         let term = term.or_else(|| (first.terms.contains_key("rec") && last.terms.contains_key("rec")).then_some("rec"));
@@ -91,9 +103,17 @@ impl EntryResult {
             None => Some(l.loss),
             Some(t) => l.terms.get(t).copied(),
         };
-        Some((pick(first)?, pick(last)?))
+        let window = (r.log.len() / 5).clamp(1, LOSS_WINDOW);
+        let mean = |logs: &[LogLine]| -> Option<f32> {
+            let v: Vec<f32> = logs.iter().filter_map(pick).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
+        };
+        Some((mean(&r.log[..window])?, mean(&r.log[r.log.len() - window..])?))
     }
 }
+
+/// Logs averaged at each end of a run when checking that a loss fell (a fifth of them when fewer).
+pub const LOSS_WINDOW: usize = 5;
 
 /// Checks the suite's expectations; every failure, in suite order. With `filtered`, expectations
 /// about entries left out of this run are skipped.
@@ -111,7 +131,7 @@ pub fn check(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Fail
                                 &mut failures,
                                 &e.entry,
                                 format!(
-                                    "seed {}: {} did not fall: {first:.4} at the first log, {last:.4} at the last",
+                                    "seed {}: {} did not fall: {first:.4} over the first logs, {last:.4} over the last",
                                     r.seed,
                                     term.as_deref().unwrap_or("the training loss (`rec` where logged)")
                                 ),
@@ -152,7 +172,7 @@ pub fn check(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Fail
                         match EntryResult::term_values(r, Some(term)) {
                             Some((first, last)) if last < first => {}
                             Some((first, last)) => {
-                                fail(&mut failures, entry, format!("seed {}: `{term}` rose from {first:.4} to {last:.4}", r.seed))
+                                fail(&mut failures, entry, format!("seed {}: `{term}` rose from {first:.4} (first logs) to {last:.4} (last logs)", r.seed))
                             }
                             None => fail(&mut failures, entry, format!("seed {}: no `{term}` in the log", r.seed)),
                         }

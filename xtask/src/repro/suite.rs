@@ -89,9 +89,10 @@ pub struct Vary {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum Expect {
-    /// Every entry's last logged `term` is below its first [default: the reconstruction term `rec`
-    /// where the first and last logs have it, else the total training loss], but for the entries
-    /// in `except` (a GAN's losses need not fall; check its discriminator with `LossFalls`).
+    /// Every entry's `term`, averaged over its last logs, is below its average over the first logs
+    /// [default: the reconstruction term `rec` where the first and last logs have it, else the total
+    /// training loss], but for the entries in `except` (a GAN's losses need not fall; check its
+    /// discriminator with `LossFalls`).
     LearnsAtAll {
         #[serde(default)]
         term: Option<String>,
@@ -100,7 +101,8 @@ pub enum Expect {
     },
     /// Every entry with a test MSE reconstructs better than predicting the mean training image.
     BeatsMeanImage,
-    /// `entry`'s `term` falls from its first logged value to its last (e.g. a GAN's discriminator).
+    /// `entry`'s `term` falls from its first logs to its last, each end averaged (e.g. a GAN's
+    /// discriminator).
     LossFalls { entry: String, term: String },
     /// `entry`'s mean of `metric` over seeds lies within `mean ± tolerance`.
     Band { entry: String, metric: String, mean: f64, tolerance: f64 },
