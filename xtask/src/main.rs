@@ -125,7 +125,8 @@ fn repro_command(args: &[String]) -> ExitCode {
         Ok(outcome) => {
             println!("{}", outcome.table);
             println!(
-                "{} run(s) trained, {} reused; wrote results.md, results.csv, metrics.png and loss-curves.png in {}",
+                "{} run(s) trained, {} reused; wrote results.md, results.csv, bands.ron (expectations from this run) and the \
+                 pictures (metrics, loss-curves, samples, reconstructions .png) in {}",
                 outcome.ran,
                 outcome.reused,
                 outcome.results_dir.display()
