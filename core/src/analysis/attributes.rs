@@ -241,7 +241,8 @@ pub fn probe_picture(run_name: &str, attributes: &[Attribute]) -> image::RgbImag
         keep.truncate(PROBE_COLUMNS);
         keep.sort_unstable();
     }
-    let rows: Vec<String> = attributes.iter().map(|a| format!("{} ({})", a.name, if a.discrete { "acc" } else { "R2" })).collect();
+    let rows: Vec<String> =
+        attributes.iter().map(|a| format!("{} ({})", a.name, if a.discrete { "acc" } else { "R2" })).collect();
     let cols: Vec<String> = keep.iter().map(|e| format!("z{e}")).collect();
     let shade: Vec<Vec<f64>> = above.iter().map(|row| keep.iter().map(|&e| row[e]).collect()).collect();
     let shown: Vec<Vec<String>> =

@@ -171,9 +171,11 @@ pub fn check(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Fail
                     for r in &e.runs {
                         match EntryResult::term_values(r, Some(term)) {
                             Some((first, last)) if last < first => {}
-                            Some((first, last)) => {
-                                fail(&mut failures, entry, format!("seed {}: `{term}` rose from {first:.4} (first logs) to {last:.4} (last logs)", r.seed))
-                            }
+                            Some((first, last)) => fail(
+                                &mut failures,
+                                entry,
+                                format!("seed {}: `{term}` rose from {first:.4} (first logs) to {last:.4} (last logs)", r.seed),
+                            ),
                             None => fail(&mut failures, entry, format!("seed {}: no `{term}` in the log", r.seed)),
                         }
                     }
