@@ -153,10 +153,11 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     let runs = prepared.iter().map(|p| results::read_run(p).map(|r| (p.task.entry.clone(), r))).collect::<Result<Vec<_>, _>>()?;
     let entries = results::group(runs);
     let failures = results::check(&suite, &entries, opts.filter.is_some());
-    let table = results::markdown(&suite, &entries, &failures, &machine(opts));
+    let machine = machine(opts);
+    let table = results::markdown(&suite, &entries, &failures, &machine);
     results::write(&root, "results.md", &table)?;
     results::write(&root, "results.csv", &results::csv(&entries, &failures))?;
-    results::write(&root, "bands.ron", &bands::derive(&suite.name, &entries, &machine(opts)))?;
+    results::write(&root, "bands.ron", &bands::derive(&suite.name, &entries, &machine))?;
     let save = |img: image::RgbImage, name: &str| {
         img.save(root.join(name)).map_err(|e| format!("cannot write {}: {e}", root.join(name).display()))
     };
@@ -229,38 +230,6 @@ fn machine(opts: &Options) -> String {
         (opts.threads / opts.jobs.max(1)).max(1),
         opts.jobs.max(1),
         env!("CARGO_PKG_VERSION"),
-        utc_date(std::time::SystemTime::now())
+        chrono::Utc::now().format("%Y-%m-%d")
     )
-}
-
-/// `YYYY-MM-DD` (UTC) of a time, by the days-to-civil-date conversion of H. Hinnant's
-/// "chrono-Compatible Low-Level Date Algorithms" (proleptic Gregorian calendar, eras of 400 years).
-fn utc_date(t: std::time::SystemTime) -> String {
-    let days = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::utc_date;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn dates_of_known_days() {
-        let at = |s: u64| utc_date(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01");
-        assert_eq!(at(951_782_400), "2000-02-29"); // a leap day of a century divisible by 400
-        assert_eq!(at(1_795_651_200), "2026-11-26");
-        assert_eq!(at(4_107_542_399), "2100-02-28"); // 2100 is not a leap year
-        assert_eq!(at(4_107_542_400), "2100-03-01");
-    }
 }
