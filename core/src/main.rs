@@ -234,6 +234,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(d) = device {
                 experiment.device = d;
             }
+            if let Some(note) = resume.as_deref().and_then(|dir| resume_note(dir, threads)) {
+                eprintln!("{note}");
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -442,4 +445,25 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Resuming is bit-identical to training straight through only with the thread count and gemm kernel
+/// family the run was trained with (recorded in `run.json`); say so when either differs.
+fn resume_note(run_dir: &std::path::Path, threads: usize) -> Option<String> {
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()?;
+    let mut changed = Vec::new();
+    if let Some(t) = info["threads"].as_u64().filter(|&t| t as usize != threads) {
+        changed.push(format!("{t} thread(s) (now {threads})"));
+    }
+    let kernels = vaelab_core::nn::kernels::gemm_kernel();
+    if let Some(k) = info["cpu_kernels"].as_str().filter(|&k| k != kernels) {
+        changed.push(format!("gemm's {k} kernels (now {kernels})"));
+    }
+    (!changed.is_empty()).then(|| {
+        format!(
+            "note: this run was trained with {}; the resumed run will agree with an uninterrupted one \
+             to the cross-kernel tolerance, not bit for bit (README, \"Determinism\")",
+            changed.join(" and ")
+        )
+    })
 }

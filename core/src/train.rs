@@ -166,6 +166,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     let skipped: Vec<String> = dataset.skipped().iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
     let run_info = serde_json::json!({
         "vaelab": env!("CARGO_PKG_VERSION"), "threads": opts.threads, "device": format!("{:?}", spec.device),
+        "cpu_kernels": crate::nn::kernels::gemm_kernel(),
         "resumed_at": if opts.resume { Some(start) } else { None },
         "skipped_files": skipped.len(), "skipped": skipped,
     });

@@ -12,6 +12,37 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// The family of gemm kernels that this build runs on this CPU, named as `run.json` records it:
+/// `avx512` (AVX-512F, with the `avx512` feature), `avx2` (AVX2+FMA), `neon` or `scalar`.
+///
+/// It mirrors gemm 0.19's own dispatch (`init_gemm_fn` in gemm-common: AVX-512F where the CPU has it
+/// and `x86-v4` is compiled in, else FMA, else scalar). The kernels sum in different orders, so the
+/// same run agrees only to a tolerance across kernel families, and bit for bit within one.
+pub fn gemm_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            "avx512"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "avx2"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            "neon"
+        } else {
+            "scalar"
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
 /// Column matrices are built a tile of output positions at a time, sized to stay in L2 cache.
 /// Tile and band sizes depend only on the geometry, never on the thread count, so the order of
 /// every floating-point sum is fixed for a given model.

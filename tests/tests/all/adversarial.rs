@@ -1,7 +1,7 @@
 //! GAN training: each parameter group moves only under its own optimizer, the run is
 //! deterministic and resumable, and the losses follow their formulas.
 
-use crate::training::{checkpoint_tensors, deterministic_trace, options, scratch, tiny};
+use crate::training::{checkpoint_tensors, deterministic_trace, options, scratch, tiny, within, TRACE};
 use vaelab_core::spec::{Adversarial, Experiment, GanLoss};
 use vaelab_core::train::{train, TrainOutcome};
 
@@ -75,7 +75,7 @@ fn vae_gan_trace() {
     let mut spec = tiny_gan(0.1, 1);
     spec.train.steps = 20;
     let (lines, trace) = deterministic_trace(&spec, "vae-gan");
-    insta::assert_snapshot!(trace);
+    within(TRACE, || insta::assert_snapshot!(trace));
     for l in &lines {
         assert!(l.terms.contains_key("discriminator") && l.terms.contains_key("generator"));
     }
@@ -258,7 +258,7 @@ fn intro_vae_trace_and_resume() {
     let mut spec = tiny();
     spec.adversarial = Adversarial::IntroVae { margin: 10.0, alpha: 0.5, beta: 1.0, warmup: 5 };
     let (lines, trace) = deterministic_trace(&spec, "introvae");
-    insta::assert_snapshot!(trace);
+    within(TRACE, || insta::assert_snapshot!(trace));
     assert!(lines[4].terms.contains_key("rec") && !lines[4].terms.contains_key("encoder"));
     for key in ["encoder", "decoder", "kl", "kl_rec", "kl_fake", "rec_ae"] {
         assert!(lines[19].terms.contains_key(key), "{key} missing");
@@ -291,7 +291,7 @@ fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
         vaelab_core::spec::validate::validate_values(&spec)
     );
     let (lines, trace) = deterministic_trace(&spec, "plain-gan");
-    insta::assert_snapshot!(trace);
+    within(TRACE, || insta::assert_snapshot!(trace));
     for l in &lines {
         assert_eq!(l.terms.keys().collect::<Vec<_>>(), ["discriminator", "generator"]);
     }
@@ -335,7 +335,7 @@ fn cross_family_compositions_train() {
     for (spec, name) in [(vq_gan, "vq_gan"), (svae_intro, "spatial_introvae")] {
         assert!(vaelab_core::spec::validate::validate_values(&spec).is_empty(), "{name}");
         let (lines, trace) = deterministic_trace(&spec, name);
-        insta::assert_snapshot!(name, trace);
+        within(TRACE, || insta::assert_snapshot!(name, trace));
         let last = &lines[19].terms;
         let expected: &[&str] =
             if name == "vq_gan" { &["discriminator", "generator", "rec", "vq"] } else { &["encoder", "decoder", "kl_fake"] };

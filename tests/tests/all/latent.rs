@@ -1,7 +1,13 @@
 //! Latent-space analysis (`vaelab latent`) and the live explorer (`vaelab explore`) on a small
 //! trained shapes run.
 
-use crate::training::{options, scratch, tiny};
+use crate::training::{options, scratch, tiny, within, Tolerance};
+
+/// Grid statistics (values in [0, 1], rounded to three decimals) after 2,500 training steps, which
+/// carry a last-bit difference much further than 20 steps: measured between gemm's AVX-512 and AVX2
+/// kernels before rounding, at most 9.3e-4 (a row mean of 0.0898 against 0.0889). The tolerance is
+/// four times that, plus the two roundings.
+const GRID_STATS: Tolerance = Tolerance { rel: 0.0, abs: 0.005 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use vaelab_core::analysis::{attributes, embed, interpolate, traverse, LoadedRun};
@@ -64,7 +70,8 @@ fn traversal_and_interpolation_statistics() {
     assert_eq!(interp_images[0], interp_images[5]);
     let end_gap = interp_images[4].iter().zip(&interp_images[9]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(end_gap < 1e-4, "{end_gap}");
-    insta::assert_yaml_snapshot!((summary.row_labels.clone(), summary.stats.clone(), interp.rows.clone(), interp.stats.clone()));
+    let stats = (summary.row_labels.clone(), summary.stats.clone(), interp.rows.clone(), interp.stats.clone());
+    within(GRID_STATS, || insta::assert_yaml_snapshot!(stats));
     let err = interpolate::interpolate(&run, &codes, 0, 100_000, 5).unwrap_err().to_string();
     assert_eq!(err, "test image 100000 does not exist (600 encoded)");
 }

@@ -20,4 +20,5 @@ mod repro;
 mod scratch;
 mod specs;
 mod split_objectives;
+mod tolerance;
 mod training;

@@ -226,7 +226,8 @@ fn machine(opts: &Options) -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
-        "Machine: {cpu}, {cores} cores; {} thread(s) per run, {} run(s) at once; vaelab {}; table written {}.",
+        "Machine: {cpu}, {cores} cores, gemm's {} kernels; {} thread(s) per run, {} run(s) at once; vaelab {}; table written {}.",
+        vaelab_core::nn::kernels::gemm_kernel(),
         (opts.threads / opts.jobs.max(1)).max(1),
         opts.jobs.max(1),
         env!("CARGO_PKG_VERSION"),
