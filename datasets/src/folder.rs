@@ -4,7 +4,8 @@
 //! * **class folders**: `root/train/<class>/*.png`, `root/test/<class>/*.png` and optionally
 //!   `root/val/<class>/*.png` (the Knee Osteoarthritis Severity Grading layout, classes `0`…`4`).
 //!   Class folder names become labels: their number when every name is a number, else their index
-//!   in sorted order.
+//!   in sorted order. Each split is shuffled with the seed, stratified by class, before the
+//!   `train_size`/`test_size` limits apply, so a limited split keeps every class in proportion.
 //! * **flat**: image files directly in `root`, no labels; a seeded shuffle puts `test_size` of
 //!   them in the test split and `val_size` in the validation split.
 //!
@@ -162,7 +163,15 @@ impl FolderDataset {
             let files: Vec<Item> = image_files(root)?.into_iter().map(|path| Item { path, label: None }).collect();
             (split_flat(files, cfg.seed, cfg.limits), Vec::new())
         };
+        // Class folders list their files class by class: shuffle each split, stratified by class,
+        // so that a `train_size`/`test_size` limit keeps every class in proportion.
         for (items, split) in splits.iter_mut().zip(SPLITS) {
+            if items.iter().any(|it| it.label.is_some()) {
+                let labels: Vec<Option<u32>> = items.iter().map(|it| it.label).collect();
+                let order = crate::stratified_order(&labels, cfg.seed, &format!("folder-order-{}", split.name()));
+                let mut slots: Vec<Option<Item>> = std::mem::take(items).into_iter().map(Some).collect();
+                *items = order.into_iter().map(|i| slots[i].take().expect("a permutation")).collect();
+            }
             items.truncate(cfg.limits.get(split));
         }
         for (items, split) in splits.iter().zip(SPLITS) {
@@ -397,6 +406,9 @@ impl Dataset for FolderDataset {
     }
     fn skipped(&self) -> Vec<(PathBuf, String)> {
         self.skipped.clone()
+    }
+    fn labels(&self, split: Split) -> Vec<Option<u32>> {
+        self.items(split).iter().map(|it| it.label).collect()
     }
     fn sample(&self, split: Split, index: usize) -> Sample {
         let item = &self.items(split)[index];

@@ -183,6 +183,9 @@ impl Dataset for IdxDataset {
     fn factor_names(&self) -> Vec<String> {
         vec!["label".into()]
     }
+    fn labels(&self, split: Split) -> Vec<Option<u32>> {
+        (0..self.len(split)).map(|i| Some(self.label(split, i) as u32)).collect()
+    }
     fn sample(&self, split: Split, index: usize) -> Sample {
         let (part, index) = self.locate(split, index);
         let len = part.images.dims[1] * part.images.dims[2];

@@ -12,6 +12,7 @@ mod error;
 pub mod folder;
 pub mod idx;
 pub mod knee;
+mod order;
 mod procedural;
 pub mod resample;
 mod rng;
@@ -24,6 +25,7 @@ pub use error::DataError;
 pub use folder::{Channels, Fit, FolderConfig, FolderDataset, OnBadFile};
 pub use idx::{IdxConfig, IdxDataset};
 pub use knee::{KneeConfig, KneeFactors, KneePhantom};
+pub use order::stratified_order;
 pub use procedural::image_rng;
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
@@ -111,6 +113,13 @@ pub trait Dataset: Send + Sync {
     }
     /// One image.
     fn sample(&self, split: Split, index: usize) -> Sample;
+
+    /// The class label of every image of a split, where the dataset has classes (class folders, IDX
+    /// labels), read without decoding images; `None` for each image otherwise. Evaluation takes its
+    /// subset in [`stratified_order`] of these.
+    fn labels(&self, split: Split) -> Vec<Option<u32>> {
+        vec![None; self.len(split)]
+    }
 
     /// Files left out as unreadable (with the reason), for the run record.
     fn skipped(&self) -> Vec<(std::path::PathBuf, String)> {

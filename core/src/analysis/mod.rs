@@ -92,10 +92,13 @@ impl LoadedRun {
         self.dataset.image_shape()
     }
 
-    /// The first `n` test images (fewer if the split is smaller).
+    /// The first `n` test images (fewer if the split is smaller) in evaluation's order (a seeded shuffle, stratified by label), so
+    /// that test image `i` here is test image `i` of `vaelab eval` and every class is represented.
     pub fn test_images(&self, n: usize) -> ImageBatch {
-        let n = n.min(self.dataset.len(Split::Test));
-        self.dataset.batch(Split::Test, &(0..n).collect::<Vec<_>>())
+        let labels = self.dataset.labels(Split::Test);
+        let mut order = vaelab_datasets::stratified_order(&labels, self.spec.seed, "eval-subset");
+        order.truncate(n);
+        self.dataset.batch(Split::Test, &order)
     }
 
     /// Codes of `images`, in batches of the spec's batch size.

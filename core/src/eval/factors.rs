@@ -69,6 +69,11 @@ pub fn evaluate<D: Backend>(
     let classes = if has_factors { factor_classes(&real.factors) } else { vec![] };
     let split = codes64.len() * 2 / 3;
     let n = codes64.len();
+    // SAP and DCI fit on 2/3 of the images and score the rest. In a seeded random order, so that both
+    // parts hold the same mix of factor values in whatever order the images came.
+    let shuffled = vaelab_datasets::stratified_order(&vec![None; n], spec.seed, "factor-split");
+    let codes_fit: Vec<Vec<f64>> = shuffled.iter().map(|&i| codes64[i].clone()).collect();
+    let classes_fit: Vec<_> = if has_factors { shuffled.iter().map(|&i| classes[i].clone()).collect() } else { vec![] };
     for &name in wanted {
         if name != "factor_vae" && name != "beta_vae" && !has_factors {
             needs_factors(name, failed);
@@ -93,11 +98,13 @@ pub fn evaluate<D: Backend>(
                 }
             },
             "sap" if n >= 6 => {
-                let s = disentangle::sap((&codes64[..split], &classes[..split]), (&codes64[split..], &classes[split..]));
+                let s =
+                    disentangle::sap((&codes_fit[..split], &classes_fit[..split]), (&codes_fit[split..], &classes_fit[split..]));
                 metrics.insert("sap".into(), entry(s.score, format!("SAP (Kumar et al. 2018), LinearSVC(C=0.01, balanced) per code and factor, fitted on {split} images, scored on {}", n - split)));
             }
             "dci" if n >= 6 => {
-                let d = disentangle::dci((&codes64[..split], &classes[..split]), (&codes64[split..], &classes[split..]));
+                let d =
+                    disentangle::dci((&codes_fit[..split], &classes_fit[..split]), (&codes_fit[split..], &classes_fit[split..]));
                 let def = |part: &str| {
                     format!("DCI {part} (Eastwood & Williams 2018), least-squares importances (not gradient-boosted trees), {split} fit / {} held-out images", n - split)
                 };

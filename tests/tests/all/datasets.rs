@@ -183,6 +183,39 @@ mod folders {
         assert!(ds.is_cached());
     }
 
+    /// Three classes of constant intensity, listed class by class as in the Knee-OA layout. Under a
+    /// `test_size` limit the split keeps every class in proportion (the first 15 files in listing
+    /// order would be ten of class 0 and five of class 1), and each image's label is its intensity's.
+    #[test]
+    fn a_limited_class_folder_split_holds_every_class_in_proportion() {
+        let root = scratch("folder-stratified");
+        let levels = [40u8, 128, 220];
+        for (class, level) in levels.iter().enumerate() {
+            for i in 0..10 {
+                grey8(&root.join(format!("train/{class}/{i:02}.png")), 4, 4, *level);
+                grey8(&root.join(format!("test/{class}/{i:02}.png")), 4, 4, *level);
+            }
+        }
+        let limits = vaelab_datasets::SplitSizes { train: 6, val: 0, test: 15 };
+        let ds = FolderDataset::open(FolderConfig { limits, ..cfg(&root, 4) }).unwrap();
+        for (split, n) in [(Split::Train, 6), (Split::Test, 15)] {
+            assert_eq!(ds.len(split), n);
+            let mut by_intensity = [0; 3];
+            for i in 0..n {
+                let s = ds.sample(split, i);
+                let class = levels.iter().position(|l| (*l as f32 / 255.0 - s.pixels[0]).abs() < 1e-4).expect("a class level");
+                assert_eq!(s.factors, [class as f32], "{split:?} image {i}: label and intensity disagree");
+                by_intensity[class] += 1;
+            }
+            assert_eq!(by_intensity, [n / 3; 3], "{split:?}");
+            let labels: Vec<Option<u32>> = (0..n).map(|i| Some(ds.sample(split, i).factors[0] as u32)).collect();
+            assert_eq!(ds.labels(split), labels);
+        }
+        // Same seed, same subset.
+        let again = FolderDataset::open(FolderConfig { limits, ..cfg(&root, 4) }).unwrap();
+        assert_eq!(again.labels(Split::Test), ds.labels(Split::Test));
+    }
+
     /// The Knee-OA validation folder becomes the val split; a flat folder holds `val` images out of
     /// training; the splits are disjoint and the same for the same seed.
     #[test]

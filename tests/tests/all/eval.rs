@@ -66,6 +66,43 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     assert!(err.contains("the val split is empty") && err.contains("data.val_size"), "{err}");
 }
 
+/// Evaluation scores a seeded, label-stratified subset of the test split, not its first images in
+/// storage order (class folders list the lowest grade first), and records the subset's class counts.
+#[test]
+fn the_evaluated_subset_holds_every_class_in_proportion() {
+    let data = scratch("eval-classes-data");
+    let levels = [40u8, 128, 220];
+    for (class, level) in levels.iter().enumerate() {
+        for i in 0..10 {
+            for split in ["train", "test"] {
+                let path = data.join(format!("{split}/{class}/{i:02}.png"));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                image::GrayImage::from_pixel(32, 32, image::Luma([*level])).save(path).unwrap();
+            }
+        }
+    }
+    let dir = scratch("eval-classes");
+    let mut spec = tiny();
+    spec.data.dataset = vaelab_core::spec::Dataset::Folder {
+        root: data.to_path_buf(),
+        channels: Default::default(),
+        fit: Default::default(),
+        on_bad_file: Default::default(),
+        cache_mib: 64,
+    };
+    spec.train.steps = 2;
+    spec.eval.test_images = 9;
+    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    assert_eq!(report.label_counts, [(0, 3), (1, 3), (2, 3)].into_iter().collect());
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval/metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["label_counts"], serde_json::json!({"0": 3, "1": 3, "2": 3}));
+    // The label grid is drawn from the evaluated images themselves: a row per label among them.
+    assert_eq!(report.factor_grids, ["factor-label.png"]);
+    let grid = image::open(dir.join("eval/factor-label.png")).unwrap();
+    assert_eq!((grid.height() - 2) / (64 + 2), 3, "one row per class");
+}
+
 #[test]
 fn the_validation_split_is_scored_into_its_own_folder() {
     let dir = scratch("eval-val");
