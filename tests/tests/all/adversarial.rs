@@ -344,3 +344,78 @@ fn cross_family_compositions_train() {
         }
     }
 }
+
+/// How the discriminator's and the generator's losses are assembled, for both loss kinds, against
+/// f64 formulas on a one-layer discriminator l(x) = w·x + b with known weights, one real batch and
+/// two fake sets (each fake set's term weighs ½):
+/// * non-saturating (Goodfellow et al. 2014, §3): L_D = mean softplus(−l(real)) + ½ Σ_k mean
+///   softplus(l(fake_k)), L_G = ½ Σ_k mean softplus(−l(fake_k)), softplus(t) = log(1 + eᵗ);
+/// * hinge (Lim & Ye 2017; Miyato et al. 2018, eq. 16–17): L_D = mean relu(1 − l(real)) + ½ Σ_k
+///   mean relu(1 + l(fake_k)), L_G = −½ Σ_k mean l(fake_k).
+///
+/// The generator loss's gradient with respect to each fake pixel is checked against its derivative.
+#[test]
+fn discriminator_and_generator_losses_match_the_formulas() {
+    use dfdx::prelude::*;
+    use vaelab_core::adversarial::Gan;
+    use vaelab_core::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
+    use vaelab_core::spec::Layer;
+    let dev = Cpu::default();
+    let (w, b) = ([0.7f32, -1.2, 0.4], 0.3f32);
+    let logit = |x: &[f32]| -> f64 { w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum::<f64>() + b as f64 };
+    let softplus = |t: f64| t.exp().ln_1p();
+    let sigmoid = |t: f64| 1.0 / (1.0 + (-t).exp());
+    // Four images of three values each, batch-last: value i of image j at i·4 + j.
+    let real = [0.1f32, 0.9, 0.5, 0.0, 0.3, 0.2, 0.8, 1.0, 0.6, 0.4, 0.7, 0.2];
+    let fakes = [[0.9f32, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.0], [0.5f32; 12]];
+    let image = |v: &[f32], j: usize| -> Vec<f32> { (0..3).map(|i| v[i * 4 + j]).collect() };
+    let logits = |v: &[f32]| -> Vec<f64> { (0..4).map(|j| logit(&image(v, j))).collect() };
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    for loss in [GanLoss::NonSaturating, GanLoss::Hinge] {
+        let spec =
+            Adversarial::Gan { discriminator: vec![Layer::Dense { out: 1 }], loss, weight: 1.0, d_steps: 1, optimizer: None };
+        let mut store = ParamStore::new(dev.clone(), 1);
+        let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
+        let names: Vec<String> = store.iter().map(|p| p.name.clone()).collect();
+        let (w_id, b_id) = (store.find(&names[0]).unwrap(), store.find(&names[1]).unwrap());
+        store.set_values(w_id, w.to_vec());
+        store.set_values(b_id, vec![b]);
+        let ctx = Ctx::new(&store, false, 1, 0);
+        let tensor = |v: &[f32]| dev.tensor_from_vec(v.to_vec(), (3, 4));
+        let d = gan.discriminator_loss(&ctx, tensor(&real), &[tensor(&fakes[0]), tensor(&fakes[1])]).as_vec()[0] as f64;
+        let (want_d, want_g, dg_dlogit): (f64, f64, Box<dyn Fn(f64) -> f64>) = match loss {
+            GanLoss::NonSaturating => (
+                mean(logits(&real).into_iter().map(|l| softplus(-l)).collect())
+                    + 0.5 * fakes.iter().map(|f| mean(logits(f).into_iter().map(softplus).collect())).sum::<f64>(),
+                0.5 * fakes.iter().map(|f| mean(logits(f).into_iter().map(|l| softplus(-l)).collect())).sum::<f64>(),
+                Box::new(move |l: f64| -sigmoid(-l)),
+            ),
+            GanLoss::Hinge => (
+                mean(logits(&real).into_iter().map(|l| (1.0 - l).max(0.0)).collect())
+                    + 0.5 * fakes.iter().map(|f| mean(logits(f).into_iter().map(|l| (1.0 + l).max(0.0)).collect())).sum::<f64>(),
+                -0.5 * fakes.iter().map(|f| mean(logits(f))).sum::<f64>(),
+                Box::new(|_: f64| -1.0),
+            ),
+        };
+        assert!((d - want_d).abs() < 1e-5, "{loss:?} discriminator: {d} vs {want_d}");
+        let leaves = [tensor(&fakes[0]), tensor(&fakes[1])];
+        let g = gan.generator_loss(&ctx, leaves.iter().map(|t| t.leaky_trace()).collect());
+        assert!((g.as_vec()[0] as f64 - want_g).abs() < 1e-5, "{loss:?} generator: {} vs {want_g}", g.as_vec()[0]);
+        let grads = g.backward();
+        for (k, leaf) in leaves.iter().enumerate() {
+            let got = grads.get(leaf).as_vec();
+            for j in 0..4 {
+                let l = logit(&image(&fakes[k], j));
+                for i in 0..3 {
+                    // ∂L_G/∂x_ij = ½ · (1/4) · ∂ℓ/∂l · w_i
+                    let want = 0.5 * 0.25 * dg_dlogit(l) * w[i] as f64;
+                    assert!(
+                        (got[i * 4 + j] as f64 - want).abs() < 1e-6,
+                        "{loss:?} ∂/∂fake{k}[{i},{j}]: {} vs {want}",
+                        got[i * 4 + j]
+                    );
+                }
+            }
+        }
+    }
+}

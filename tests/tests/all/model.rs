@@ -128,18 +128,36 @@ fn spatial_kl_sums_over_elements_and_the_autoencoder_has_none() {
     assert_eq!(enc.z.as_vec(), enc.mu.as_vec(), "z is the encoder output");
 }
 
-/// KL(N(μ, σ²) ‖ N(0, 1)) for one dimension against its closed form at a hand-picked point.
+/// vaelab's Gaussian KL (`Posterior::kl`, the term every Gaussian objective uses) against the closed
+/// form KL(N(μ, σ²) ‖ N(0, 1)) = ½ Σ (μ² + σ² − 1 − log σ²) (Kingma & Welling 2014, appendix B),
+/// per example, in f64; and its gradients against the closed-form derivatives ∂/∂μ = μ and
+/// ∂/∂log σ² = ½ (σ² − 1).
 #[test]
 fn gaussian_kl_matches_the_closed_form() {
-    let (mu, logvar) = (0.8f64, -0.6f64);
-    let closed = 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar);
-    // 0.5·(0.64 + e^−0.6 − 1 + 0.6) = 0.5·(0.64 + 0.548812 − 0.4) = 0.394406
-    assert!((closed - 0.394406).abs() < 1e-6);
     let dev = Cpu::default();
-    let mu_t = dev.tensor_from_vec(vec![mu as f32], (1, 1));
-    let lv_t = dev.tensor_from_vec(vec![logvar as f32], (1, 1));
-    let kl = ((lv_t.clone() + 1.0) - mu_t.square() - lv_t.exp()).sum::<(), _>() * -0.5;
-    assert!((kl.as_vec()[0] as f64 - closed).abs() < 1e-6);
+    // Three code elements × two examples, batch-last: element d of example j at d·2 + j.
+    let mu = [0.8f32, -1.5, 0.0, 0.3, -0.2, 2.0];
+    let logvar = [-0.6f32, 0.4, 0.0, -2.0, 1.1, 0.05];
+    let closed = |j: usize| -> f64 {
+        (0..3).map(|d| (mu[d * 2 + j] as f64, logvar[d * 2 + j] as f64)).map(|(m, l)| 0.5 * (m * m + l.exp() - 1.0 - l)).sum()
+    };
+    // By hand for example 0: ½(0.64 + e^−0.6 − 1 + 0.6) + 0 + ½(0.04 + e^1.1 − 1 − 1.1) = 0.394406 + 0.472083.
+    assert!((closed(0) - 0.866489).abs() < 1e-6, "{}", closed(0));
+    let mu_leaf = dev.tensor_from_vec(mu.to_vec(), (3, 2));
+    let lv_leaf = dev.tensor_from_vec(logvar.to_vec(), (3, 2));
+    let posterior = vaelab_core::latent::Posterior { mu: mu_leaf.leaky_trace(), logvar: lv_leaf.leaky_trace() };
+    let kl = posterior.kl();
+    let values = kl.as_vec();
+    for j in 0..2 {
+        assert!((values[j] as f64 - closed(j)).abs() < 1e-6 * closed(j).max(1.0), "example {j}: {} vs {}", values[j], closed(j));
+    }
+    let grads = kl.sum::<(), _>().backward();
+    let (g_mu, g_lv) = (grads.get(&mu_leaf).as_vec(), grads.get(&lv_leaf).as_vec());
+    for i in 0..6 {
+        assert!((g_mu[i] - mu[i]).abs() < 1e-6, "∂/∂μ[{i}]: {}", g_mu[i]);
+        let want = 0.5 * ((logvar[i] as f64).exp() - 1.0);
+        assert!((g_lv[i] as f64 - want).abs() < 1e-6, "∂/∂log σ²[{i}]: {} vs {want}", g_lv[i]);
+    }
 }
 
 /// A quantized model (codes × 2 codebook) whose encoder is the identity on 8×8 shapes, with its
@@ -299,4 +317,54 @@ fn ema_codebook_update_matches_the_hand_computed_averages() {
         / batch as f32;
     let reg = enc.reg.as_vec()[0];
     assert!((reg - commitment).abs() < 1e-4 * (1.0 + commitment), "{reg} vs {commitment}");
+}
+
+/// Dead-code restart: a code whose usage average falls below 1 % of uniform is re-initialised from one
+/// of the batch's encoder outputs z_e, and its average reset to uniform; a code just above the level,
+/// and every code in use, keeps its vector. The frequency average follows f ← 0.99 f + 0.01 n_k / n.
+#[test]
+fn dead_codes_restart_from_encoder_outputs() {
+    let (codes, dim, batch) = (4, 2, 2);
+    // Code 3 sits far from every z_e, so it is never chosen this step.
+    let book: Vec<f32> = vec![-0.4, 0.3, 0.0, 0.0, 0.4, -0.3, 50.0, 50.0];
+    let VqFixture { dev, model, mut store, book_id, x, .. } = vq_fixture(codes, false, &book, batch);
+    let freq_id = store.find("latent.code_frequency").unwrap();
+    let uniform = 1.0 / codes as f32;
+    let xv = x.as_vec();
+    let outputs: Vec<[f32; 2]> = (0..64 * batch).map(|i| [ze(&xv, 0, i), ze(&xv, 1, i)]).collect();
+    let chosen = |i: usize| {
+        let dist = |k: usize| (0..dim).map(|d| (outputs[i][d] - book[k * dim + d]).powi(2)).sum::<f32>();
+        (0..codes).min_by(|&a, &c| dist(a).total_cmp(&dist(c))).unwrap()
+    };
+    let mut counts = [0f32; 4];
+    for i in 0..64 * batch {
+        counts[chosen(i)] += 1.0;
+    }
+    assert_eq!(counts[3], 0.0, "code 3 is unused");
+    // Code 3's average after this step: just below the dead level (restart), or just above (kept).
+    for (before, dead) in [(0.0101 * uniform, true), (0.0102 * uniform / 0.99, false)] {
+        let mut freq = vec![uniform; codes];
+        freq[3] = before;
+        store.set_values(freq_id, freq.clone());
+        let ctx = Ctx::new(&store, true, 1, 0);
+        let _ = model.encode(&ctx, x.clone(), normal_noise(&dev, 1, "noise", 0, 1, batch));
+        let updates = ctx.buffer_updates.borrow();
+        let get = |id| updates.iter().find(|(p, _)| *p == id).map(|(_, v)| v.clone());
+        let new_freq = get(freq_id).expect("the frequency average is updated");
+        for k in 0..3 {
+            let want = 0.99 * freq[k] + 0.01 * counts[k] / (64 * batch) as f32;
+            assert!((new_freq[k] - want).abs() < 1e-6, "code {k}: {} vs {want}", new_freq[k]);
+        }
+        let new_book = get(book_id);
+        if dead {
+            assert_eq!(new_freq[3], uniform, "a restarted code's average starts at uniform");
+            let book_now = new_book.expect("the codebook is updated");
+            assert_eq!(book_now[..6], book[..6], "codes in use keep their vectors");
+            let restarted = [book_now[6], book_now[7]];
+            assert!(outputs.contains(&restarted), "code 3 restarts at an encoder output, not {restarted:?}");
+        } else {
+            assert!((new_freq[3] - 0.99 * before).abs() < 1e-9, "{}", new_freq[3]);
+            assert!(new_book.is_none_or(|b| b == book), "no code restarts above the dead level");
+        }
+    }
 }
