@@ -74,6 +74,11 @@ pub struct EvalReport {
     pub metrics: BTreeMap<String, MetricEntry>,
     /// MSE of predicting every test image by the mean training image: reconstructions must beat it.
     pub mean_image_mse: f64,
+    /// The domain FD (same encoder, same test images) of two generators that learned nothing: one
+    /// that draws the mean training image every time (`mean_image`), and one that draws uniform noise
+    /// (`noise`). Prior samples must beat both. Present when `domain_fd` is computed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domain_fd_baselines: BTreeMap<String, f64>,
     /// KL per latent dimension (nats, averaged over test images), in dimension order; empty for an
     /// autoencoder, which has no posterior.
     pub kl_per_dim: Vec<f64>,
@@ -362,6 +367,8 @@ fn evaluate_on<D: Backend>(
             }
         }
     }
+    let mean_image: Vec<f32> = mean_training_image(dataset.as_ref()).iter().map(|v| *v as f32).collect();
+    let mut domain_fd_baselines = BTreeMap::new();
     if let (true, Some(fake_samples)) = (wants_domain_fd, &samples) {
         let reference = match &spec.eval.domain_encoder {
             Some(dir) => Some(domain_fd::load_reference(&dev, dir, shape)?),
@@ -377,6 +384,12 @@ fn evaluate_on<D: Backend>(
             None => codes.iter().map(|c| c.iter().map(|v| *v as f64).collect()).collect(),
         };
         let value = domain_fd::distance(&real_features, &encoder.features(fake_samples, bs))?;
+        let mean_images = real.with_pixels(mean_image.repeat(n));
+        let mut rng = vaelab_datasets::StreamRng::new(spec.seed, &[vaelab_datasets::tag("domain-fd-noise")]);
+        let noise_images = real.with_pixels((0..real.pixels.len()).map(|_| rng.uniform() as f32).collect());
+        for (name, images) in [("mean_image", mean_images), ("noise", noise_images)] {
+            domain_fd_baselines.insert(name.to_string(), domain_fd::distance(&real_features, &encoder.features(&images, bs))?);
+        }
         let source = match &spec.eval.domain_encoder {
             Some(dir) => format!("the encoder of run {}", dir.display()),
             None => "this run's own encoder (compare checkpoints of this run only)".into(),
@@ -394,7 +407,8 @@ fn evaluate_on<D: Backend>(
         );
     }
 
-    let mean_image_mse = mean_image_baseline(dataset.as_ref(), &real);
+    let mean_image_mse =
+        metric::Metric::compute(&metric::Mse, &real, &real.with_pixels(mean_image.repeat(n))).expect("same geometry");
     let kl_per_dim: Vec<f64> = if probabilistic { kl_dims.iter().map(|k| k / n as f64).collect() } else { vec![] };
     let score: Vec<f64> = if probabilistic {
         kl_per_dim.clone()
@@ -433,6 +447,7 @@ fn evaluate_on<D: Backend>(
         bit_depth: real.bit_depth,
         metrics,
         mean_image_mse,
+        domain_fd_baselines,
         kl_per_dim,
         traversal_order: order,
         factor_grids,
@@ -478,19 +493,17 @@ fn generator_metrics_apply(spec: &Experiment) -> Result<(), EvalError> {
 }
 
 /// MSE of the mean of 2,000 training images against each test image.
-fn mean_image_baseline(ds: &dyn Dataset, test: &ImageBatch) -> f64 {
+/// The mean of the first 2,000 training images (fewer if the split is smaller).
+fn mean_training_image(ds: &dyn Dataset) -> Vec<f64> {
     let count = 2_000.min(ds.len(Split::Train));
     let train = ds.batch(Split::Train, &(0..count).collect::<Vec<_>>());
-    let len = train.image_len();
-    let mut mean = vec![0.0f64; len];
+    let mut mean = vec![0.0f64; train.image_len()];
     for i in 0..count {
         for (m, v) in mean.iter_mut().zip(train.image(i)) {
             *m += *v as f64 / count as f64;
         }
     }
-    let mean_f32: Vec<f32> = mean.iter().map(|v| *v as f32).collect();
-    let fake = test.with_pixels(mean_f32.repeat(test.n));
-    metric::Metric::compute(&metric::Mse, test, &fake).expect("same geometry")
+    mean
 }
 
 /// Decodes `count` codes given batch-last (`code × count`) into one image per code.

@@ -148,8 +148,8 @@ fn gaussian_kl_matches_the_closed_form() {
     let posterior = vaelab_core::latent::Posterior { mu: mu_leaf.leaky_trace(), logvar: lv_leaf.leaky_trace() };
     let kl = posterior.kl();
     let values = kl.as_vec();
-    for j in 0..2 {
-        assert!((values[j] as f64 - closed(j)).abs() < 1e-6 * closed(j).max(1.0), "example {j}: {} vs {}", values[j], closed(j));
+    for (j, v) in values.iter().enumerate() {
+        assert!((*v as f64 - closed(j)).abs() < 1e-6 * closed(j).max(1.0), "example {j}: {v} vs {}", closed(j));
     }
     let grads = kl.sum::<(), _>().backward();
     let (g_mu, g_lv) = (grads.get(&mu_leaf).as_vec(), grads.get(&lv_leaf).as_vec());

@@ -157,7 +157,11 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     let table = results::markdown(&suite, &entries, &failures, &machine);
     results::write(&root, "results.md", &table)?;
     results::write(&root, "results.csv", &results::csv(&entries, &failures))?;
-    results::write(&root, "bands.ron", &bands::derive(&suite.name, &entries, &machine))?;
+    results::write(
+        &root,
+        "bands.ron",
+        &bands::derive(&suite.name, &entries, &results::check_absolute(&suite, &entries, opts.filter.is_some()), &machine),
+    )?;
     let save = |img: image::RgbImage, name: &str| {
         img.save(root.join(name)).map_err(|e| format!("cannot write {}: {e}", root.join(name).display()))
     };

@@ -118,9 +118,18 @@ pub const LOSS_WINDOW: usize = 5;
 /// Checks the suite's expectations; every failure, in suite order. With `filtered`, expectations
 /// about entries left out of this run are skipped.
 pub fn check(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Failure> {
+    check_each(suite.expect.iter(), entries, filtered)
+}
+
+/// As [`check`], for the absolute expectations alone (every one but the `Band`s derived from runs).
+pub fn check_absolute(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Failure> {
+    check_each(suite.expect.iter().filter(|e| !matches!(e, Expect::Band { .. })), entries, filtered)
+}
+
+fn check_each<'a>(expects: impl Iterator<Item = &'a Expect>, entries: &[EntryResult], filtered: bool) -> Vec<Failure> {
     let mut failures = Vec::new();
     let fail = |failures: &mut Vec<Failure>, entry: &str, what: String| failures.push(Failure { entry: entry.to_string(), what });
-    for expect in &suite.expect {
+    for expect in expects {
         match expect {
             Expect::LearnsAtAll { term, except } => {
                 for e in entries.iter().filter(|e| !except.contains(&e.entry)) {
@@ -156,6 +165,28 @@ pub fn check(suite: &Suite, entries: &[EntryResult], filtered: bool) -> Vec<Fail
                                     format!(
                                         "seed {}: test MSE {:.5} does not beat the mean image's {:.5}",
                                         r.seed, mse.value, r.report.mean_image_mse
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Expect::SamplesBeatBaselines { except } => {
+                for e in entries.iter().filter(|e| !except.contains(&e.entry)) {
+                    for r in &e.runs {
+                        let Some(fd) = r.report.metrics.get("domain_fd") else { continue };
+                        for (baseline, value) in &r.report.domain_fd_baselines {
+                            if fd.value >= *value {
+                                let what = if baseline == "noise" { "uniform noise" } else { "the mean image" };
+                                fail(
+                                    &mut failures,
+                                    &e.entry,
+                                    format!(
+                                        "seed {}: samples' domain FD {} does not beat {what}'s {}",
+                                        r.seed,
+                                        fmt(fd.value),
+                                        fmt(*value)
                                     ),
                                 );
                             }

@@ -101,6 +101,13 @@ pub enum Expect {
     },
     /// Every entry with a test MSE reconstructs better than predicting the mean training image.
     BeatsMeanImage,
+    /// Every entry with a domain FD draws prior samples closer to the test images than two generators
+    /// that learned nothing: one drawing the mean training image, one drawing uniform noise (both
+    /// scored by the same encoder on the same test images), but for the entries in `except`.
+    SamplesBeatBaselines {
+        #[serde(default)]
+        except: Vec<String>,
+    },
     /// `entry`'s `term` falls from its first logs to its last, each end averaged (e.g. a GAN's
     /// discriminator).
     LossFalls { entry: String, term: String },
