@@ -127,7 +127,7 @@ fn fashion_mnist_spec_trains() {
     assert_eq!(report.test_images, 64);
 }
 
-mod folders {
+pub mod folders {
     use crate::training::scratch;
     use image::{ImageBuffer, Luma, Rgb};
     use std::path::Path;
@@ -183,19 +183,29 @@ mod folders {
         assert!(ds.is_cached());
     }
 
+    /// The grey levels of [`three_constant_classes`]' classes 0, 1 and 2.
+    pub const CLASS_LEVELS: [u8; 3] = [40, 128, 220];
+
+    /// `root/{train,test}/{0,1,2}/00…09.png`: ten `size`×`size` images per class and split, each of
+    /// its class's constant grey level, so an image's class can be read from any pixel.
+    pub fn three_constant_classes(root: &Path, size: u32) {
+        for (class, level) in CLASS_LEVELS.iter().enumerate() {
+            for i in 0..10 {
+                for split in ["train", "test"] {
+                    grey8(&root.join(format!("{split}/{class}/{i:02}.png")), size, size, *level);
+                }
+            }
+        }
+    }
+
     /// Three classes of constant intensity, listed class by class as in the Knee-OA layout. Under a
     /// `test_size` limit the split keeps every class in proportion (the first 15 files in listing
     /// order would be ten of class 0 and five of class 1), and each image's label is its intensity's.
     #[test]
     fn a_limited_class_folder_split_holds_every_class_in_proportion() {
         let root = scratch("folder-stratified");
-        let levels = [40u8, 128, 220];
-        for (class, level) in levels.iter().enumerate() {
-            for i in 0..10 {
-                grey8(&root.join(format!("train/{class}/{i:02}.png")), 4, 4, *level);
-                grey8(&root.join(format!("test/{class}/{i:02}.png")), 4, 4, *level);
-            }
-        }
+        let levels = CLASS_LEVELS;
+        three_constant_classes(&root, 4);
         let limits = vaelab_datasets::SplitSizes { train: 6, val: 0, test: 15 };
         let ds = FolderDataset::open(FolderConfig { limits, ..cfg(&root, 4) }).unwrap();
         for (split, n) in [(Split::Train, 6), (Split::Test, 15)] {

@@ -71,16 +71,7 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
 #[test]
 fn the_evaluated_subset_holds_every_class_in_proportion() {
     let data = scratch("eval-classes-data");
-    let levels = [40u8, 128, 220];
-    for (class, level) in levels.iter().enumerate() {
-        for i in 0..10 {
-            for split in ["train", "test"] {
-                let path = data.join(format!("{split}/{class}/{i:02}.png"));
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                image::GrayImage::from_pixel(32, 32, image::Luma([*level])).save(path).unwrap();
-            }
-        }
-    }
+    crate::datasets::folders::three_constant_classes(&data, 32);
     let dir = scratch("eval-classes");
     let mut spec = tiny();
     spec.data.dataset = vaelab_core::spec::Dataset::Folder {
