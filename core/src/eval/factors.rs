@@ -71,9 +71,13 @@ pub fn evaluate<D: Backend>(
     let n = codes64.len();
     // SAP and DCI fit on 2/3 of the images and score the rest. In a seeded random order, so that both
     // parts hold the same mix of factor values in whatever order the images came.
-    let shuffled = vaelab_datasets::stratified_order(&vec![None; n], spec.seed, "factor-split");
-    let codes_fit: Vec<Vec<f64>> = shuffled.iter().map(|&i| codes64[i].clone()).collect();
-    let classes_fit: Vec<_> = if has_factors { shuffled.iter().map(|&i| classes[i].clone()).collect() } else { vec![] };
+    // (Only when one of them is asked for: the codes are copied.)
+    let (codes_fit, classes_fit): (Vec<Vec<f64>>, Vec<_>) = if has_factors && wanted.iter().any(|w| *w == "sap" || *w == "dci") {
+        let shuffled = vaelab_datasets::stratified_order(&vec![None; n], spec.seed, "factor-split");
+        shuffled.iter().map(|&i| (codes64[i].clone(), classes[i].clone())).unzip()
+    } else {
+        (vec![], vec![])
+    };
     for &name in wanted {
         if name != "factor_vae" && name != "beta_vae" && !has_factors {
             needs_factors(name, failed);

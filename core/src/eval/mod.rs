@@ -367,7 +367,9 @@ fn evaluate_on<D: Backend>(
             }
         }
     }
+    // The mean training image, once per test image: the MSE baseline and a domain-FD baseline.
     let mean_image: Vec<f32> = mean_training_image(dataset.as_ref()).iter().map(|v| *v as f32).collect();
+    let mean_images = real.with_pixels(mean_image.repeat(n));
     let mut domain_fd_baselines = BTreeMap::new();
     if let (true, Some(fake_samples)) = (wants_domain_fd, &samples) {
         let reference = match &spec.eval.domain_encoder {
@@ -384,11 +386,10 @@ fn evaluate_on<D: Backend>(
             None => codes.iter().map(|c| c.iter().map(|v| *v as f64).collect()).collect(),
         };
         let value = domain_fd::distance(&real_features, &encoder.features(fake_samples, bs))?;
-        let mean_images = real.with_pixels(mean_image.repeat(n));
         let mut rng = vaelab_datasets::StreamRng::new(spec.seed, &[vaelab_datasets::tag("domain-fd-noise")]);
         let noise_images = real.with_pixels((0..real.pixels.len()).map(|_| rng.uniform() as f32).collect());
-        for (name, images) in [("mean_image", mean_images), ("noise", noise_images)] {
-            domain_fd_baselines.insert(name.to_string(), domain_fd::distance(&real_features, &encoder.features(&images, bs))?);
+        for (name, images) in [("mean_image", &mean_images), ("noise", &noise_images)] {
+            domain_fd_baselines.insert(name.to_string(), domain_fd::distance(&real_features, &encoder.features(images, bs))?);
         }
         let source = match &spec.eval.domain_encoder {
             Some(dir) => format!("the encoder of run {}", dir.display()),
@@ -407,8 +408,7 @@ fn evaluate_on<D: Backend>(
         );
     }
 
-    let mean_image_mse =
-        metric::Metric::compute(&metric::Mse, &real, &real.with_pixels(mean_image.repeat(n))).expect("same geometry");
+    let mean_image_mse = metric::Metric::compute(&metric::Mse, &real, &mean_images).expect("same geometry");
     let kl_per_dim: Vec<f64> = if probabilistic { kl_dims.iter().map(|k| k / n as f64).collect() } else { vec![] };
     let score: Vec<f64> = if probabilistic {
         kl_per_dim.clone()
