@@ -122,7 +122,9 @@ fn ms_ssim_channel(x: &[f64], y: &[f64], h: usize, w: usize, weights: &[f64]) ->
 /// Mean over images of the mean over channels of `per_channel`.
 fn mean_over(real: &ImageBatch, fake: &ImageBatch, per_channel: impl Fn(&[f64], &[f64]) -> f64 + Sync) -> f64 {
     let plane = real.h * real.w;
-    let total: f64 = (0..real.n)
+    // Per-image values in parallel, summed in image order: a parallel f64 sum's order follows rayon's
+    // work stealing, and two evaluations of one run differed in their last bit.
+    let per_image: Vec<f64> = (0..real.n)
         .into_par_iter()
         .map(|i| {
             let (a, b) = (real.image(i), fake.image(i));
@@ -135,8 +137,8 @@ fn mean_over(real: &ImageBatch, fake: &ImageBatch, per_channel: impl Fn(&[f64], 
                 .sum::<f64>()
                 / real.c as f64
         })
-        .sum();
-    total / real.n as f64
+        .collect();
+    per_image.iter().sum::<f64>() / real.n as f64
 }
 
 pub struct Ssim;
