@@ -3,7 +3,7 @@
 
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
 use crate::model::Model;
-use crate::nn::{Ctx, ParamStore};
+use crate::nn::{Backend, Ctx, ParamStore};
 use crate::optim::Optimizer;
 use crate::spec::Experiment;
 use crate::train::term_weights;
@@ -19,9 +19,12 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
 }
 
-/// Times `steps` training steps; the first two are warm-up and not counted.
+/// Times `steps` training steps on the spec's device; the first two are warm-up and not counted.
 pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
-    let dev = Cpu::seed_from_u64(spec.seed);
+    crate::device::on_device!(spec.device, spec.seed, |dev| time_steps_on(dev, spec, steps))
+}
+
+fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
     let ds = build_dataset(spec)?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let plugins = crate::plugin::PluginSet::load(&spec.plugins).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
@@ -42,11 +45,15 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult
         let w = term_weights(&spec.losses, step);
         let weight = |n: &str| w.iter().find(|(m, _)| *m == n).map(|(_, v)| *v).unwrap_or(0.0);
         let loss = terms.rec * weight("rec") + terms.reg.1 * weight(terms.reg.0);
+        // A GPU runs asynchronously: each part ends when the device has finished it (a no-op on the CPU).
+        dev.synchronize();
         let t1 = Instant::now();
         let mut grads = loss.backward();
         drop(ctx);
+        dev.synchronize();
         let t2 = Instant::now();
         opt.step(&mut store, &mut grads, step);
+        dev.synchronize();
         let t3 = Instant::now();
         if step >= 2 {
             times.push((t3 - t0).as_secs_f64());

@@ -12,6 +12,8 @@ pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
+pub mod device_check;
 pub mod eval;
 pub mod explore;
 pub mod latent;

@@ -143,6 +143,31 @@ enum Command {
         steps: usize,
         #[arg(long)]
         threads: Option<usize>,
+        /// Override the spec's device: cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<Device>,
+    },
+    /// Compare the CPU and a CUDA device on fixed computations: every layer kind, a few steps of each
+    /// objective, a trace of the default spec (used by the CUDA bundle's `run.sh check`).
+    #[command(hide = true)]
+    DeviceCheck {
+        /// Folder for the report (device-check.md, device-check.json) and the runs.
+        #[arg(long)]
+        out: PathBuf,
+        /// The specs folder (its shapes/ specs are trained).
+        #[arg(long, default_value = "specs")]
+        specs: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        ordinal: usize,
+        /// The CPU side only: everything up to the first CUDA call.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value_t = 3)]
+        objective_steps: usize,
+        #[arg(long, default_value_t = 200)]
+        trace_steps: usize,
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Time MS-SSIM on grey image pairs (used by `cargo xtask bench msssim`).
     #[command(hide = true)]
@@ -378,9 +403,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Bench { spec, steps, threads } => {
+        Command::Bench { spec, steps, threads, device } => {
             let threads = set_threads(threads)?;
-            let loaded = check::check_file(&spec, &extra_plugins(&[])).map_err(|e| anyhow::anyhow!("{e}"))?.loaded;
+            let mut loaded = check::check_file(&spec, &extra_plugins(&[])).map_err(|e| anyhow::anyhow!("{e}"))?.loaded;
+            if let Some(d) = device {
+                loaded.experiment.device = d;
+            }
             let result = vaelab_core::bench::time_steps(&loaded.experiment, steps)?;
             let [f, b, o] = result.median_parts_s;
             println!(
@@ -388,6 +416,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 loaded.experiment.data.size, result.median_step_s, result.img_per_s, result.peak_rss_mib, f * 1e3, b * 1e3, o * 1e3
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::DeviceCheck { out, specs, ordinal, dry_run, objective_steps, trace_steps, threads } => {
+            set_threads(threads)?;
+            let opts = vaelab_core::device_check::CheckOptions { out, ordinal, dry_run, specs, objective_steps, trace_steps };
+            let results = vaelab_core::device_check::run(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let md = vaelab_core::device_check::markdown(&results, dry_run);
+            std::fs::write(opts.out.join("device-check.md"), &md)?;
+            std::fs::write(opts.out.join("device-check.json"), serde_json::to_string_pretty(&results)?)?;
+            print!("{md}");
+            let failed = results.iter().any(|c| c.pass() == Some(false));
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::BenchMsSsim { pairs, size, threads } => {
             let threads = set_threads(threads)?;

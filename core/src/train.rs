@@ -30,8 +30,8 @@ pub enum TrainError {
     Data(#[from] vaelab_datasets::DataError),
     #[error("run directory {0} already holds a run; continue it with `--resume {0}`, or pass another `--out`")]
     RunExists(PathBuf),
-    #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
-    NoCuda,
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("{0}")]
     Plugin(String),
     #[error("step {step}: {failure}; training stopped before this step changed any parameter.\n{kept}")]
@@ -82,17 +82,7 @@ pub struct LogLine {
 
 /// Trains `spec` into `opts.run_dir` (creating it, or resuming it).
 pub fn train(spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
-    match spec.device {
-        crate::spec::Device::Cpu => train_on(Cpu::seed_from_u64(spec.seed), spec, opts),
-        #[cfg(feature = "cuda")]
-        crate::spec::Device::Cuda(i) => {
-            let dev =
-                Cuda::try_build(i, spec.seed).map_err(|e| TrainError::Model(format!("cannot open CUDA device {i}: {e:?}")))?;
-            train_on(dev, spec, opts)
-        }
-        #[cfg(not(feature = "cuda"))]
-        crate::spec::Device::Cuda(_) => Err(TrainError::NoCuda),
-    }
+    crate::device::on_device!(spec.device, spec.seed, |dev| train_on(dev, spec, opts))
 }
 
 /// The weight of each loss term at `step` (warm-ups applied).

@@ -221,3 +221,49 @@ fn plugin_failures_stop_cleanly_and_bad_plugin_entries_are_located() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("model.decoder[0]: unknown block `film`: no plugin is loaded"), "{stderr}");
 }
+
+/// Without the `cuda` feature, `--device cuda` is refused with how to get CUDA, before anything is
+/// written; no panic. (The CUDA binary's own refusal on a machine without a driver is checked by
+/// `cargo xtask device-check --dry-run`, which builds that binary.)
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_in_a_build_without_cuda_says_how_to_build_it() {
+    let dir = std::env::temp_dir().join(format!("vaelab-no-cuda-{}", std::process::id()));
+    for args in
+        [vec!["train", "specs/shapes/beta-vae.ron", "--device", "cuda:0", "--steps", "1", "--out"], vec!["device-check", "--out"]]
+    {
+        let out = vaelab().args(&args).arg(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains("this vaelab was built without CUDA: build with `--features cuda`"), "{args:?}: {stderr}");
+    }
+    assert!(!dir.join("checkpoints").exists(), "a refused run wrote a checkpoint");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vaelab device-check --dry-run` computes the CPU side of every comparison (layers, objectives,
+/// trace) and writes the report.
+#[test]
+fn device_check_dry_run_reports_the_cpu_side_of_every_comparison() {
+    let dir = std::env::temp_dir().join(format!("vaelab-device-check-{}", std::process::id()));
+    let out = vaelab()
+        .args(["device-check", "--dry-run", "--objective-steps", "1", "--trace-steps", "2", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(dir.join("device-check.md")).unwrap();
+    assert!(md.starts_with("Dry run: the CPU side of"), "{md}");
+    for row in [
+        "| layers | ConvT k4 s2 p1: d input |",
+        "| objectives | introvae.ron (1 steps): loss |",
+        "| trace | beta-vae.ron (2 steps): loss |",
+    ] {
+        assert!(md.contains(row), "no row `{row}` in\n{md}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("device-check.json")).unwrap()).unwrap();
+    let rows = json.as_array().unwrap();
+    assert!(rows.iter().all(|r| r["max_rel"].is_null() && r["cpu_abs_sum"].as_f64().unwrap().is_finite()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,11 +1,14 @@
 //! `cargo xtask <command>`: project automation that needs more than one cargo call.
 //!
-//! * `test`  — the full suite, as CI runs it (tests, then the CUDA compile check).
+//! * `test`  — the full suite, as CI runs it (tests, then the CUDA build's dry run).
+//! * `cuda-build`, `device-check [--dry-run]` — the CUDA binary, linked here, in a bundle for the
+//!   device tool's GPU machine, and its check (`cuda.rs`).
 //! * `bench [train|loader|msssim]` — training throughput of `specs/bench/betavae64.ron` beside the
 //!   PyTorch reference script, image-folder loading beside torchvision (`loader`), and MS-SSIM beside
 //!   pytorch-msssim (`msssim`); each alternates the two sides in one run so both see the same machine
 //!   load. Without a name, all three run.
 
+mod cuda;
 mod loader;
 mod msssim;
 
@@ -19,6 +22,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("repro") => return repro_command(&args[1..]),
+        Some("cuda-build") => cuda::BuildOptions::from_args(&args[1..]).and_then(|o| cuda::cuda_build(&o)).map(|_| ()),
+        Some("device-check") => cuda::device_check(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("train") => bench(&args[2..]),
             Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}"
+                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}\n       {}",
+                cuda::USAGE
             );
             return ExitCode::from(2);
         }
@@ -160,15 +166,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     run(Command::new("cargo").args(["test", "--workspace"]))?;
-    cuda_check()
-}
-
-/// dfdx's `ci-check` lets cudarc compile without a CUDA toolkit: the library builds in full and the
-/// binary type-checks. (Linking the binary needs the driver's libcuda, which CI machines lack.)
-fn cuda_check() -> Result<(), String> {
-    let features = ["--features", "cuda,dfdx/ci-check", "--target-dir", "target/cuda"];
-    run(Command::new("cargo").args(["build", "-p", "vaelab-core", "--lib"]).args(features))?;
-    run(Command::new("cargo").args(["check", "-p", "vaelab-core", "--bins", "--tests"]).args(features))
+    cuda::device_check(&["--dry-run".into(), "--dev".into()])
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {

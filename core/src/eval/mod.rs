@@ -43,8 +43,8 @@ pub enum EvalError {
     Model(String),
     #[error("cannot open the dataset: {0}")]
     Data(#[from] vaelab_datasets::DataError),
-    #[error("this vaelab was built without CUDA; rebuild with `--features cuda` or use `--device cpu`")]
-    NoCuda,
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("{0}")]
     Plugin(String),
 }
@@ -173,17 +173,7 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
     }
     let checkpoint = opts.checkpoint.as_deref();
     let split = opts.split;
-    match spec.device {
-        crate::spec::Device::Cpu => evaluate_on(Cpu::seed_from_u64(spec.seed), &spec, run_dir, checkpoint, split),
-        #[cfg(feature = "cuda")]
-        crate::spec::Device::Cuda(i) => {
-            let dev =
-                Cuda::try_build(i, spec.seed).map_err(|e| EvalError::Model(format!("cannot open CUDA device {i}: {e:?}")))?;
-            evaluate_on(dev, &spec, run_dir, checkpoint, split)
-        }
-        #[cfg(not(feature = "cuda"))]
-        crate::spec::Device::Cuda(_) => Err(EvalError::NoCuda),
-    }
+    crate::device::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, checkpoint, split))
 }
 
 fn evaluate_on<D: Backend>(
