@@ -227,40 +227,26 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 values.insert("discriminator".to_string(), d_loss_value);
             }
             let (loss_value, lr, grad_norm, weights, stats) = if let Some(objective) = split.filter(|o| step >= o.warmup()) {
-                // The encoder's and the decoder's losses at the same parameters, each updating only
-                // its own group.
+                // The encoder's update, then the decoder's at the updated encoder (the authors' order).
                 let prior = prior_z();
-                let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let d_ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let data = crate::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior };
-                let losses = objective.losses(&model, &ctx, &d_ctx, &data);
-                for (name, v) in losses.encoder.terms.iter().copied() {
-                    if !v.is_finite() {
+                let renoise = crate::adversarial::RENOISE_PURPOSES
+                    .map(|purpose| normal_noise(&dev, spec.seed, purpose, step as u64, code_rows, batch));
+                let data = crate::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
+                let opt_dec = opt_aux.as_mut().expect("a split objective has a decoder optimizer");
+                let done = match objective.step(&model, &mut store, &mut opt, opt_dec, &data, spec.seed, step) {
+                    Ok(done) => done,
+                    Err(crate::adversarial::StepFailure::NonFinite(name, v)) => {
                         bar.abandon();
                         return Err(non_finite(step, name, v, &last_checkpoint));
                     }
-                    values.insert(name.to_string(), v);
-                }
-                let loss_value = values["encoder"] + values["decoder"];
-                let mut e_grads = losses.encoder.loss.backward();
-                let mut d_grads = losses.decoder.map(|d| d.loss.backward());
-                for c in [&ctx, &d_ctx] {
-                    if let Some(failure) = c.failures.take() {
+                    Err(crate::adversarial::StepFailure::Plugin(failure)) => {
                         bar.abandon();
                         return Err(TrainError::PluginFailed { step: step + 1, failure, kept: kept(&last_checkpoint) });
                     }
-                }
-                // Running statistics move once per step: from the encoder's pass.
-                let updates = ctx.buffer_updates.take();
-                drop((ctx, d_ctx));
-                for (id, v) in updates {
-                    store.set_values(id, v);
-                }
-                let lr = opt.lr(step);
-                let grad_norm = opt.step(&mut store, &mut e_grads, step);
-                let opt_dec = opt_aux.as_mut().expect("a split objective has a decoder optimizer");
-                opt_dec.step(&mut store, d_grads.as_mut().unwrap_or(&mut e_grads), step);
-                (loss_value, lr, grad_norm, vec![], std::collections::BTreeMap::new())
+                };
+                values.extend(done.values);
+                let loss_value = values["encoder"] + values["decoder"];
+                (loss_value, done.lr, done.grad_norm, vec![], std::collections::BTreeMap::new())
             } else {
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
                 let (terms, adversarial) = match &gan {

@@ -1,73 +1,91 @@
 //! IntroVAE (Huang et al. 2018, "IntroVAE: Introspective Variational Autoencoders for
-//! Photographic Image Synthesis", eqs. 10–11, with the official code's averaged hinge terms): the
-//! encoder doubles as the critic, scoring images by the KL of their posterior.
+//! Photographic Image Synthesis", eqs. 10–11), as the official code trains it (hhb072/IntroVAE,
+//! `main.py` `train()` and `networks.py`): the encoder doubles as the critic, scoring images by the
+//! KL of their posterior.
 //!
-//! Each step evaluates the encoder's loss and the decoder's loss in two forward passes at the same
-//! parameters and the same random draws; the first updates only the encoder group, the second only
-//! the decoder group (`crate::optim::Group`).
+//! Where the paper and the code differ, vaelab follows the code:
+//! - L_rec = Σ_pixels (x_r − x)² per image, averaged over the batch, **without** the paper's ½
+//!   (`reconstruction_loss(..., size_average=False)`);
+//! - the KL weight `weight_kl` multiplies the encoder's whole adversarial term and the decoder's KLs;
+//!   `weight_neg` (the paper's α) only the hinges;
+//! - **the encoder is updated first**; the decoder's KL(x_r), KL(x_p) are then taken by the updated
+//!   encoder, of the images the old parameters made (x_r = D(z) with the z of the encoder's pass);
+//! - the decoder's gradient keeps weight_rec·∇L_rec from the encoder's backward pass
+//!   (`optimizerG.zero_grad()` is commented out between the two), so L_G includes weight_rec·L_rec.
+//!
+//! The training loop runs the two passes in that order (`super::SplitObjective::step`).
 
 use super::{Routed, Scalar, StepData};
 use crate::model::Model;
-use crate::nn::{stop_gradient, Backend, Ctx, Tensor2};
+use crate::nn::{constant, stop_gradient, Backend, Ctx, Tensor2};
 use crate::spec::Adversarial;
 use dfdx::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct IntroVae {
     pub margin: f32,
-    pub alpha: f32,
-    pub beta: f32,
+    pub weight_rec: f32,
+    pub weight_kl: f32,
+    pub weight_neg: f32,
     /// Plain-VAE steps before the introspective objective starts.
     pub warmup: usize,
 }
 
+/// Codes without gradient, batch-last: the z ~ q(z|x) of the encoder's pass, which the decoder's
+/// pass decodes again (the official code's `rec` comes from that forward pass).
+pub type Codes<D> = Tensor<(usize, usize), f32, D>;
+
 impl IntroVae {
     pub fn from_spec(adversarial: &Adversarial) -> Option<IntroVae> {
         match *adversarial {
-            Adversarial::IntroVae { margin, alpha, beta, warmup } => Some(IntroVae { margin, alpha, beta, warmup }),
+            Adversarial::IntroVae { margin, weight_rec, weight_kl, weight_neg, warmup } => {
+                Some(IntroVae { margin, weight_rec, weight_kl, weight_neg, warmup })
+            }
             _ => None,
         }
     }
 
-    /// L_AE = ½‖x_r − x‖², summed over pixels, averaged over the batch.
-    fn half_squared_error<D: Backend>(x_r: Tensor2<D>, x: &Tensor<(usize, usize), f32, D>) -> Scalar<D> {
+    /// L_rec = Σ_pixels (x_r − x)² per image, averaged over the batch (official: no ½).
+    fn squared_error<D: Backend>(x_r: Tensor2<D>, x: &Tensor<(usize, usize), f32, D>) -> Scalar<D> {
         let batch = x.shape().1 as f32;
-        (x_r - x.clone()).square().sum::<(), _>() * (0.5 / batch)
+        (x_r - x.clone()).square().sum::<(), _>() * (1.0 / batch)
     }
 
-    /// KL(x), the reconstructions x_r = D(z), z ~ q(z|x), and prior samples x_p = D(z_p), on the
-    /// tape (the encoder's operations travel with x_r).
-    fn generate<D: Backend>(model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Scalar<D>, Tensor2<D>, Tensor2<D>) {
-        let enc = model.encode(ctx, data.x.clone(), data.noise.clone());
-        let x_r = model.mean_taped(model.decode(ctx, enc.z));
-        (enc.reg, x_r, model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())))
-    }
-
-    /// The encoder's loss: KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE.
-    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> Routed<D> {
+    /// The encoder's loss
+    /// weight_rec·L_rec + weight_kl·(KL(x) + ½·weight_neg·([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺)),
+    /// and the codes z it drew.
+    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Routed<D>, Codes<D>) {
         let (x, noise) = (data.x, data.noise);
-        let (real_kl, x_r, x_p) = Self::generate(model, ctx, data);
-        // ng(x_r), ng(x_p): new tensors, so the hinge's gradient cannot flow back through the
-        // decoder into the encoder's z.
+        let enc = model.encode(ctx, x.clone(), noise.clone());
+        let z = constant(&enc.z);
+        let real_kl = enc.reg;
+        let x_r = model.mean_taped(model.decode(ctx, enc.z));
+        let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
+        // sg(x_r), sg(x_p): new tensors, so the hinge's gradient cannot flow back through the
+        // decoder into the encoder's z (the official `rec.detach()`, `fake.detach()`).
         let (x_r_sg, x_p_sg) = (stop_gradient(&x_r), stop_gradient(&x_p));
-        let ae = Self::half_squared_error(x_r, x);
+        drop(x_p);
+        let rec = Self::squared_error(x_r, x);
         let kl_r = model.encode_taped(ctx, x_r_sg, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p_sg, noise.clone()).into_reg();
-        let values = [real_kl.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], ae.as_vec()[0]];
+        let values = [real_kl.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], rec.as_vec()[0]];
         let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
-        let loss = real_kl + hinge * (0.5 * self.alpha) + ae * self.beta;
-        Routed { loss, terms: vec![("kl", values[0]), ("kl_rec", values[1]), ("kl_fake", values[2]), ("rec_ae", values[3])] }
+        let loss = rec * self.weight_rec + (real_kl + hinge * (0.5 * self.weight_neg)) * self.weight_kl;
+        let terms = vec![("kl", values[0]), ("kl_rec", values[1]), ("kl_fake", values[2]), ("sse", values[3])];
+        (Routed { loss, terms }, z)
     }
 
-    /// The decoder's loss: α·½(KL(x_r) + KL(x_p)) + β·L_AE, with gradients through the encoder's
-    /// scoring of the decoder's images.
-    pub fn decoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> Routed<D> {
+    /// The decoder's loss weight_rec·L_rec + ½·weight_kl·(KL(x_r) + KL(x_p)) for x_r = D(z) with the
+    /// encoder pass's `z`, the KLs scored by the encoder as it is now (after its update), with
+    /// gradients reaching the decoder through that scoring.
+    pub fn decoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>, z: &Codes<D>) -> Routed<D> {
         let (x, noise) = (data.x, data.noise);
-        let (_, x_r, x_p) = Self::generate(model, ctx, data);
-        let ae = Self::half_squared_error(x_r.with_empty_tape(), x);
+        let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
+        let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
+        let rec = Self::squared_error(x_r.with_empty_tape(), x);
         let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();
-        let loss = (kl_r + kl_p) * (0.5 * self.alpha) + ae * self.beta;
+        let loss = rec * self.weight_rec + (kl_r + kl_p) * (0.5 * self.weight_kl);
         Routed { loss, terms: vec![] }
     }
 }

@@ -20,11 +20,39 @@ use dfdx::prelude::*;
 
 pub type Scalar<D> = Tensor<(), f32, D, OT<D>>;
 
+/// Values without gradient, batch-last: noise, codes.
+pub type Codes<D> = Tensor<(usize, usize), f32, D>;
+
 /// A step's inputs: the batch, the posterior noise ε and the prior codes z_p (batch-last).
 pub struct StepData<'a, D: Device<f32>> {
     pub x: &'a Tensor<(usize, usize), f32, D>,
     pub noise: &'a Tensor<(usize, usize), f32, D>,
     pub prior_z: &'a Tensor<(usize, usize), f32, D>,
+    /// Fresh ε for the further reparameterisations of a step (each drawn from its own stream, as
+    /// each of the authors' `reparameterize` calls draws anew): the re-encoded reconstruction and
+    /// fake of the encoder's pass, then those of the decoder's pass.
+    pub renoise: &'a [Codes<D>; 4],
+}
+
+/// The stream names of [`StepData::renoise`] (`crate::data::normal_noise` purposes).
+pub const RENOISE_PURPOSES: [&str; 4] = ["renoise-rec-e", "renoise-fake-e", "renoise-rec-d", "renoise-fake-d"];
+
+/// Why a step stopped before changing a parameter group.
+#[derive(Debug)]
+pub enum StepFailure {
+    /// A loss term is NaN or infinite.
+    NonFinite(String, f32),
+    /// A plugin block failed; its message.
+    Plugin(String),
+}
+
+/// A finished step of a [`SplitObjective`].
+pub struct SplitStep {
+    /// Every term by name, plus each group's loss as `encoder` and `decoder`.
+    pub values: std::collections::BTreeMap<String, f32>,
+    pub lr: f32,
+    /// The encoder group's gradient norm before clipping.
+    pub grad_norm: f32,
 }
 
 /// One loss with the values of its terms for the log.
@@ -51,14 +79,6 @@ pub enum SplitObjective {
     Vpga(Vpga),
 }
 
-/// A step of a [`SplitObjective`]: the encoder's loss, and the decoder's when it differs. `None`
-/// means one loss serves both: the gradient of `encoder`, restricted to each group, is that group's
-/// loss gradient (VPGA builds its loss that way).
-pub struct SplitLosses<D: Device<f32>> {
-    pub encoder: Routed<D>,
-    pub decoder: Option<Routed<D>>,
-}
-
 impl SplitObjective {
     pub fn from_spec(adversarial: &Adversarial) -> Option<SplitObjective> {
         IntroVae::from_spec(adversarial)
@@ -76,16 +96,81 @@ impl SplitObjective {
         }
     }
 
-    /// The losses at the current parameters; `ctx_d` serves the decoder's pass when there is one.
-    pub fn losses<D: Backend>(&self, model: &Model, ctx_e: &Ctx<D>, ctx_d: &Ctx<D>, data: &StepData<D>) -> SplitLosses<D> {
-        let (mut encoder, decoder) = match self {
-            SplitObjective::Intro(iv) => (iv.encoder_loss(model, ctx_e, data), iv.decoder_loss(model, ctx_d, data)),
-            SplitObjective::SoftIntro(s) => (s.encoder_loss(model, ctx_e, data), s.decoder_loss(model, ctx_d, data)),
-            SplitObjective::Vpga(v) => return SplitLosses { encoder: v.loss(model, ctx_e, data), decoder: None },
+    /// One training step in the authors' order. The encoder's loss is taken, and the encoder group
+    /// updated; then, for IntroVAE and Soft-IntroVAE, the decoder's loss is taken at the updated
+    /// parameters (of the z the encoder's pass drew) and the decoder group updated. VPGA's one loss
+    /// serves both groups, its gradient taken before either update. Running statistics move once,
+    /// from the encoder's pass. A failure leaves the parameters of the group it stopped before
+    /// unchanged (a non-finite encoder term, or a plugin failure in the encoder's pass: nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step<D: Backend>(
+        &self,
+        model: &Model,
+        store: &mut crate::nn::ParamStore<D>,
+        opt_encoder: &mut crate::optim::Optimizer<D>,
+        opt_decoder: &mut crate::optim::Optimizer<D>,
+        data: &StepData<D>,
+        seed: u64,
+        step: usize,
+    ) -> Result<SplitStep, StepFailure> {
+        let mut values = std::collections::BTreeMap::new();
+        let ctx = Ctx::new(store, true, seed, step as u64);
+        let (encoder, z) = match self {
+            SplitObjective::Intro(iv) => {
+                let (r, z) = iv.encoder_loss(model, &ctx, data);
+                (r, Some(z))
+            }
+            SplitObjective::SoftIntro(s) => {
+                let (r, z) = s.encoder_loss(model, &ctx, data);
+                (r, Some(z))
+            }
+            SplitObjective::Vpga(v) => (v.loss(model, &ctx, data), None),
         };
-        // Each group's loss is logged as `encoder` and `decoder` beside the terms.
-        let (e, d) = (value(&encoder.loss), value(&decoder.loss));
-        encoder.terms.extend([("encoder", e), ("decoder", d)]);
-        SplitLosses { encoder, decoder: Some(decoder) }
+        for (name, v) in encoder.terms.iter().copied() {
+            if !v.is_finite() {
+                return Err(StepFailure::NonFinite(name.to_string(), v));
+            }
+            values.insert(name.to_string(), v);
+        }
+        let e_value = value(&encoder.loss);
+        if !e_value.is_finite() {
+            return Err(StepFailure::NonFinite("encoder".into(), e_value));
+        }
+        let mut e_grads = encoder.loss.backward();
+        if let Some(failure) = ctx.failures.take() {
+            return Err(StepFailure::Plugin(failure));
+        }
+        let updates = ctx.buffer_updates.take();
+        drop(ctx);
+        for (id, v) in updates {
+            store.set_values(id, v);
+        }
+        let lr = opt_encoder.lr(step);
+        let grad_norm = opt_encoder.step(store, &mut e_grads, step);
+        let Some(z) = z else {
+            // VPGA: one loss, whose `encoder` and `decoder` terms it logs itself.
+            opt_decoder.step(store, &mut e_grads, step);
+            return Ok(SplitStep { values, lr, grad_norm });
+        };
+        drop(e_grads);
+        let ctx = Ctx::new(store, true, seed, step as u64);
+        let decoder = match self {
+            SplitObjective::Intro(iv) => iv.decoder_loss(model, &ctx, data, &z),
+            SplitObjective::SoftIntro(s) => s.decoder_loss(model, &ctx, data, &z),
+            SplitObjective::Vpga(_) => unreachable!("VPGA returned above"),
+        };
+        let d_value = value(&decoder.loss);
+        if !d_value.is_finite() {
+            return Err(StepFailure::NonFinite("decoder".into(), d_value));
+        }
+        let mut d_grads = decoder.loss.backward();
+        if let Some(failure) = ctx.failures.take() {
+            return Err(StepFailure::Plugin(failure));
+        }
+        drop(ctx);
+        opt_decoder.step(store, &mut d_grads, step);
+        values.insert("encoder".into(), e_value);
+        values.insert("decoder".into(), d_value);
+        Ok(SplitStep { values, lr, grad_norm })
     }
 }

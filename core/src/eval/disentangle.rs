@@ -320,9 +320,11 @@ pub struct Sap {
 
 /// The SAP score (Kumar et al. 2018, as in disentanglement_lib `sap_score.py` for discrete factors):
 /// for each code dimension and factor, a one-dimensional linear SVM in scikit-learn's `LinearSVC(C=0.01,
-/// class_weight="balanced")` formulation (one-vs-rest, squared hinge, L2 penalty including the
-/// intercept, positives weighted by their class weight) is fitted on the training points and scored on
-/// the test points; SAP is the mean over factors of the gap between the two best dimensions. The SVMs
+/// class_weight="balanced")` formulation (squared hinge, L2 penalty including the intercept) is fitted
+/// on the training points and scored on the test points. As liblinear trains it (`train()` in
+/// `linear.cpp`): with more than two classes, one-vs-rest planes whose positives carry C·(class weight)
+/// and negatives C; with two classes, **one** plane, each side carrying C·(its class weight), the
+/// larger label on the positive side (scikit-learn's `decision_function > 0`); SAP is the mean over factors of the gap between the two best dimensions. The SVMs
 /// are solved exactly (Newton's method on the piecewise-quadratic objective) where liblinear stops at
 /// a tolerance, so single predictions at the decision boundary may differ from scikit-learn's.
 pub fn sap(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Sap {
@@ -359,6 +361,14 @@ impl OneDimensionalSvm {
         classes.sort_unstable();
         classes.dedup();
         let n = y.len() as f64;
+        // "balanced": class weight n / (classes · count).
+        let weight = |cls: usize| n / (classes.len() as f64 * y.iter().filter(|v| **v == cls).count() as f64);
+        if classes.len() == 2 {
+            // liblinear's binary case: one plane, t = +1 for the larger label.
+            let sample: Vec<(f64, f64, f64)> =
+                x.iter().zip(y).map(|(&xi, &yi)| (xi, if yi == classes[1] { 1.0 } else { -1.0 }, c * weight(yi))).collect();
+            return OneDimensionalSvm { planes: vec![solve_squared_hinge(&sample)], classes };
+        }
         let planes = classes
             .iter()
             .map(|&cls| {
@@ -374,6 +384,9 @@ impl OneDimensionalSvm {
     }
 
     fn predict(&self, x: f64) -> usize {
+        if let [(w, b)] = self.planes[..] {
+            return self.classes[usize::from(w * x + b > 0.0)];
+        }
         let scores: Vec<f64> = self.planes.iter().map(|(w, b)| w * x + b).collect();
         let best = (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best });
         self.classes[best]

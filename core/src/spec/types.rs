@@ -97,20 +97,24 @@ pub enum Adversarial {
         #[serde(default)]
         optimizer: Option<Optimizer>,
     },
-    /// IntroVAE (Huang et al. 2018): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I))
-    /// per image, x_r = D(z) for z ~ q(z|x), x_p = D(z_p) for z_p ~ N(0, I) and
-    /// L_AE = ½‖x_r − x‖² per image, the encoder minimises
-    /// KL(x) + α·½([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺) + β·L_AE and the decoder
-    /// α·½(KL(x_r) + KL(x_p)) + β·L_AE, each with its own optimizer, at the same parameters.
-    /// Defaults: the official 256 px settings. During the first `warmup` steps the spec's `losses`
-    /// train the whole model as a plain VAE.
+    /// IntroVAE (Huang et al. 2018), as the official code trains it (hhb072/IntroVAE, `main.py`
+    /// `train()`): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I)) per image,
+    /// x_r = D(z) for z ~ q(z|x), x_p = D(z_p) for z_p ~ N(0, I) and L_rec = Σ_pixels (x_r − x)²
+    /// (no ½), all averaged over the batch, each step first updates the encoder by
+    /// L_E = weight_rec·L_rec + weight_kl·(KL(x) + ½·weight_neg·([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺)),
+    /// then the decoder by L_G = weight_rec·L_rec + ½·weight_kl·(KL(x_r) + KL(x_p)), the KLs now taken
+    /// by the updated encoder (the official decoder gradient keeps weight_rec·∇L_rec because its
+    /// `optimizerG.zero_grad()` is commented out). Defaults: the official `run_256.sh` settings. During
+    /// the first `warmup` steps the spec's `losses` train the whole model as a plain VAE.
     IntroVae {
         #[serde(default = "intro_margin")]
         margin: f32,
-        #[serde(default = "intro_alpha")]
-        alpha: f32,
-        #[serde(default = "intro_beta")]
-        beta: f32,
+        #[serde(default = "intro_weight_rec")]
+        weight_rec: f32,
+        #[serde(default = "unit_weight")]
+        weight_kl: f32,
+        #[serde(default = "intro_weight_neg")]
+        weight_neg: f32,
         #[serde(default)]
         warmup: usize,
     },
@@ -119,7 +123,9 @@ pub enum Adversarial {
     /// s(β_rec·L_rec + β_kl·KL(x)) + ¼[mean exp(−2s(β_rec·L_rec,rr + β_neg·KL(sg x_r))) +
     /// mean exp(−2s(β_rec·L_rec,rf + β_neg·KL(sg x_p)))] and the decoder
     /// s(β_rec·L_rec + ½β_kl(KL(x_r) + KL(x_p)) + ½γ_r·β_rec(L_rec,rr + L_rec,rf)), each with its own
-    /// optimizer, at the same parameters. Defaults: the authors' image settings (β_rec = β_kl = 1,
+    /// optimizer: the encoder first, then the decoder, scored by the updated encoder, as in the authors'
+    /// `train_soft_intro_vae.py`, with fresh noise for every reparameterisation. Defaults: the authors'
+    /// image settings (β_rec = β_kl = 1,
     /// β_neg = 256, γ_r = 1e-8). During the first `warmup` steps the spec's `losses` train a plain VAE.
     SoftIntroVae {
         #[serde(default = "unit_weight")]
@@ -130,6 +136,10 @@ pub enum Adversarial {
         beta_neg: f32,
         #[serde(default = "soft_intro_gamma_r")]
         gamma_r: f32,
+        /// Whether the encoder's L_rec(x_r, x_rr) keeps x_r on the tape, as the authors' code does
+        /// (`calc_reconstruction_loss(rec, rec_rec)` with `rec` attached); `false` detaches it.
+        #[serde(default = "yes")]
+        attach_rec_target: bool,
         #[serde(default)]
         warmup: usize,
     },
@@ -139,7 +149,11 @@ pub enum Adversarial {
     /// L_vrec = ([f̃(D(sg μ + σ⊙ε)) − f̃(D(sg μ))]_j / n_j)² with f̃ the frozen encoder mean and
     /// n_j = sg √(mean_b μ_bj²), L_kl = −½(1 + log σ² − μ² − σ²). The encoder minimises
     /// L_img + a_N·L_zN + a_H·L_zH + a_v·L_vrec + a_kl·L_kl, the decoder L_img + a_v·L_vrec.
-    /// Defaults: the authors' CelebA settings. The spec's `losses` are not used.
+    /// Defaults: the authors' CelebA settings (a_N = 3e-2, a_H = 1e-2, a_v = 1e-2, a_kl = 2e-3) divided by
+    /// 4: the authors scale images to [−1, 1] (zj10/PGA `utils.py`, a tanh output), where L_img is 4×
+    /// what it is for the same images in vaelab's [0, 1]; the latent-space terms do not change with the
+    /// pixel range, so a quarter of each weight keeps the authors' balance. The spec's `losses` are not
+    /// used.
     Vpga {
         #[serde(default = "vpga_a_n")]
         a_n: f32,
@@ -158,26 +172,28 @@ fn soft_intro_beta_neg() -> f32 {
 fn soft_intro_gamma_r() -> f32 {
     1e-8
 }
+/// The authors' CelebA weight for [−1, 1] images, for vaelab's [0, 1] images (see `Adversarial::Vpga`).
+const VPGA_RANGE_RESCALE: f32 = 0.25;
 fn vpga_a_n() -> f32 {
-    3e-2
+    3e-2 * VPGA_RANGE_RESCALE
 }
 fn vpga_a_h() -> f32 {
-    1e-2
+    1e-2 * VPGA_RANGE_RESCALE
 }
 fn vpga_a_v() -> f32 {
-    1e-2
+    1e-2 * VPGA_RANGE_RESCALE
 }
 fn vpga_a_kl() -> f32 {
-    2e-3
+    2e-3 * VPGA_RANGE_RESCALE
 }
 
 fn intro_margin() -> f32 {
     120.0
 }
-fn intro_alpha() -> f32 {
+fn intro_weight_neg() -> f32 {
     0.5
 }
-fn intro_beta() -> f32 {
+fn intro_weight_rec() -> f32 {
     0.05
 }
 

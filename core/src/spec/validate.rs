@@ -83,9 +83,9 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
         v.check(*weight >= 0.0 && weight.is_finite(), "adversarial.weight", format!("must be ≥ 0, got {weight}"));
         v.positive("adversarial.d_steps", *d_steps);
     }
-    if let Adversarial::IntroVae { margin, alpha, beta, .. } = e.adversarial {
+    if let Adversarial::IntroVae { margin, weight_rec, weight_kl, weight_neg, .. } = e.adversarial {
         needs_posterior(&mut v, e, "IntroVae", "its critic is the KL");
-        for (field, x) in [("margin", margin), ("alpha", alpha), ("beta", beta)] {
+        for (field, x) in [("margin", margin), ("weight_rec", weight_rec), ("weight_kl", weight_kl), ("weight_neg", weight_neg)] {
             v.check(x >= 0.0 && x.is_finite(), &format!("adversarial.{field}"), format!("must be ≥ 0, got {x}"));
         }
     }

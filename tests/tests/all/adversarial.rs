@@ -142,9 +142,9 @@ pub(crate) mod intro {
         }
     }
 
-    /// ½‖x_r − x‖² per image, averaged over the batch.
-    fn half_sse(images: &[Vec<f64>], recs: &[Vec<f64>]) -> f64 {
-        images.iter().zip(recs).map(|(x, y)| x.iter().zip(y).map(|(a, b)| 0.5 * (a - b).powi(2)).sum::<f64>()).sum::<f64>()
+    /// Σ (x_r − x)² per image, averaged over the batch (the official code: no ½).
+    fn sse_mean(images: &[Vec<f64>], recs: &[Vec<f64>]) -> f64 {
+        images.iter().zip(recs).map(|(x, y)| x.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum::<f64>()).sum::<f64>()
             / images.len() as f64
     }
 
@@ -153,16 +153,20 @@ pub(crate) mod intro {
         (0..rows).map(|r| m[r * B + j] as f64).collect()
     }
 
-    /// IntroVAE's encoder and decoder losses on a tiny network and batch, against the formulas
-    /// evaluated in f64 from the parameters; the margin sits between KL(x_r) and KL(x_p), so one
-    /// hinge is active and one is not. The decoder's loss reaches the decoder through the encoder's
-    /// scoring of its images (finite differences on a decoder bias).
+    const TINY: &str = "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)";
+
+    fn renoise(dev: &Cpu) -> [Tensor<(usize, usize), f32, Cpu>; 4] {
+        std::array::from_fn(|_| dev.zeros_like(&(2, B)))
+    }
+
+    /// IntroVAE's encoder and decoder losses on a tiny network and batch, against the official code's
+    /// formulas evaluated in f64 from the parameters (L_rec without ½; weight_kl on the encoder's whole
+    /// adversarial term and on the decoder's KLs; weight_rec·L_rec in both); the margin sits between
+    /// KL(x_r) and KL(x_p), so one hinge is active and one is not. The decoder's loss reaches the
+    /// decoder through the encoder's scoring of its images (finite differences on a decoder bias).
     #[test]
     fn intro_vae_losses_match_the_formulas() {
-        let spec: vaelab_core::spec::Model = ron::from_str(
-            "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)",
-        )
-        .unwrap();
+        let spec: vaelab_core::spec::Model = ron::from_str(TINY).unwrap();
         let dev = Cpu::default();
         let mut store = ParamStore::new(dev.clone(), 11);
         let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
@@ -174,31 +178,40 @@ pub(crate) mod intro {
             dev.tensor_from_vec(eps.clone(), (2, B)),
             dev.tensor_from_vec(zp.clone(), (2, B)),
         );
+        let renoise = renoise(&dev);
 
         let r = Reference(&store);
         let images: Vec<Vec<f64>> = (0..B).map(|j| column(&xs, 4, j)).collect();
         let recs = r.reconstruct(&images, &eps);
         let fakes: Vec<Vec<f64>> = (0..B).map(|j| r.decode(&column(&zp, 2, j))).collect();
-        let ae = half_sse(&images, &recs);
+        let rec = sse_mean(&images, &recs);
         let (kl_x, kl_r, kl_p) = (r.kl(&images), r.kl(&recs), r.kl(&fakes));
-        let (alpha, beta) = (0.5, 0.05);
+        let (w_rec, w_kl, w_neg) = (0.05, 0.8, 0.5);
         let margin = (kl_r + kl_p) / 2.0;
-        let want_e = kl_x + alpha * 0.5 * ((margin - kl_r).max(0.0) + (margin - kl_p).max(0.0)) + beta * ae;
-        let want_g = alpha * 0.5 * (kl_r + kl_p) + beta * ae;
+        let want_e = w_rec * rec + w_kl * (kl_x + 0.5 * w_neg * ((margin - kl_r).max(0.0) + (margin - kl_p).max(0.0)));
+        let want_g = w_rec * rec + 0.5 * w_kl * (kl_r + kl_p);
 
-        let iv = IntroVae { margin: margin as f32, alpha: alpha as f32, beta: beta as f32, warmup: 0 };
+        let iv = IntroVae {
+            margin: margin as f32,
+            weight_rec: w_rec as f32,
+            weight_kl: w_kl as f32,
+            weight_neg: w_neg as f32,
+            warmup: 0,
+        };
         let ctx = Ctx::new(&store, true, 0, 0);
-        let data = vaelab_core::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior };
-        let e = iv.encoder_loss(&model, &ctx, &data);
+        let data = vaelab_core::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
+        let (e, z) = iv.encoder_loss(&model, &ctx, &data);
         let got_e = e.loss.as_vec()[0] as f64;
         assert!((got_e - want_e).abs() < 1e-5 * want_e.abs().max(1.0), "L_E {got_e} vs {want_e}");
         let terms: std::collections::BTreeMap<_, _> = e.terms.into_iter().collect();
         assert!((terms["kl_rec"] as f64 - kl_r).abs() < 1e-5 && (terms["kl_fake"] as f64 - kl_p).abs() < 1e-5);
-        let d = iv.decoder_loss(&model, &ctx, &data);
+        assert!((terms["sse"] as f64 - rec).abs() < 1e-5 * rec.max(1.0));
+        let d = iv.decoder_loss(&model, &ctx, &data, &z);
         let got_g = d.loss.as_vec()[0] as f64;
         assert!((got_g - want_g).abs() < 1e-5 * want_g.abs().max(1.0), "L_G {got_g} vs {want_g}");
 
-        // d L_G / d decoder.0.bias[0] by the tape and by central differences of the f64 formula.
+        // d L_G / d decoder.0.bias[0] by the tape and by central differences of the f64 formula,
+        // z held at the encoder pass's values.
         let mut grads = d.loss.backward();
         let bias_id = store.find("decoder.0.bias").unwrap();
         grads.try_alloc_for(&store.get(bias_id).tensor).unwrap();
@@ -212,8 +225,7 @@ pub(crate) mod intro {
             let r = Reference(&store);
             let recs = r.reconstruct(&images, &eps);
             let fakes: Vec<Vec<f64>> = (0..B).map(|j| r.decode(&column(&zp, 2, j))).collect();
-            let ae = half_sse(&images, &recs);
-            let v = alpha * 0.5 * (r.kl(&recs) + r.kl(&fakes)) + beta * ae;
+            let v = w_rec * sse_mean(&images, &recs) + 0.5 * w_kl * (r.kl(&recs) + r.kl(&fakes));
             let mut b = store.get(bias_id).tensor.as_vec();
             b[0] -= delta;
             store.set_values(bias_id, b);
@@ -225,7 +237,7 @@ pub(crate) mod intro {
         // d L_E / d encoder.1.bias[0] with ng(x_r), ng(x_p) held at their current values: the
         // hinge's gradient must not come back through the decoder.
         let ctx = Ctx::new(&store, true, 0, 0);
-        let mut grads = iv.encoder_loss(&model, &ctx, &data).loss.backward();
+        let mut grads = iv.encoder_loss(&model, &ctx, &data).0.loss.backward();
         let enc_bias = store.find("encoder.1.bias").unwrap();
         grads.try_alloc_for(&store.get(enc_bias).tensor).unwrap();
         let analytic = grads.get(&store.get(enc_bias).tensor).as_vec()[0] as f64;
@@ -237,9 +249,8 @@ pub(crate) mod intro {
             store.set_values(enc_bias, b);
             let r = Reference(&store);
             let recs = r.reconstruct(&images, &eps);
-            let ae = half_sse(&images, &recs);
             let hinge = (margin - r.kl(&recs0)).max(0.0) + (margin - r.kl(&fakes0)).max(0.0);
-            let v = r.kl(&images) + alpha * 0.5 * hinge + beta * ae;
+            let v = w_rec * sse_mean(&images, &recs) + w_kl * (r.kl(&images) + 0.5 * w_neg * hinge);
             let mut b = store.get(enc_bias).tensor.as_vec();
             b[0] -= delta;
             store.set_values(enc_bias, b);
@@ -247,6 +258,114 @@ pub(crate) mod intro {
         };
         let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
         assert!((analytic - numeric).abs() < 2e-3 * numeric.abs().max(1e-2), "dL_E/db {analytic} vs {numeric}");
+    }
+
+    /// Two training steps of IntroVAE in the official order (hhb072/IntroVAE `train()`): the encoder
+    /// is updated by L_E, then the decoder by L_G with KL(x_r), KL(x_p) taken by the *updated*
+    /// encoder of the images made from the encoder pass's z. Plain SGD, so the reference is exact:
+    /// both steps recomputed in f64 with gradients by central differences. The same reference with
+    /// both gradients at the same parameters (vaelab's order before) is shown to differ by far more
+    /// than the tolerance, so the test tells the two orders apart.
+    #[test]
+    fn intro_vae_two_steps_follow_the_official_order() {
+        use crate::split_objectives::{mean, sse, Net};
+        use vaelab_core::adversarial::{SplitObjective, StepData};
+        use vaelab_core::optim::{Group, Optimizer};
+        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
+
+        let spec: vaelab_core::spec::Model = ron::from_str(TINY).unwrap();
+        let dev = Cpu::default();
+        let mut store = ParamStore::new(dev.clone(), 11);
+        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        let lr = 0.3;
+        let sgd = |group| Optimizer::for_group(group, OptSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 2);
+        let (mut opt_e, mut opt_d) = (sgd(Group::Encoder), sgd(Group::Decoder));
+        let (w_rec, w_kl, w_neg, margin) = (0.3, 1.0, 0.5, 6.0);
+        let iv = IntroVae {
+            margin: margin as f32,
+            weight_rec: w_rec as f32,
+            weight_kl: w_kl as f32,
+            weight_neg: w_neg as f32,
+            warmup: 0,
+        };
+
+        let xs: Vec<f32> = (0..4 * B).map(|i| ((i * 7 % 11) as f32) / 10.0).collect();
+        let images: Vec<Vec<f64>> = (0..B).map(|j| column(&xs, 4, j)).collect();
+        let draws: Vec<(Vec<f32>, Vec<f32>)> = (0..2)
+            .map(|t| {
+                let eps = (0..2 * B).map(|i| (((i + 3 * t) * 5 % 7) as f32 - 3.0) / 3.0).collect();
+                let zp = (0..2 * B).map(|i| (((i + t) * 3 % 5) as f32 - 2.0) / 1.5).collect();
+                (eps, zp)
+            })
+            .collect();
+
+        // The f64 reference: `official` updates the encoder first; otherwise both gradients are taken
+        // at the step's starting parameters.
+        let reference = |official: bool| {
+            let mut net = Net::of(&store);
+            let is_encoder = |name: &str| name.starts_with("encoder.") || name.starts_with("latent.");
+            let grad = |net: &Net, name: &str, i: usize, f: &dyn Fn(&Net) -> f64| {
+                let h = 1e-6;
+                let (mut a, mut b) = (net.clone(), net.clone());
+                a.0.get_mut(name).unwrap()[i] += h;
+                b.0.get_mut(name).unwrap()[i] -= h;
+                (f(&a) - f(&b)) / (2.0 * h)
+            };
+            for (eps, zp) in &draws {
+                let eps: Vec<Vec<f64>> = (0..B).map(|j| column(eps, 2, j)).collect();
+                let zp: Vec<Vec<f64>> = (0..B).map(|j| column(zp, 2, j)).collect();
+                let z: Vec<Vec<f64>> = (0..B).map(|j| net.sample(&images[j], &eps[j])).collect();
+                let (recs, fakes): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+                    (z.iter().map(|z| net.decode(z)).collect(), zp.iter().map(|z| net.decode(z)).collect());
+                let l_e = |n: &Net| {
+                    let rec = mean((0..B).map(|j| sse(&n.decode(&n.sample(&images[j], &eps[j])), &images[j])));
+                    let kl = |imgs: &[Vec<f64>]| mean(imgs.iter().map(|x| n.kl(x)));
+                    let hinge = (margin - kl(&recs)).max(0.0) + (margin - kl(&fakes)).max(0.0);
+                    w_rec * rec + w_kl * (kl(&images) + 0.5 * w_neg * hinge)
+                };
+                let l_g = |n: &Net| {
+                    let recs: Vec<Vec<f64>> = z.iter().map(|z| n.decode(z)).collect();
+                    let fakes: Vec<Vec<f64>> = zp.iter().map(|z| n.decode(z)).collect();
+                    let rec = mean((0..B).map(|j| sse(&recs[j], &images[j])));
+                    w_rec * rec + 0.5 * w_kl * (mean(recs.iter().map(|x| n.kl(x))) + mean(fakes.iter().map(|x| n.kl(x))))
+                };
+                let start = net.clone();
+                let mut after_e = net.clone();
+                for (name, values) in start.0.iter().filter(|(n, _)| is_encoder(n)) {
+                    for i in 0..values.len() {
+                        after_e.0.get_mut(name).unwrap()[i] -= lr as f64 * grad(&start, name, i, &l_e);
+                    }
+                }
+                let scorer = if official { after_e.clone() } else { start.clone() };
+                net = after_e;
+                for (name, values) in start.0.iter().filter(|(n, _)| !is_encoder(n)) {
+                    for i in 0..values.len() {
+                        net.0.get_mut(name).unwrap()[i] -= lr as f64 * grad(&scorer, name, i, &l_g);
+                    }
+                }
+            }
+            net
+        };
+        let (official, simultaneous) = (reference(true), reference(false));
+
+        for (t, (eps, zp)) in draws.iter().enumerate() {
+            let (noise, prior) = (dev.tensor_from_vec(eps.clone(), (2, B)), dev.tensor_from_vec(zp.clone(), (2, B)));
+            let x = dev.tensor_from_vec(xs.clone(), (4, B));
+            let renoise = renoise(&dev);
+            let data = StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
+            SplitObjective::Intro(iv).step(&model, &mut store, &mut opt_e, &mut opt_d, &data, 0, t).unwrap();
+        }
+        let got = Net::of(&store);
+        let distance = |a: &Net, b: &Net| {
+            a.0.iter().flat_map(|(name, v)| v.iter().zip(&b.0[name]).map(|(x, y)| (x - y).abs())).fold(0.0, f64::max)
+        };
+        let tolerance = 2e-5;
+        assert!(distance(&got, &official) < tolerance, "vaelab vs the official order: {:e}", distance(&got, &official));
+        assert!(
+            distance(&official, &simultaneous) > 50.0 * tolerance,
+            "the two orders differ by only {:e}: the test cannot tell them apart",
+            distance(&official, &simultaneous)
+        );
     }
 }
 
@@ -256,11 +375,11 @@ pub(crate) mod intro {
 #[test]
 fn intro_vae_trace_and_resume() {
     let mut spec = tiny();
-    spec.adversarial = Adversarial::IntroVae { margin: 10.0, alpha: 0.5, beta: 1.0, warmup: 5 };
+    spec.adversarial = Adversarial::IntroVae { margin: 10.0, weight_rec: 2.0, weight_kl: 1.0, weight_neg: 0.5, warmup: 5 };
     let (lines, trace) = deterministic_trace(&spec, "introvae");
     within(TRACE, || insta::assert_snapshot!(trace));
     assert!(lines[4].terms.contains_key("rec") && !lines[4].terms.contains_key("encoder"));
-    for key in ["encoder", "decoder", "kl", "kl_rec", "kl_fake", "rec_ae"] {
+    for key in ["encoder", "decoder", "kl", "kl_rec", "kl_fake", "sse"] {
         assert!(lines[19].terms.contains_key(key), "{key} missing");
     }
     let (straight, resumed) = (scratch("intro-straight"), scratch("intro-resumed"));
@@ -331,7 +450,7 @@ fn cross_family_compositions_train() {
     let mut svae_intro = vq_gan.clone();
     svae_intro.model.latent = Latent::Spatial { channels: 2 };
     svae_intro.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Kl { weight: 1.0, warmup: 0 }];
-    svae_intro.adversarial = Adversarial::IntroVae { margin: 10.0, alpha: 0.5, beta: 1.0, warmup: 5 };
+    svae_intro.adversarial = Adversarial::IntroVae { margin: 10.0, weight_rec: 2.0, weight_kl: 1.0, weight_neg: 0.5, warmup: 5 };
     for (spec, name) in [(vq_gan, "vq_gan"), (svae_intro, "spatial_introvae")] {
         assert!(vaelab_core::spec::validate::validate_values(&spec).is_empty(), "{name}");
         let (lines, trace) = deterministic_trace(&spec, name);

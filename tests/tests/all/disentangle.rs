@@ -141,6 +141,39 @@ fn sap_matches_disentanglement_lib_on_synthetic_codes() {
     insta::assert_snapshot!(report);
 }
 
+/// The fixture's binary case (`binary_data` in `xtask/fixtures/disentangle_reference.py`): a binary
+/// factor (1 with probability ¼) read through an overlapping code, a 3-valued factor through a clean one.
+fn binary_points(n: usize) -> (Vec<Vec<f64>>, Vec<Vec<usize>>) {
+    let mut rng = SplitMix(7);
+    (0..n)
+        .map(|_| {
+            let y = vec![usize::from(rng.uniform() < 0.25), (rng.uniform() * 3.0) as usize];
+            let u: Vec<f64> = (0..3).map(|_| rng.uniform()).collect();
+            (vec![y[0] as f64 + 1.5 * u[0], y[1] as f64 + 0.1 * u[1], u[2]], y)
+        })
+        .unzip()
+}
+
+/// SAP on a binary factor as liblinear computes it: one plane with both classes weighted, not two
+/// one-vs-rest planes (which disagree with scikit-learn on this fixture's overlapping, imbalanced
+/// binary factor). Same tolerance as the other cases.
+#[test]
+fn sap_on_a_binary_factor_matches_liblinear() {
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::specs::workspace().join("tests/fixtures/disentangle_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let (codes, factors) = binary_points(15_000);
+    let s = sap((&codes[..10_000], &factors[..10_000]), (&codes[10_000..], &factors[10_000..]));
+    let want = &fixture["sap"]["binary"];
+    for (row, want_row) in s.matrix.iter().zip(want["matrix"].as_array().unwrap()) {
+        for (got, w) in row.iter().zip(want_row.as_array().unwrap()) {
+            assert!((got - w.as_f64().unwrap()).abs() <= 0.002, "score matrix {:?} vs scikit-learn {want}", s.matrix);
+        }
+    }
+    assert!((s.score - want["score"].as_f64().unwrap()).abs() <= 0.002, "{} vs {}", s.score, want["score"]);
+}
+
 /// D and C from an importance matrix against the entropy formulas worked by hand.
 #[test]
 fn dci_disentanglement_and_completeness_formulas() {

@@ -16,10 +16,10 @@ const CODE: usize = 2;
 
 /// The tiny network's parameters in f64: Flatten → Dense(3) → Tanh → Gaussian(2) → Dense(4) → σ.
 #[derive(Clone)]
-struct Net(BTreeMap<String, Vec<f64>>);
+pub(crate) struct Net(pub(crate) BTreeMap<String, Vec<f64>>);
 
 impl Net {
-    fn of(store: &ParamStore<Cpu>) -> Net {
+    pub(crate) fn of(store: &ParamStore<Cpu>) -> Net {
         Net(store.iter().map(|p| (p.name.clone(), p.tensor.as_vec().iter().map(|v| *v as f64).collect())).collect())
     }
     fn nudged(&self, name: &str, delta: f64) -> Net {
@@ -31,30 +31,30 @@ impl Net {
         &self.0[name]
     }
     /// (μ, log σ²) of one image.
-    fn encode(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    pub(crate) fn encode(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let h: Vec<f64> = dense(self.p("encoder.1.weight"), self.p("encoder.1.bias"), x).iter().map(|v| v.tanh()).collect();
         (
             dense(self.p("latent.mu.0.weight"), self.p("latent.mu.0.bias"), &h),
             dense(self.p("latent.logvar.0.weight"), self.p("latent.logvar.0.bias"), &h),
         )
     }
-    fn decode(&self, z: &[f64]) -> Vec<f64> {
+    pub(crate) fn decode(&self, z: &[f64]) -> Vec<f64> {
         dense(self.p("decoder.0.weight"), self.p("decoder.0.bias"), z).iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect()
     }
-    fn kl(&self, x: &[f64]) -> f64 {
+    pub(crate) fn kl(&self, x: &[f64]) -> f64 {
         let (mu, lv) = self.encode(x);
         -0.5 * mu.iter().zip(&lv).map(|(m, l)| 1.0 + l - m * m - l.exp()).sum::<f64>()
     }
-    fn sample(&self, x: &[f64], eps: &[f64]) -> Vec<f64> {
+    pub(crate) fn sample(&self, x: &[f64], eps: &[f64]) -> Vec<f64> {
         let (mu, lv) = self.encode(x);
         (0..CODE).map(|d| mu[d] + (0.5 * lv[d]).exp() * eps[d]).collect()
     }
 }
 
-fn sse(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn sse(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
 }
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.collect();
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -70,10 +70,22 @@ struct Fixture {
     x: Tensor<(usize, usize), f32, Cpu>,
     noise: Tensor<(usize, usize), f32, Cpu>,
     prior: Tensor<(usize, usize), f32, Cpu>,
-    /// Per image: x, ε, z_p in f64.
+    /// The fresh noises of the further reparameterisations (`StepData::renoise`).
+    renoise: [Tensor<(usize, usize), f32, Cpu>; 4],
+    /// Per image: x, ε, z_p in f64, and each renoise.
     images: Vec<Vec<f64>>,
     eps: Vec<Vec<f64>>,
     zp: Vec<Vec<f64>>,
+    reps: [Vec<Vec<f64>>; 4],
+}
+
+impl Fixture {
+    fn dev(&self) -> Cpu {
+        self.store.dev.clone()
+    }
+    fn data(&self) -> StepData<'_, Cpu> {
+        StepData { x: &self.x, noise: &self.noise, prior_z: &self.prior, renoise: &self.renoise }
+    }
 }
 
 fn fixture() -> Fixture {
@@ -87,7 +99,12 @@ fn fixture() -> Fixture {
     let xs: Vec<f32> = (0..PIXELS * B).map(|i| ((i * 7 % 11) as f32) / 10.0).collect();
     let eps: Vec<f32> = (0..CODE * B).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
     let zp: Vec<f32> = (0..CODE * B).map(|i| ((i * 3 % 5) as f32 - 2.0) / 1.5).collect();
+    // Four more noises, each unlike ε and the others.
+    let reps: [Vec<f32>; 4] =
+        std::array::from_fn(|k| (0..CODE * B).map(|i| (((i + 2 * k + 1) * 3 % 7) as f32 - 3.0) / (2.0 + k as f32)).collect());
     Fixture {
+        renoise: std::array::from_fn(|k| dev.tensor_from_vec(reps[k].clone(), (CODE, B))),
+        reps: std::array::from_fn(|k| (0..B).map(|j| column(&reps[k], CODE, j)).collect()),
         x: dev.tensor_from_vec(xs.clone(), (PIXELS, B)),
         noise: dev.tensor_from_vec(eps.clone(), (CODE, B)),
         prior: dev.tensor_from_vec(zp.clone(), (CODE, B)),
@@ -117,9 +134,13 @@ fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
     assert!((got - want).abs() <= rel * want.abs().max(1e-2), "{what}: {got} vs {want}");
 }
 
-/// Soft-IntroVAE: both losses equal the formulas of Daniel & Tamar (2021) in f64; the encoder's
-/// gradient treats generated images as constants (sg x_r, sg x_p) and the decoder's treats z and
-/// the re-encoded z_r, z_p as constants, by finite differences of the formulas with those held.
+/// Soft-IntroVAE: both losses equal the formulas of Daniel & Tamar (2021) in f64, as the authors'
+/// code computes them: every re-encoding draws its own noise, and the encoder's L_rec(x_r, x_rr)
+/// keeps x_r on the tape (`attach_rec_target`, default) or not. Gradients by finite differences of
+/// the formulas: the encoder's treats the re-encoded images as constants (sg x_r, sg x_p) and, when
+/// attached, moves the target x_r = D(z(x)); the decoder's treats z and the re-encoded z_r, z_p as
+/// constants. Fails on a shared ε (the formulas use the fresh noises) and on a detached target
+/// under the default.
 #[test]
 fn soft_intro_vae_losses_and_gradients_match_the_formulas() {
     let f = fixture();
@@ -130,20 +151,24 @@ fn soft_intro_vae_losses_and_gradients_match_the_formulas() {
     let z: Vec<Vec<f64>> = (0..B).map(|j| net0.sample(&f.images[j], &f.eps[j])).collect();
     let recs: Vec<Vec<f64>> = z.iter().map(|z| net0.decode(z)).collect();
     let fakes: Vec<Vec<f64>> = f.zp.iter().map(|z| net0.decode(z)).collect();
-    // The generated images' re-encodings (constants in both losses' gradients).
-    let z_rr: Vec<Vec<f64>> = (0..B).map(|j| net0.sample(&recs[j], &f.eps[j])).collect();
-    let z_pr: Vec<Vec<f64>> = (0..B).map(|j| net0.sample(&fakes[j], &f.eps[j])).collect();
+    // The decoder pass's re-encodings (constants in its gradient), each with its own noise.
+    let z_rr: Vec<Vec<f64>> = (0..B).map(|j| net0.sample(&recs[j], &f.reps[2][j])).collect();
+    let z_pr: Vec<Vec<f64>> = (0..B).map(|j| net0.sample(&fakes[j], &f.reps[3][j])).collect();
 
-    let encoder_formula = |net: &Net| {
-        let rec = mean((0..B).map(|j| sse(&f.images[j], &net.decode(&net.sample(&f.images[j], &f.eps[j])))));
+    let encoder_formula = |net: &Net, attached: bool| {
+        let recs_now: Vec<Vec<f64>> = (0..B).map(|j| net.decode(&net.sample(&f.images[j], &f.eps[j]))).collect();
+        let rec = mean((0..B).map(|j| sse(&f.images[j], &recs_now[j])));
         let kl = mean(f.images.iter().map(|x| net.kl(x)));
-        let exp_term = |gen: &[Vec<f64>]| {
+        // gen: the re-encoded images (constants); targets: what their reconstructions are compared with.
+        let exp_term = |gen: &[Vec<f64>], targets: &[Vec<f64>], noise: &[Vec<f64>]| {
             mean((0..B).map(|j| {
-                let elbo = beta_rec * sse(&gen[j], &net.decode(&net.sample(&gen[j], &f.eps[j]))) + beta_neg * net.kl(&gen[j]);
+                let elbo = beta_rec * sse(&targets[j], &net.decode(&net.sample(&gen[j], &noise[j]))) + beta_neg * net.kl(&gen[j]);
                 (-2.0 * s * elbo).exp()
             }))
         };
-        s * (beta_rec * rec + beta_kl * kl) + 0.25 * (exp_term(&recs) + exp_term(&fakes))
+        let rec_targets = if attached { &recs_now } else { &recs };
+        s * (beta_rec * rec + beta_kl * kl)
+            + 0.25 * (exp_term(&recs, rec_targets, &f.reps[0]) + exp_term(&fakes, &fakes, &f.reps[1]))
     };
     let decoder_formula = |net: &Net| {
         let recs_now: Vec<Vec<f64>> = z.iter().map(|z| net.decode(z)).collect();
@@ -155,27 +180,43 @@ fn soft_intro_vae_losses_and_gradients_match_the_formulas() {
             + mean((0..B).map(|j| sse(&fakes[j], &net.decode(&z_pr[j]))));
         s * (beta_rec * rec + 0.5 * beta_kl * kl_gen + 0.5 * gamma_r * beta_rec * rr)
     };
+    // z batch-last: element (d, j) at d·B + j.
+    let codes = f.dev().tensor_from_vec((0..CODE * B).map(|i| z[i % B][i / B] as f32).collect(), (CODE, B));
 
-    let objective = SoftIntroVae { beta_rec: 1.0, beta_kl: 0.7, beta_neg: 2.0, gamma_r: 0.5, warmup: 0 };
-    let data = StepData { x: &f.x, noise: &f.noise, prior_z: &f.prior };
-    let ctx = Ctx::new(&f.store, true, 0, 0);
-    let e = objective.encoder_loss(&f.model, &ctx, &data);
-    assert_close("L_E", e.loss.as_vec()[0] as f64, encoder_formula(&net0), 1e-5);
-    let terms: BTreeMap<_, _> = e.terms.iter().copied().collect();
-    assert_close("kl_rec", terms["kl_rec"] as f64, mean(recs.iter().map(|x| net0.kl(x))), 1e-5);
-    let d = objective.decoder_loss(&f.model, &ctx, &data);
-    assert_close("L_D", d.loss.as_vec()[0] as f64, decoder_formula(&net0), 1e-5);
+    let data = f.data();
+    for attached in [true, false] {
+        let objective =
+            SoftIntroVae { beta_rec: 1.0, beta_kl: 0.7, beta_neg: 2.0, gamma_r: 0.5, attach_rec_target: attached, warmup: 0 };
+        let ctx = Ctx::new(&f.store, true, 0, 0);
+        let (e, z_drawn) = objective.encoder_loss(&f.model, &ctx, &data);
+        assert_close("L_E", e.loss.as_vec()[0] as f64, encoder_formula(&net0, attached), 1e-5);
+        for (got, want) in z_drawn.as_vec().iter().zip(codes.as_vec()) {
+            assert!((got - want).abs() < 1e-5, "the encoder pass hands on z = μ + σ·ε: {got} vs {want}");
+        }
+        let terms: BTreeMap<_, _> = e.terms.iter().copied().collect();
+        assert_close("kl_rec", terms["kl_rec"] as f64, mean(recs.iter().map(|x| net0.kl(x))), 1e-5);
+        let d = objective.decoder_loss(&f.model, &ctx, &data, &codes);
+        assert_close("L_D", d.loss.as_vec()[0] as f64, decoder_formula(&net0), 1e-5);
 
-    for name in ["encoder.1.bias", "latent.logvar.0.bias"] {
-        let ctx = Ctx::new(&f.store, true, 0, 0);
-        let analytic = tape_gradient(&f.store, objective.encoder_loss(&f.model, &ctx, &data).loss, name);
-        assert_close(&format!("dL_E/d{name}"), analytic, numeric_gradient(&net0, name, encoder_formula), 2e-3);
+        for name in ["encoder.1.bias", "latent.logvar.0.bias", "latent.mu.0.bias"] {
+            let ctx = Ctx::new(&f.store, true, 0, 0);
+            let analytic = tape_gradient(&f.store, objective.encoder_loss(&f.model, &ctx, &data).0.loss, name);
+            let numeric = numeric_gradient(&net0, name, |n| encoder_formula(n, attached));
+            assert_close(&format!("dL_E/d{name} (attached: {attached})"), analytic, numeric, 2e-3);
+        }
+        for name in ["decoder.0.bias", "decoder.0.weight"] {
+            let ctx = Ctx::new(&f.store, true, 0, 0);
+            let analytic = tape_gradient(&f.store, objective.decoder_loss(&f.model, &ctx, &data, &codes).loss, name);
+            assert_close(&format!("dL_D/d{name}"), analytic, numeric_gradient(&net0, name, decoder_formula), 2e-3);
+        }
     }
-    for name in ["decoder.0.bias", "decoder.0.weight"] {
-        let ctx = Ctx::new(&f.store, true, 0, 0);
-        let analytic = tape_gradient(&f.store, objective.decoder_loss(&f.model, &ctx, &data).loss, name);
-        assert_close(&format!("dL_D/d{name}"), analytic, numeric_gradient(&net0, name, decoder_formula), 2e-3);
-    }
+    // The two readings differ where the test looks (else it could not tell them apart).
+    let name = "latent.mu.0.bias";
+    let (a, b) = (
+        numeric_gradient(&net0, name, |n| encoder_formula(n, true)),
+        numeric_gradient(&net0, name, |n| encoder_formula(n, false)),
+    );
+    assert!((a - b).abs() > 1e-2 * a.abs().max(1e-3), "attached {a} vs detached {b}");
 }
 
 /// VPGA: every term equals its formula in f64, and the one summed loss hands each group exactly
@@ -215,7 +256,7 @@ fn vpga_terms_and_routed_gradients_match_the_formulas() {
     let decoder_loss = |t: [f64; 5]| t[0] + a_v * t[3];
 
     let objective = Vpga { a_n: 0.3, a_h: 0.2, a_v: 0.5, a_kl: 0.1 };
-    let data = StepData { x: &f.x, noise: &f.noise, prior_z: &f.prior };
+    let data = f.data();
     let ctx = Ctx::new(&f.store, true, 0, 0);
     let routed = objective.loss(&f.model, &ctx, &data);
     let got: BTreeMap<_, _> = routed.terms.iter().map(|(k, v)| (*k, *v as f64)).collect();
@@ -245,7 +286,14 @@ fn vpga_terms_and_routed_gradients_match_the_formulas() {
 #[test]
 fn soft_intro_vae_and_vpga_traces() {
     let mut spec = tiny();
-    spec.adversarial = Adversarial::SoftIntroVae { beta_rec: 1.0, beta_kl: 1.0, beta_neg: 256.0, gamma_r: 1e-8, warmup: 5 };
+    spec.adversarial = Adversarial::SoftIntroVae {
+        beta_rec: 1.0,
+        beta_kl: 1.0,
+        beta_neg: 256.0,
+        gamma_r: 1e-8,
+        attach_rec_target: true,
+        warmup: 5,
+    };
     let (lines, trace) = deterministic_trace(&spec, "soft-introvae");
     within(TRACE, || insta::assert_snapshot!("soft_introvae_trace", trace));
     assert!(lines[4].terms.contains_key("rec") && !lines[4].terms.contains_key("encoder"));
@@ -262,4 +310,50 @@ fn soft_intro_vae_and_vpga_traces() {
         assert!(lines[19].terms.contains_key(key), "{key} missing");
     }
     assert!(lines[19].terms["img"] < lines[0].terms["img"], "VPGA's reconstruction did not improve");
+}
+
+/// VPGA's default weights are the authors' for images in [−1, 1] (zj10/PGA), rescaled for vaelab's
+/// [0, 1]: the authors' objective on x' = 2x − 1, with a network that computes the same function in
+/// that range (encoder'(x') = encoder((x' + 1)/2), D' = 2D − 1), is exactly 4 × the default objective on
+/// x: L_img is 4×, the latent terms are equal. (With the authors' weights as defaults, the encoder's loss
+/// would not scale by 4, and this fails.)
+#[test]
+fn vpga_defaults_are_the_authors_weights_rescaled_to_unit_range_images() {
+    let spec: vaelab_core::spec::Model = ron::from_str(
+        "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Gaussian(sigma: Fixed(1.0)))",
+    )
+    .unwrap();
+    let dev = Cpu::default();
+    let (mut unit, mut signed) = (ParamStore::new(dev.clone(), 11), ParamStore::new(dev.clone(), 11));
+    let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut unit, &NoBlocks).unwrap();
+    Model::build(&spec, FeatShape::Image(1, 2, 2), &mut signed, &NoBlocks).unwrap();
+    let get = |s: &ParamStore<Cpu>, n: &str| s.get(s.find(n).unwrap()).tensor.as_vec();
+    let set = |s: &mut ParamStore<Cpu>, n: &str, v: Vec<f32>| s.set_values(s.find(n).unwrap(), v);
+    // encoder.1: W((x' + 1)/2) + b = (W/2)x' + (b + ½ Σ_i W_oi); decoder.0: 2(Wz + b) − 1.
+    let (w, b) = (get(&unit, "encoder.1.weight"), get(&unit, "encoder.1.bias"));
+    set(&mut signed, "encoder.1.weight", w.iter().map(|v| v / 2.0).collect());
+    set(
+        &mut signed,
+        "encoder.1.bias",
+        b.iter().enumerate().map(|(o, bo)| bo + 0.5 * w[o * PIXELS..(o + 1) * PIXELS].iter().sum::<f32>()).collect(),
+    );
+    set(&mut signed, "decoder.0.weight", get(&unit, "decoder.0.weight").iter().map(|v| 2.0 * v).collect());
+    set(&mut signed, "decoder.0.bias", get(&unit, "decoder.0.bias").iter().map(|v| 2.0 * v - 1.0).collect());
+
+    let f = fixture();
+    let x_signed = dev.tensor_from_vec(f.x.as_vec().iter().map(|v| 2.0 * v - 1.0).collect(), (PIXELS, B));
+    let defaults = Vpga::from_spec(&ron::from_str::<Adversarial>("Vpga()").unwrap()).unwrap();
+    let authors = Vpga { a_n: 3e-2, a_h: 1e-2, a_v: 1e-2, a_kl: 2e-3 };
+    let terms = |objective: Vpga, store: &ParamStore<Cpu>, x: &Tensor<(usize, usize), f32, Cpu>| {
+        let data = StepData { x, noise: &f.noise, prior_z: &f.prior, renoise: &f.renoise };
+        let ctx = Ctx::new(store, true, 0, 0);
+        objective.loss(&model, &ctx, &data).terms.into_iter().map(|(k, v)| (k, v as f64)).collect::<BTreeMap<_, _>>()
+    };
+    let (ours, theirs) = (terms(defaults, &unit, &f.x), terms(authors, &signed, &x_signed));
+    assert_close("L_img", theirs["img"], 4.0 * ours["img"], 1e-4);
+    for key in ["z_n", "z_h", "vrec", "kl"] {
+        assert_close(key, theirs[key], ours[key], 1e-4);
+    }
+    assert_close("encoder", theirs["encoder"], 4.0 * ours["encoder"], 1e-4);
+    assert_close("decoder", theirs["decoder"], 4.0 * ours["decoder"], 1e-4);
 }
