@@ -432,7 +432,8 @@ fn solve_squared_hinge(sample: &[(f64, f64, f64)]) -> (f64, f64) {
 pub struct Dci {
     pub disentanglement: f64,
     pub completeness: f64,
-    /// Mean over factors of the held-out R² of predicting the factor from the whole code.
+    /// Mean over factors of predicting the factor from the whole code on the held-out points: accuracy
+    /// for [`dci`] (disentanglement_lib), R² for [`dci_linear`].
     pub informativeness: f64,
     /// Importance of each code dimension (rows) for each factor (columns).
     pub importance: Vec<Vec<f64>>,
@@ -462,11 +463,32 @@ pub fn dci_scores(importance: &[Vec<f64>]) -> (f64, f64) {
     (d, c)
 }
 
-/// DCI with a linear importance estimator (disentanglement_lib uses gradient-boosted trees): for each
-/// factor, least squares of the factor's value on the standardised code (plus an intercept); the
-/// importance of a code dimension is its coefficient's magnitude, and informativeness is the regression's
-/// R² on the test points.
+/// DCI as disentanglement_lib computes it (`dci.py`, `compute_importance_gbt`): for each factor, a
+/// gradient-boosted classifier ([`super::gbt`], scikit-learn's `GradientBoostingClassifier()`) of the
+/// factor's class from the whole code; a code dimension's importance for the factor is its feature
+/// importance; informativeness is the mean held-out accuracy. D and C from [`dci_scores`].
 pub fn dci(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Dci {
+    let (dims, factors) = (train.0[0].len(), train.1[0].len());
+    let mut importance = vec![vec![0.0; factors]; dims];
+    let mut accuracy = 0.0;
+    for j in 0..factors {
+        let y: Vec<usize> = train.1.iter().map(|f| f[j]).collect();
+        let yt: Vec<usize> = test.1.iter().map(|f| f[j]).collect();
+        let model = super::gbt::GradientBoosting::fit(train.0, &y);
+        for (row, v) in importance.iter_mut().zip(model.importances()) {
+            row[j] = v.abs();
+        }
+        accuracy += model.accuracy(test.0, &yt);
+    }
+    let (disentanglement, completeness) = dci_scores(&importance);
+    Dci { disentanglement, completeness, informativeness: accuracy / factors as f64, importance }
+}
+
+/// DCI with a linear importance estimator (vaelab's earlier DCI, kept under its own name; the
+/// literature's is [`dci`]): for each factor, least squares of the factor's value (as a number) on the
+/// standardised code (plus an intercept); the importance of a code dimension is its coefficient's
+/// magnitude, and informativeness is the regression's R² on the test points.
+pub fn dci_linear(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Dci {
     use nalgebra::{DMatrix, DVector};
     let (n, dims, factors) = (train.0.len(), train.0[0].len(), train.1[0].len());
     let stats: Vec<(f64, f64)> = (0..dims)

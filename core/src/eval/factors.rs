@@ -19,7 +19,7 @@ use vaelab_datasets::shapes::{ShapeFactors, FACTOR_SIZES};
 use vaelab_datasets::{ImageBatch, StreamRng};
 
 /// The metric names this module computes.
-pub const NAMES: [&str; 5] = ["mig", "sap", "dci", "factor_vae", "beta_vae"];
+pub const NAMES: [&str; 6] = ["mig", "sap", "dci", "dci_linear", "factor_vae", "beta_vae"];
 
 /// (training votes, evaluation votes) of the FactorVAE and BetaVAE scores in `vaelab eval`.
 pub const VOTES: (usize, usize) = (800, 400);
@@ -72,12 +72,13 @@ pub fn evaluate<D: Backend>(
     // SAP and DCI fit on 2/3 of the images and score the rest. In a seeded random order, so that both
     // parts hold the same mix of factor values in whatever order the images came.
     // (Only when one of them is asked for: the codes are copied.)
-    let (codes_fit, classes_fit): (Vec<Vec<f64>>, Vec<_>) = if has_factors && wanted.iter().any(|w| *w == "sap" || *w == "dci") {
-        let shuffled = vaelab_datasets::stratified_order(&vec![None; n], spec.seed, "factor-split");
-        shuffled.iter().map(|&i| (codes64[i].clone(), classes[i].clone())).unzip()
-    } else {
-        (vec![], vec![])
-    };
+    let (codes_fit, classes_fit): (Vec<Vec<f64>>, Vec<_>) =
+        if has_factors && wanted.iter().any(|w| matches!(*w, "sap" | "dci" | "dci_linear")) {
+            let shuffled = vaelab_datasets::stratified_order(&vec![None; n], spec.seed, "factor-split");
+            shuffled.iter().map(|&i| (codes64[i].clone(), classes[i].clone())).unzip()
+        } else {
+            (vec![], vec![])
+        };
     for &name in wanted {
         if name != "factor_vae" && name != "beta_vae" && !has_factors {
             needs_factors(name, failed);
@@ -106,17 +107,29 @@ pub fn evaluate<D: Backend>(
                     disentangle::sap((&codes_fit[..split], &classes_fit[..split]), (&codes_fit[split..], &classes_fit[split..]));
                 metrics.insert("sap".into(), entry(s.score, format!("SAP (Kumar et al. 2018), LinearSVC(C=0.01, balanced) per code and factor, fitted on {split} images, scored on {}", n - split)));
             }
-            "dci" if n >= 6 => {
-                let d =
-                    disentangle::dci((&codes_fit[..split], &classes_fit[..split]), (&codes_fit[split..], &classes_fit[split..]));
-                let def = |part: &str| {
-                    format!("DCI {part} (Eastwood & Williams 2018), least-squares importances (not gradient-boosted trees), {split} fit / {} held-out images", n - split)
+            "dci" | "dci_linear" if n >= 6 => {
+                let (fit, held_out) =
+                    ((&codes_fit[..split], &classes_fit[..split]), (&codes_fit[split..], &classes_fit[split..]));
+                let (d, how, informativeness) = if name == "dci" {
+                    (
+                        disentangle::dci(fit, held_out),
+                        "gradient-boosted-tree importances (disentanglement_lib)",
+                        "mean held-out accuracy",
+                    )
+                } else {
+                    (disentangle::dci_linear(fit, held_out), "least-squares importances", "mean held-out R²")
                 };
-                metrics.insert("dci.disentanglement".into(), entry(d.disentanglement, def("disentanglement")));
-                metrics.insert("dci.completeness".into(), entry(d.completeness, def("completeness")));
-                metrics.insert("dci.informativeness".into(), entry(d.informativeness, def("informativeness (mean held-out R²)")));
+                let def = |part: &str| {
+                    format!("DCI {part} (Eastwood & Williams 2018), {how}, {split} fit / {} held-out images", n - split)
+                };
+                metrics.insert(format!("{name}.disentanglement"), entry(d.disentanglement, def("disentanglement")));
+                metrics.insert(format!("{name}.completeness"), entry(d.completeness, def("completeness")));
+                metrics.insert(
+                    format!("{name}.informativeness"),
+                    entry(d.informativeness, def(&format!("informativeness ({informativeness})"))),
+                );
             }
-            "sap" | "dci" => {
+            "sap" | "dci" | "dci_linear" => {
                 failed.insert(name.into(), format!("`{name}` needs at least 6 evaluation images, got {n}"));
             }
             "factor_vae" | "beta_vae" => {

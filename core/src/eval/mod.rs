@@ -11,6 +11,7 @@ pub mod domain_fd;
 pub mod factors;
 pub mod fid;
 pub mod frechet;
+pub mod gbt;
 pub mod grid;
 pub mod inception;
 pub mod metric;
@@ -98,7 +99,7 @@ pub struct EvalReport {
 
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
 /// among them).
-pub const MODEL_METRICS: [&str; 8] = ["elbo", "domain_fd", "fid", "mig", "sap", "dci", "factor_vae", "beta_vae"];
+pub const MODEL_METRICS: [&str; 9] = ["elbo", "domain_fd", "fid", "mig", "sap", "dci", "dci_linear", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;

@@ -117,7 +117,7 @@ fn unknown_metric_names_list_the_available_ones() {
     spec.eval.metrics = vec!["mse".into(), "lpips".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
     let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
-    insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, mig, sap, dci, factor_vae, beta_vae");
+    insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, mig, sap, dci, dci_linear, factor_vae, beta_vae");
     // FID without a weight file fails before any image is scored, saying where weights come from.
     assert!(std::env::var_os(vaelab_core::eval::fid::WEIGHTS_VAR).is_none());
     let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["fid".into()]), ..Default::default() };
@@ -294,10 +294,13 @@ fn disentanglement_metrics_in_eval() {
     let dir = scratch("eval-factors");
     let mut spec = tiny();
     spec.train.steps = 30;
-    spec.eval.metrics = vec!["mse".into(), "mig".into(), "sap".into(), "dci".into()];
+    spec.eval.metrics = vec!["mse".into(), "mig".into(), "sap".into(), "dci".into(), "dci_linear".into()];
     vaelab_core::train::train(&spec, &options(&dir)).unwrap();
     let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
-    for key in ["mig", "sap", "dci.disentanglement", "dci.completeness", "dci.informativeness"] {
+    let dci_keys =
+        ["dci", "dci_linear"].map(|m| ["disentanglement", "completeness", "informativeness"].map(|p| format!("{m}.{p}")));
+    for key in ["mig", "sap"].iter().map(|k| k.to_string()).chain(dci_keys.into_iter().flatten()) {
+        let key = key.as_str();
         let v = report.metrics.get(key).unwrap_or_else(|| panic!("{key} missing: {report:?}")).value;
         assert!((-0.05..=1.0).contains(&v), "{key} = {v}");
     }

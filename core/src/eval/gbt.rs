@@ -1,0 +1,253 @@
+//! Gradient-boosted trees as scikit-learn's `GradientBoostingClassifier()` computes them with its
+//! defaults, for DCI's importance matrix (disentanglement_lib `dci.py` fits one per factor). No
+//! maintained Rust crate reproduces scikit-learn's algorithm (the boosting crates are histogram-based,
+//! as XGBoost and LightGBM); this is the algorithm of Friedman (2001, "Greedy function
+//! approximation: a gradient boosting machine", Algorithm 6 for K classes) with scikit-learn's
+//! choices, as documented in its user guide and `_gb.py` / `_tree.pyx`:
+//!
+//! - 100 stages, learning rate 0.1, log-loss; one regression tree per stage for two classes, one per
+//!   class for more (fitted to the stage's negative gradient y_k − p_k);
+//! - initial raw scores from the class priors (the log-odds for two classes; the log priors for more);
+//! - trees of depth 3, best splits by Friedman's improvement (n_l·n_r/(n_l + n_r))·(ȳ_l − ȳ_r)²,
+//!   thresholds halfway between consecutive distinct values (features in float32, as scikit-learn
+//!   stores X for trees; values closer than 1e-7 count as equal);
+//! - leaf values by one Newton step: Σ(y − p) / Σ p(1 − p), times (K − 1)/K for K > 2 classes;
+//! - feature importances: each tree's weighted impurity (variance) decreases per feature over the
+//!   root's sample count, averaged over the trees that split, normalised to sum 1.
+//!
+//! One deviation: scikit-learn visits features in a random order at each split and keeps the first
+//! of equally good splits; here features are visited in order, so exact ties go to the lower index.
+
+/// A fitted classifier.
+pub struct GradientBoosting {
+    classes: Vec<usize>,
+    init: Vec<f64>,
+    /// `stages[m][k]`: the tree of class k (or the single binary tree) at stage m.
+    stages: Vec<Vec<Tree>>,
+    importances: Vec<f64>,
+}
+
+const STAGES: usize = 100;
+const LEARNING_RATE: f64 = 0.1;
+const MAX_DEPTH: usize = 3;
+/// scikit-learn's `FEATURE_THRESHOLD`: feature values closer than this are not split between.
+const FEATURE_THRESHOLD: f64 = 1e-7;
+
+enum Node {
+    Split { feature: usize, threshold: f64, left: usize, right: usize },
+    Leaf { value: f64 },
+}
+
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    fn leaf_of(&self, x: &[f32]) -> usize {
+        let mut i = 0;
+        loop {
+            match self.nodes[i] {
+                Node::Split { feature, threshold, left, right } => {
+                    i = if (x[feature] as f64) <= threshold { left } else { right }
+                }
+                Node::Leaf { .. } => return i,
+            }
+        }
+    }
+
+    fn predict(&self, x: &[f32]) -> f64 {
+        match self.nodes[self.leaf_of(x)] {
+            Node::Leaf { value } => value,
+            Node::Split { .. } => unreachable!("leaf_of ends at a leaf"),
+        }
+    }
+}
+
+/// (Σ, Σ²) of the targets of `idx`, and their variance (scikit-learn's MSE node impurity).
+fn impurity(target: &[f64], idx: &[usize]) -> f64 {
+    let n = idx.len() as f64;
+    let (s, sq) = idx.iter().fold((0.0, 0.0), |(s, sq), &i| (s + target[i], sq + target[i] * target[i]));
+    sq / n - (s / n) * (s / n)
+}
+
+/// A depth-3 regression tree on `target`; adds its unnormalised feature importances to `importance`.
+fn fit_tree(x: &[Vec<f32>], target: &[f64], importance: &mut [f64]) -> Tree {
+    let n_total = target.len() as f64;
+    let mut nodes = Vec::new();
+    let mut gains = vec![0.0; importance.len()];
+    build(x, target, (0..target.len()).collect(), 0, &mut nodes, &mut gains);
+    let split = nodes.iter().any(|n| matches!(n, Node::Split { .. }));
+    if split {
+        for (acc, g) in importance.iter_mut().zip(&gains) {
+            *acc += g / n_total;
+        }
+    }
+    Tree { nodes }
+}
+
+/// Builds the subtree of the samples `idx` at `depth`, depth first as scikit-learn does; returns its
+/// node index.
+fn build(x: &[Vec<f32>], target: &[f64], idx: Vec<usize>, depth: usize, nodes: &mut Vec<Node>, gains: &mut [f64]) -> usize {
+    let node = nodes.len();
+    let mean = idx.iter().map(|&i| target[i]).sum::<f64>() / idx.len() as f64;
+    nodes.push(Node::Leaf { value: mean });
+    let node_impurity = impurity(target, &idx);
+    if depth >= MAX_DEPTH || idx.len() < 2 || node_impurity <= f64::EPSILON {
+        return node;
+    }
+    let Some((feature, threshold)) = best_split(x, target, &idx) else { return node };
+    let (left_idx, right_idx): (Vec<usize>, Vec<usize>) = idx.iter().partition(|&&i| (x[i][feature] as f64) <= threshold);
+    let (nl, nr, nn) = (left_idx.len() as f64, right_idx.len() as f64, idx.len() as f64);
+    gains[feature] += nn * node_impurity - nl * impurity(target, &left_idx) - nr * impurity(target, &right_idx);
+    let left = build(x, target, left_idx, depth + 1, nodes, gains);
+    let right = build(x, target, right_idx, depth + 1, nodes, gains);
+    nodes[node] = Node::Split { feature, threshold, left, right };
+    node
+}
+
+/// The split of `idx` with the largest Friedman improvement, as (feature, threshold).
+#[allow(clippy::needless_range_loop)] // f indexes the feature within each sample's row
+fn best_split(x: &[Vec<f32>], target: &[f64], idx: &[usize]) -> Option<(usize, f64)> {
+    let n = idx.len();
+    let total: f64 = idx.iter().map(|&i| target[i]).sum();
+    let mut best: Option<(f64, usize, f64)> = None;
+    let mut order = idx.to_vec();
+    let dims = x[idx[0]].len();
+    for f in 0..dims {
+        order.sort_by(|&a, &b| x[a][f].total_cmp(&x[b][f]));
+        let value = |p: usize| x[order[p]][f] as f64;
+        if value(n - 1) <= value(0) + FEATURE_THRESHOLD {
+            continue; // constant in this node
+        }
+        let mut sum_left = 0.0;
+        for p in 1..n {
+            sum_left += target[order[p - 1]];
+            if value(p) <= value(p - 1) + FEATURE_THRESHOLD {
+                continue;
+            }
+            let (nl, nr) = (p as f64, (n - p) as f64);
+            let diff = nr * sum_left - nl * (total - sum_left);
+            // scikit-learn's proxy for Friedman's improvement (FriedmanMSE.proxy_impurity_improvement).
+            let proxy = diff * diff / (nl * nr);
+            if best.is_none_or(|(b, _, _)| proxy > b) {
+                // Halfway, in float64 between float32 values; never equal to the upper value.
+                let (lo, hi) = (value(p - 1), value(p));
+                let mut threshold = lo / 2.0 + hi / 2.0;
+                if threshold == hi || threshold.is_infinite() {
+                    threshold = lo;
+                }
+                best = Some((proxy, f, threshold));
+            }
+        }
+    }
+    best.map(|(_, f, t)| (f, t))
+}
+
+impl GradientBoosting {
+    /// Fits on codes `x` (one row per sample; converted to float32 as scikit-learn does for trees) and
+    /// labels `y`.
+    #[allow(clippy::needless_range_loop)] // t is both the tree's class and its column of the raw scores
+    pub fn fit(x: &[Vec<f64>], y: &[usize]) -> GradientBoosting {
+        let x: Vec<Vec<f32>> = x.iter().map(|r| r.iter().map(|v| *v as f32).collect()).collect();
+        let n = y.len();
+        let mut classes = y.to_vec();
+        classes.sort_unstable();
+        classes.dedup();
+        let k = classes.len();
+        let label: Vec<usize> = y.iter().map(|v| classes.binary_search(v).unwrap()).collect();
+        let dims = x.first().map_or(0, |r| r.len());
+        // Class priors, clipped by float32's epsilon as scikit-learn's `_init_raw_predictions` does.
+        let eps = f32::EPSILON as f64;
+        let prior: Vec<f64> =
+            (0..k).map(|c| (label.iter().filter(|&&l| l == c).count() as f64 / n as f64).clamp(eps, 1.0 - eps)).collect();
+        let trees_per_stage = if k == 2 { 1 } else { k };
+        let init: Vec<f64> =
+            if k == 2 { vec![(prior[1] / (1.0 - prior[1])).ln()] } else { prior.iter().map(|p| p.ln()).collect() };
+        let mut raw: Vec<Vec<f64>> = vec![init.clone(); n];
+        let mut importance = vec![0.0; dims];
+        let mut relevant = 0usize;
+        let mut stages = Vec::with_capacity(STAGES);
+        if k < 2 {
+            return GradientBoosting { classes, init, stages, importances: vec![0.0; dims] };
+        }
+        for _ in 0..STAGES {
+            // Probabilities at the stage's start: every tree of the stage fits the same gradient.
+            let probs: Vec<Vec<f64>> = raw.iter().map(|r| probabilities(r, k)).collect();
+            let mut stage = Vec::with_capacity(trees_per_stage);
+            for t in 0..trees_per_stage {
+                let class = if k == 2 { 1 } else { t };
+                let p: Vec<f64> = probs.iter().map(|pr| pr[class]).collect();
+                let residual: Vec<f64> = (0..n).map(|i| f64::from(u8::from(label[i] == class)) - p[i]).collect();
+                let mut tree_importance = vec![0.0; dims];
+                let mut tree = fit_tree(&x, &residual, &mut tree_importance);
+                if tree.nodes.len() > 1 {
+                    relevant += 1;
+                    for (a, b) in importance.iter_mut().zip(&tree_importance) {
+                        *a += b;
+                    }
+                }
+                // One Newton step per leaf (scikit-learn's `_update_terminal_regions`).
+                let scale = if k == 2 { 1.0 } else { (k - 1) as f64 / k as f64 };
+                let leaves: Vec<usize> = x.iter().map(|xi| tree.leaf_of(xi)).collect();
+                let mut sums = vec![(0.0, 0.0); tree.nodes.len()];
+                for i in 0..n {
+                    sums[leaves[i]].0 += residual[i];
+                    sums[leaves[i]].1 += p[i] * (1.0 - p[i]);
+                }
+                for (node, (num, den)) in tree.nodes.iter_mut().zip(&sums) {
+                    if let Node::Leaf { value } = node {
+                        *value = if den.abs() < 1e-150 { 0.0 } else { scale * num / den };
+                    }
+                }
+                for i in 0..n {
+                    if let Node::Leaf { value } = tree.nodes[leaves[i]] {
+                        raw[i][t] += LEARNING_RATE * value;
+                    }
+                }
+                stage.push(tree);
+            }
+            stages.push(stage);
+        }
+        let total: f64 = importance.iter().sum::<f64>() / relevant.max(1) as f64;
+        let importances = importance.iter().map(|v| if total > 0.0 { v / relevant.max(1) as f64 / total } else { 0.0 }).collect();
+        GradientBoosting { classes, init, stages, importances }
+    }
+
+    /// scikit-learn's `feature_importances_`: non-negative, summing to 1 (0 everywhere when no tree
+    /// split).
+    pub fn importances(&self) -> &[f64] {
+        &self.importances
+    }
+
+    pub fn predict(&self, x: &[f64]) -> usize {
+        let x: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let mut raw = self.init.clone();
+        for stage in &self.stages {
+            for (t, tree) in stage.iter().enumerate() {
+                raw[t] += LEARNING_RATE * tree.predict(&x);
+            }
+        }
+        if self.classes.len() == 2 {
+            return self.classes[usize::from(raw[0] > 0.0)];
+        }
+        let best = (0..raw.len()).fold(0, |b, c| if raw[c] > raw[b] { c } else { b });
+        self.classes[best]
+    }
+
+    /// The fraction of `(x, y)` predicted right.
+    pub fn accuracy(&self, x: &[Vec<f64>], y: &[usize]) -> f64 {
+        x.iter().zip(y).filter(|(xi, yi)| self.predict(xi) == **yi).count() as f64 / y.len().max(1) as f64
+    }
+}
+
+/// Class probabilities of raw scores: the logistic for one score (two classes), else the softmax.
+fn probabilities(raw: &[f64], k: usize) -> Vec<f64> {
+    if k == 2 {
+        let p = 1.0 / (1.0 + (-raw[0]).exp());
+        return vec![1.0 - p, p];
+    }
+    let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = raw.iter().map(|r| (r - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
