@@ -432,7 +432,7 @@ impl QuantizedLatent {
                 updates.push((self.codebook, b));
             }
             updates.push((self.frequency, freq));
-            ctx.buffer_updates.borrow_mut().extend(updates);
+            ctx.record_buffers(updates);
         }
         let logvar = dev.zeros_like(&(rows, batch));
         Encoded {

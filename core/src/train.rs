@@ -305,7 +305,10 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 let updates = ctx.buffer_updates.take();
                 drop(ctx);
                 for (id, v) in updates {
-                    store.set_values(id, v);
+                    // The discriminator saw only fakes in this phase: its statistics move in its own.
+                    if !store.get(id).name.starts_with(crate::optim::DISCRIMINATOR_PREFIX) {
+                        store.set_values(id, v);
+                    }
                 }
                 let lr = opt.lr(step);
                 let grad_norm = opt.step(&mut store, &mut grads, step);

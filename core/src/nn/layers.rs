@@ -18,7 +18,8 @@ pub struct Ctx<'a, D: Device<f32>> {
     pub train: bool,
     pub seed: u64,
     pub step: u64,
-    /// New values for buffers (BatchNorm running statistics), applied after the step.
+    /// New values for buffers (BatchNorm running statistics, a VQ codebook's EMA), applied after the
+    /// step; see [`Ctx::record_buffers`].
     pub buffer_updates: RefCell<Vec<(ParamId, Vec<f32>)>>,
     /// Errors from plugin blocks in this pass (checked before any parameter changes).
     pub failures: Failures,
@@ -37,6 +38,20 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
             buffer_updates: RefCell::new(Vec::new()),
             failures: Failures::default(),
             frozen: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Records new buffer values from a training pass. Only a buffer's first update of the step is
+    /// kept: a step's first pass through a layer is its real-data pass in every objective (the encoder
+    /// sees x before x_r and x_p; the decoder decodes q(z|x) before prior codes; the discriminator
+    /// scores the real batch first), and running statistics must describe real data, not whichever
+    /// generated batch passed last.
+    pub fn record_buffers(&self, updates: impl IntoIterator<Item = (ParamId, Vec<f32>)>) {
+        let mut recorded = self.buffer_updates.borrow_mut();
+        for (id, values) in updates {
+            if !recorded.iter().any(|(r, _)| *r == id) {
+                recorded.push((id, values));
+            }
         }
     }
 
@@ -253,7 +268,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
                 let m = *momentum;
                 let new_m = old_m.iter().zip(&mu_v).map(|(o, b)| (1.0 - m) * o + m * b).collect();
                 let new_v = old_v.iter().zip(&v_v).map(|(o, b)| (1.0 - m) * o + m * b * unbias).collect();
-                ctx.buffer_updates.borrow_mut().extend([(*mean, new_m), (*var, new_v)]);
+                ctx.record_buffers([(*mean, new_m), (*var, new_v)]);
                 let inv_std = (v + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
                 centred / inv_std
             } else {

@@ -260,6 +260,44 @@ pub(crate) mod intro {
         assert!((analytic - numeric).abs() < 2e-3 * numeric.abs().max(1e-2), "dL_E/db {analytic} vs {numeric}");
     }
 
+    /// BatchNorm running statistics come from the real-data pass: IntroVAE's encoder sees x, then
+    /// sg x_r and sg x_p in one step, and the statistics after the step are those of x alone (before,
+    /// the last pass, of the prior samples' images, won).
+    #[test]
+    fn batch_norm_statistics_come_from_the_real_data_pass() {
+        use vaelab_core::adversarial::{SplitObjective, StepData};
+        use vaelab_core::optim::{Group, Optimizer};
+        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
+        let spec: vaelab_core::spec::Model = ron::from_str(
+            "(encoder: [Flatten, Dense(out: 3), BatchNorm(momentum: 0.5, eps: 1e-5), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)",
+        )
+        .unwrap();
+        let dev = Cpu::default();
+        let mut store = ParamStore::new(dev.clone(), 11);
+        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        let x = dev.tensor_from_vec((0..4 * B).map(|i| ((i * 7 % 11) as f32) / 10.0).collect(), (4, B));
+        let noise = dev.tensor_from_vec((0..2 * B).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect(), (2, B));
+        let prior = dev.tensor_from_vec((0..2 * B).map(|i| ((i * 3 % 5) as f32 - 2.0) / 1.5).collect(), (2, B));
+        // What one encoder pass over the real batch records.
+        let ctx = Ctx::new(&store, true, 0, 0);
+        let _ = model.encode(&ctx, x.clone(), noise.clone());
+        let expected = ctx.buffer_updates.take();
+        drop(ctx);
+        assert_eq!(expected.len(), 2, "running mean and variance");
+
+        let sgd =
+            |group| Optimizer::for_group(group, OptSpec::Sgd { lr: 0.1, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 1);
+        let (mut opt_e, mut opt_d) = (sgd(Group::Encoder), sgd(Group::Decoder));
+        let iv = IntroVae { margin: 5.0, weight_rec: 0.5, weight_kl: 1.0, weight_neg: 0.5, warmup: 0 };
+        let renoise = renoise(&dev);
+        let data = StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
+        SplitObjective::Intro(iv).step(&model, &mut store, &mut opt_e, &mut opt_d, &data, 0, 0).unwrap();
+        for (id, want) in expected {
+            let got = store.get(id).tensor.as_vec();
+            assert_eq!(got, want, "{}: the real-data pass's statistics", store.get(id).name);
+        }
+    }
+
     /// Two training steps of IntroVAE in the official order (hhb072/IntroVAE `train()`): the encoder
     /// is updated by L_E, then the decoder by L_G with KL(x_r), KL(x_p) taken by the *updated*
     /// encoder of the images made from the encoder pass's z. Plain SGD, so the reference is exact:
