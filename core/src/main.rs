@@ -235,7 +235,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Command::Train { spec, out, steps, device, threads, resume, no_eval, plugins } => {
-            let threads = set_threads(threads)?;
+            // A resumed run keeps its own thread count unless told otherwise: parallel sums follow the
+            // thread count, and only the same count continues the run bit for bit.
+            let threads = set_threads(threads.or_else(|| resume.as_deref().and_then(run_threads)))?;
             let (mut experiment, run_dir) = match (&resume, &spec) {
                 (Some(dir), _) => (eval::read_run_spec(dir)?, dir.clone()),
                 (None, Some(path)) => {
@@ -341,7 +343,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 print!("{}", eval::compare::format(&result));
             }
-            Ok(ExitCode::SUCCESS)
+            for (name, why) in &result.failed {
+                eprintln!("error: metric `{name}` failed: {why}");
+            }
+            Ok(if result.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::TrainPrior { run_dir, force, threads } => {
             set_threads(threads)?;
@@ -379,6 +384,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let entries = if paths.is_empty() { plugin::env_entries() } else { paths };
             anyhow::ensure!(!entries.is_empty(), "give plugin files or folders, or set {}", plugin::PLUGIN_PATH_VAR);
             let mut ok = true;
+            // The libraries together, as a run would load them: names that clash are reported.
+            let mut together = plugin::PluginSet::default();
             for entry in &entries {
                 let files = match plugin::expand_entry(entry) {
                     Ok(f) => f,
@@ -393,7 +400,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 for file in files {
                     match plugin::library::open(&file) {
-                        Ok(lib) => print!("{}", plugin::describe(&[lib])),
+                        Ok(lib) => {
+                            print!("{}", plugin::describe(std::slice::from_ref(&lib)));
+                            if let Err(e) = together.add(lib) {
+                                eprintln!("error: {e}");
+                                ok = false;
+                            }
+                        }
                         Err(e) => {
                             eprintln!("error: {e}");
                             ok = false;
@@ -484,6 +497,12 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The thread count recorded in a run's `run.json`.
+fn run_threads(run_dir: &std::path::Path) -> Option<usize> {
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()?;
+    info["threads"].as_u64().map(|t| t as usize).filter(|&t| t > 0)
 }
 
 /// Resuming is bit-identical to training straight through only with the thread count and gemm kernel

@@ -267,3 +267,106 @@ fn device_check_dry_run_reports_the_cpu_side_of_every_comparison() {
     assert!(rows.iter().all(|r| r["max_rel"].is_null() && r["cpu_abs_sum"].as_f64().unwrap().is_finite()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train --resume` without `--threads` continues with the run's own thread count (only that count
+/// continues bit for bit); overriding it is allowed and said.
+#[test]
+fn resume_keeps_the_runs_thread_count_unless_told() {
+    let run = Scratch::new("cli", "resume-threads");
+    let out = vaelab()
+        .args(["train", "tests/specs/tiny.ron", "--steps", "4", "--threads", "1", "--no-eval", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed = vaelab().args(["train", "--steps", "6", "--no-eval", "--resume"]).arg(&run).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("(6 steps, 1 threads)") && !stderr.contains("note:"), "{stderr}");
+    let overridden =
+        vaelab().args(["train", "--steps", "8", "--no-eval", "--threads", "2", "--resume"]).arg(&run).output().unwrap();
+    let stderr = String::from_utf8_lossy(&overridden.stderr);
+    assert!(overridden.status.success(), "{stderr}");
+    assert!(stderr.contains("note: this run was trained with 1 thread(s) (now 2)"), "{stderr}");
+}
+
+/// A plugin named relative to its spec (as documented) is recorded in the run as an absolute path, so
+/// `vaelab eval RUN` and `train --resume` find it from any working directory.
+#[test]
+fn a_relative_plugin_path_is_recorded_absolute() {
+    let psnr = plugin_build::plugin_library("vaelab-metric-psnr");
+    let dir = extending_spec(
+        "relative-plugin",
+        "tests/specs/tiny.ron",
+        "plugins: [\"plugins/libpsnr.so\"], eval: (metrics: [\"mse\", \"psnr_rs\"])",
+    );
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(&psnr, dir.join("plugins/libpsnr.so")).unwrap();
+    // Trained from the spec's own folder, with a relative spec path.
+    let out = vaelab()
+        .current_dir(&*dir)
+        .args(["train", "spec.ron", "--steps", "3", "--threads", "1", "--no-eval", "--out", "run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recorded = std::fs::read_to_string(dir.join("run/spec.ron")).unwrap();
+    let absolute = dir.join("plugins/libpsnr.so").canonicalize().unwrap();
+    assert!(recorded.contains(&format!("{:?}", absolute.display().to_string())), "{recorded}");
+    // Evaluated and resumed from elsewhere (the workspace root).
+    let eval = vaelab().arg("eval").arg(dir.join("run")).output().unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let resumed = vaelab().args(["train", "--steps", "4", "--no-eval", "--resume"]).arg(dir.join("run")).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+}
+
+/// `vaelab metrics` with a plugin metric that fails: the failure is reported (stderr and the JSON's
+/// `failed`), the other metrics are still printed, and the exit status is 1.
+#[test]
+fn metrics_reports_a_failing_plugin_metric_and_keeps_the_others() {
+    let faulty = plugin_build::plugin_library("vaelab-test-faulty");
+    let dir = Scratch::created("cli", "metrics-failing");
+    for (set, level) in [("real", 40u8), ("fake", 60u8)] {
+        std::fs::create_dir_all(dir.join(set)).unwrap();
+        for i in 0..3u8 {
+            image::GrayImage::from_fn(8, 8, |x, y| image::Luma([level + i + (x * y) as u8]))
+                .save(dir.join(set).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let out = vaelab()
+        .args(["metrics", "--metrics", "mse,always_fails,psnr", "--json", "--plugin"])
+        .arg(&faulty)
+        .arg(dir.join("real"))
+        .arg(dir.join("fake"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("metric `always_fails` failed") && stderr.contains("licence server unreachable"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["metrics"]["mse"]["value"].as_f64().unwrap() > 0.0 && json["metrics"]["psnr"]["value"].is_number(), "{json}");
+    assert!(json["failed"]["always_fails"].as_str().unwrap().contains("licence server unreachable"), "{json}");
+}
+
+/// `vaelab plugins list` reports names that clash between libraries (as a run would refuse them),
+/// naming both sources, and exits 1; each library is still described.
+#[test]
+fn plugins_list_reports_clashing_names() {
+    let psnr = plugin_build::plugin_library("vaelab-metric-psnr");
+    let dir = Scratch::created("cli", "plugins-clash");
+    let copy = dir.join(psnr.file_name().unwrap());
+    std::fs::copy(&psnr, &copy).unwrap();
+    let out = vaelab().args(["plugins", "list"]).arg(&psnr).arg(&copy).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("metric `psnr_rs` is exported by two plugins")
+            && stderr.contains(&psnr.display().to_string())
+            && stderr.contains(&copy.display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(stdout.matches("psnr_rs").count(), 2, "{stdout}");
+    // One library alone lists cleanly.
+    let alone = vaelab().args(["plugins", "list"]).arg(&psnr).output().unwrap();
+    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+}

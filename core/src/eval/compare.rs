@@ -87,6 +87,9 @@ pub struct Comparison {
     /// Bits per sample of the deeper of the two sets' files (data range is [0, 1] either way).
     pub bit_depth: u8,
     pub metrics: BTreeMap<String, ComparedMetric>,
+    /// Metrics that could not be computed, with why; the others are still reported (as `eval` does).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
 }
 
 /// Metrics that compare the two sets as distributions: counts and sizes may differ.
@@ -148,35 +151,52 @@ pub fn compare(real: &Path, fake: &Path, opts: &CompareOptions) -> Result<Compar
     }
     let bit_depth = a.bit_depth.max(b.bit_depth);
     let mut metrics = BTreeMap::new();
+    let mut failed = BTreeMap::new();
     for name in opts.names {
-        match name.as_str() {
+        // One metric's failure (a plugin's error, say) is reported; the other metrics still run.
+        let result: Result<Vec<(String, ComparedMetric)>, String> = match name.as_str() {
             "fid" => {
                 let net = fid_net.as_ref().expect("loaded above");
                 let fa = super::fid::features(net, &a, Some("FID features, real"));
                 let fb = super::fid::features(net, &b, Some("FID features, fake"));
-                let value = super::fid::distance(&fa, &fb).map_err(CompareError::Setup)?;
-                let note = super::fid::sample_note(a.n, b.n);
-                metrics.insert(
-                    "fid".into(),
-                    ComparedMetric { value, higher_is_better: false, definition: super::fid::DEFINITION.into(), note },
-                );
+                super::fid::distance(&fa, &fb).map(|value| {
+                    let note = super::fid::sample_note(a.n, b.n);
+                    let definition = super::fid::DEFINITION.into();
+                    vec![("fid".into(), ComparedMetric { value, higher_is_better: false, definition, note })]
+                })
             }
             "domain_fd" => {
                 let dir = opts.domain_encoder.as_deref().expect("checked above");
-                let value = domain_distance(dir, &a, &b)?;
-                let definition = format!(
-                    "Fréchet distance between Gaussians fitted to the posterior means of the encoder of run {}; not FID",
-                    dir.display()
-                );
-                metrics.insert("domain_fd".into(), ComparedMetric { value, higher_is_better: false, definition, note: None });
+                domain_distance(dir, &a, &b).map_err(|e| e.to_string()).map(|value| {
+                    let definition = format!(
+                        "Fréchet distance between Gaussians fitted to the posterior means of the encoder of run {}; not FID",
+                        dir.display()
+                    );
+                    vec![("domain_fd".into(), ComparedMetric { value, higher_is_better: false, definition, note: None })]
+                })
             }
             _ => {
                 let m = opts.registry.get(name).expect("checked above");
-                for Scored { key, value, note } in m.evaluate(&a, &b)? {
-                    let entry =
-                        ComparedMetric { value, higher_is_better: m.higher_is_better(), definition: m.definition().into(), note };
-                    metrics.insert(key, entry);
-                }
+                m.evaluate(&a, &b).map_err(|e| e.to_string()).map(|scored| {
+                    scored
+                        .into_iter()
+                        .map(|Scored { key, value, note }| {
+                            let entry = ComparedMetric {
+                                value,
+                                higher_is_better: m.higher_is_better(),
+                                definition: m.definition().into(),
+                                note,
+                            };
+                            (key, entry)
+                        })
+                        .collect()
+                })
+            }
+        };
+        match result {
+            Ok(entries) => metrics.extend(entries),
+            Err(e) => {
+                failed.insert(name.clone(), e);
             }
         }
     }
@@ -186,6 +206,7 @@ pub fn compare(real: &Path, fake: &Path, opts: &CompareOptions) -> Result<Compar
         channels: a.c,
         bit_depth,
         metrics,
+        failed,
     })
 }
 
@@ -224,6 +245,9 @@ pub fn format(c: &Comparison) -> String {
         if let Some(note) = &m.note {
             s += &format!("  {:<10} note: {note}\n", "");
         }
+    }
+    for (name, why) in &c.failed {
+        s += &format!("  {name:<10} FAILED: {why}\n");
     }
     s
 }

@@ -112,10 +112,12 @@ fn resolve_data_paths(loaded: &mut LoadedSpec) {
             }
         }
     }
+    // Plugin paths become absolute: the run records them in its spec.ron, and `eval` or `--resume`
+    // must find the same libraries from any working directory.
     let plugin_writer = loaded.sources.iter().find(|s| s.locations.contains("plugins")).or(loaded.sources.first());
     if let Some(base) = plugin_writer.and_then(|s| s.path.parent()) {
         for p in loaded.experiment.plugins.iter_mut().filter(|p| p.is_relative()) {
-            *p = base.join(&*p);
+            *p = absolute(&base.join(&*p));
         }
     }
     let dir = match &mut loaded.experiment.data.dataset {
@@ -198,4 +200,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn display_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` resolved by name (the file
+/// need not exist yet, and a symlinked folder keeps the name the user wrote).
+pub fn absolute(path: &Path) -> PathBuf {
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in full.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
