@@ -132,14 +132,7 @@ impl SplitObjective {
             }
             values.insert(name.to_string(), v);
         }
-        let e_value = value(&encoder.loss);
-        if !e_value.is_finite() {
-            return Err(StepFailure::NonFinite("encoder".into(), e_value));
-        }
-        let mut e_grads = encoder.loss.backward();
-        if let Some(failure) = ctx.failures.take() {
-            return Err(StepFailure::Plugin(failure));
-        }
+        let (e_value, mut e_grads) = backward(encoder.loss, "encoder", &ctx)?;
         let updates = ctx.buffer_updates.take();
         drop(ctx);
         for (id, v) in updates {
@@ -159,18 +152,25 @@ impl SplitObjective {
             SplitObjective::SoftIntro(s) => s.decoder_loss(model, &ctx, data, &z),
             SplitObjective::Vpga(_) => unreachable!("VPGA returned above"),
         };
-        let d_value = value(&decoder.loss);
-        if !d_value.is_finite() {
-            return Err(StepFailure::NonFinite("decoder".into(), d_value));
-        }
-        let mut d_grads = decoder.loss.backward();
-        if let Some(failure) = ctx.failures.take() {
-            return Err(StepFailure::Plugin(failure));
-        }
+        let (d_value, mut d_grads) = backward(decoder.loss, "decoder", &ctx)?;
         drop(ctx);
         opt_decoder.step(store, &mut d_grads, step);
         values.insert("encoder".into(), e_value);
         values.insert("decoder".into(), d_value);
         Ok(SplitStep { values, lr, grad_norm })
+    }
+}
+
+/// A group's loss value and gradients, or why the step stops: the loss is not finite, or a plugin
+/// block failed in the pass.
+fn backward<D: Backend>(loss: Scalar<D>, group: &str, ctx: &Ctx<D>) -> Result<(f32, Gradients<f32, D>), StepFailure> {
+    let v = value(&loss);
+    if !v.is_finite() {
+        return Err(StepFailure::NonFinite(group.into(), v));
+    }
+    let grads = loss.backward();
+    match ctx.failures.take() {
+        Some(failure) => Err(StepFailure::Plugin(failure)),
+        None => Ok((v, grads)),
     }
 }

@@ -155,6 +155,24 @@ pub(crate) mod intro {
 
     const TINY: &str = "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)";
 
+    /// The device, parameter store and model of a tiny spec on 1×2×2 images.
+    fn tiny_model(spec: &str) -> (Cpu, ParamStore<Cpu>, Model) {
+        let spec: vaelab_core::spec::Model = ron::from_str(spec).unwrap();
+        let dev = Cpu::default();
+        let mut store = ParamStore::new(dev.clone(), 11);
+        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        (dev, store, model)
+    }
+
+    /// Plain SGD for the encoder and the decoder groups.
+    fn sgd_pair(lr: f32, steps: usize) -> (vaelab_core::optim::Optimizer<Cpu>, vaelab_core::optim::Optimizer<Cpu>) {
+        use vaelab_core::optim::{Group, Optimizer};
+        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
+        let sgd =
+            |group| Optimizer::for_group(group, OptSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, steps);
+        (sgd(Group::Encoder), sgd(Group::Decoder))
+    }
+
     fn renoise(dev: &Cpu) -> [Tensor<(usize, usize), f32, Cpu>; 4] {
         std::array::from_fn(|_| dev.zeros_like(&(2, B)))
     }
@@ -166,10 +184,7 @@ pub(crate) mod intro {
     /// decoder through the encoder's scoring of its images (finite differences on a decoder bias).
     #[test]
     fn intro_vae_losses_match_the_formulas() {
-        let spec: vaelab_core::spec::Model = ron::from_str(TINY).unwrap();
-        let dev = Cpu::default();
-        let mut store = ParamStore::new(dev.clone(), 11);
-        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        let (dev, mut store, model) = tiny_model(TINY);
         let xs: Vec<f32> = (0..4 * B).map(|i| ((i * 7 % 11) as f32) / 10.0).collect(); // batch-last
         let eps: Vec<f32> = (0..2 * B).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
         let zp: Vec<f32> = (0..2 * B).map(|i| ((i * 3 % 5) as f32 - 2.0) / 1.5).collect();
@@ -266,15 +281,9 @@ pub(crate) mod intro {
     #[test]
     fn batch_norm_statistics_come_from_the_real_data_pass() {
         use vaelab_core::adversarial::{SplitObjective, StepData};
-        use vaelab_core::optim::{Group, Optimizer};
-        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
-        let spec: vaelab_core::spec::Model = ron::from_str(
+        let (dev, mut store, model) = tiny_model(
             "(encoder: [Flatten, Dense(out: 3), BatchNorm(momentum: 0.5, eps: 1e-5), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)",
-        )
-        .unwrap();
-        let dev = Cpu::default();
-        let mut store = ParamStore::new(dev.clone(), 11);
-        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        );
         let x = dev.tensor_from_vec((0..4 * B).map(|i| ((i * 7 % 11) as f32) / 10.0).collect(), (4, B));
         let noise = dev.tensor_from_vec((0..2 * B).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect(), (2, B));
         let prior = dev.tensor_from_vec((0..2 * B).map(|i| ((i * 3 % 5) as f32 - 2.0) / 1.5).collect(), (2, B));
@@ -285,9 +294,7 @@ pub(crate) mod intro {
         drop(ctx);
         assert_eq!(expected.len(), 2, "running mean and variance");
 
-        let sgd =
-            |group| Optimizer::for_group(group, OptSpec::Sgd { lr: 0.1, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 1);
-        let (mut opt_e, mut opt_d) = (sgd(Group::Encoder), sgd(Group::Decoder));
+        let (mut opt_e, mut opt_d) = sgd_pair(0.1, 1);
         let iv = IntroVae { margin: 5.0, weight_rec: 0.5, weight_kl: 1.0, weight_neg: 0.5, warmup: 0 };
         let renoise = renoise(&dev);
         let data = StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
@@ -308,16 +315,10 @@ pub(crate) mod intro {
     fn intro_vae_two_steps_follow_the_official_order() {
         use crate::split_objectives::{mean, sse, Net};
         use vaelab_core::adversarial::{SplitObjective, StepData};
-        use vaelab_core::optim::{Group, Optimizer};
-        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
 
-        let spec: vaelab_core::spec::Model = ron::from_str(TINY).unwrap();
-        let dev = Cpu::default();
-        let mut store = ParamStore::new(dev.clone(), 11);
-        let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
+        let (dev, mut store, model) = tiny_model(TINY);
         let lr = 0.3;
-        let sgd = |group| Optimizer::for_group(group, OptSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 2);
-        let (mut opt_e, mut opt_d) = (sgd(Group::Encoder), sgd(Group::Decoder));
+        let (mut opt_e, mut opt_d) = sgd_pair(lr, 2);
         let (w_rec, w_kl, w_neg, margin) = (0.3, 1.0, 0.5, 6.0);
         let iv = IntroVae {
             margin: margin as f32,
