@@ -92,9 +92,9 @@ impl<D: Device<f32>> Act<D> {
 }
 
 enum Op {
-    Dense { w: ParamId, b: ParamId, out: usize },
-    Conv { w: ParamId, b: ParamId, g: ConvGeom, cout: usize },
-    ConvT { w: ParamId, b: ParamId, g: ConvGeom, cin: usize },
+    Dense { w: ParamId, b: ParamId, out: usize, sn: Option<SpectralNorm> },
+    Conv { w: ParamId, b: ParamId, g: ConvGeom, cout: usize, sn: Option<SpectralNorm> },
+    ConvT { w: ParamId, b: ParamId, g: ConvGeom, cin: usize, sn: Option<SpectralNorm> },
     Upsample { rows: Vec<usize> },
     Reshape,
     Relu,
@@ -157,15 +157,31 @@ impl Sequential {
             let (out, decls) = layer_shape(layer, shape, blocks).map_err(|m| (lpath, m))?;
             let ids: Vec<ParamId> =
                 decls.into_iter().map(|d| store.add(format!("{lname}.{}", d.suffix), d.shape, d.init, d.role)).collect();
+            // A spectrally normalised layer is its inner layer with the power-iteration vector u (its
+            // third parameter) and the weight's matrix layout.
+            let (layer, sn_u) = match layer {
+                Layer::SpectralNorm(inner) => (&**inner, Some(ids[2])),
+                other => (other, None),
+            };
             let op = match *layer {
-                Layer::Dense { out } => Op::Dense { w: ids[0], b: ids[1], out },
+                Layer::Dense { out } => {
+                    let n = shape.len();
+                    Op::Dense {
+                        w: ids[0],
+                        b: ids[1],
+                        out,
+                        sn: sn_u.map(|u| SpectralNorm::new(u, WeightLayout::RowMajor(out, n))),
+                    }
+                }
                 Layer::Conv { out, k, s, p } => {
                     let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
-                    Op::Conv { w: ids[0], b: ids[1], g: ConvGeom::conv(c, h, w, k, s, p).expect("checked"), cout: out }
+                    let sn = sn_u.map(|u| SpectralNorm::new(u, WeightLayout::RowMajor(out, c * k * k)));
+                    Op::Conv { w: ids[0], b: ids[1], g: ConvGeom::conv(c, h, w, k, s, p).expect("checked"), cout: out, sn }
                 }
                 Layer::ConvT { out, k, s, p } => {
                     let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
-                    Op::ConvT { w: ids[0], b: ids[1], g: ConvGeom::conv_t(out, h, w, k, s, p).expect("checked"), cin: c }
+                    let sn = sn_u.map(|u| SpectralNorm::new(u, WeightLayout::InputMajor { cin: c, cout: out, kk: k * k }));
+                    Op::ConvT { w: ids[0], b: ids[1], g: ConvGeom::conv_t(out, h, w, k, s, p).expect("checked"), cin: c, sn }
                 }
                 Layer::Upsample { factor } => {
                     let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
@@ -190,6 +206,7 @@ impl Sequential {
                 Layer::GroupNorm { groups, eps } => Op::GroupNorm { w: ids[0], b: ids[1], groups, eps },
                 Layer::Dropout { p } => Op::Dropout { p, key: vaelab_datasets::tag(&lname) },
                 Layer::Residual(_) | Layer::Plugin(..) => unreachable!("built above"),
+                Layer::SpectralNorm(_) => unreachable!("unwrapped above; validation allows one level"),
             };
             ops.push((op, out));
             shape = out;
@@ -206,22 +223,115 @@ impl Sequential {
     }
 }
 
+/// How a stored weight is read as the (out × in) matrix whose largest singular value spectral
+/// normalisation divides by (PyTorch's `spectral_norm` reshapes the same way).
+#[derive(Clone, Copy, Debug)]
+pub enum WeightLayout {
+    /// Dense (out, in) and Conv (out, in, k, k): row r is output r.
+    RowMajor(usize, usize),
+    /// ConvT (in, out, k, k): PyTorch normalises its dim 1, so row r gathers output channel r.
+    InputMajor { cin: usize, cout: usize, kk: usize },
+}
+
+impl WeightLayout {
+    fn rows(&self) -> usize {
+        match *self {
+            WeightLayout::RowMajor(r, _) => r,
+            WeightLayout::InputMajor { cout, .. } => cout,
+        }
+    }
+    fn cols(&self) -> usize {
+        match *self {
+            WeightLayout::RowMajor(_, c) => c,
+            WeightLayout::InputMajor { cin, kk, .. } => cin * kk,
+        }
+    }
+    /// The storage index of matrix element (r, c).
+    fn index(&self, r: usize, c: usize) -> usize {
+        match *self {
+            WeightLayout::RowMajor(_, cols) => r * cols + c,
+            WeightLayout::InputMajor { cout, kk, .. } => ((c / kk) * cout + r) * kk + c % kk,
+        }
+    }
+}
+
+/// A layer's spectral normalisation: the buffer holding u and the weight's layout.
+#[derive(Clone, Copy, Debug)]
+pub struct SpectralNorm {
+    u: ParamId,
+    layout: WeightLayout,
+}
+
+impl SpectralNorm {
+    pub fn new(u: ParamId, layout: WeightLayout) -> Self {
+        SpectralNorm { u, layout }
+    }
+
+    /// (u, v) for the weight values `w`: in training one power iteration from the stored u
+    /// (Miyato et al. 2018, Algorithm 1: v ← Wᵀu/‖Wᵀu‖, u ← Wv/‖Wv‖); in evaluation the stored u and
+    /// v ← Wᵀu/‖Wᵀu‖.
+    pub fn vectors(&self, w: &[f32], stored_u: &[f32], train: bool) -> (Vec<f64>, Vec<f64>) {
+        let l = self.layout;
+        let normalise = |v: Vec<f64>| {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            v.into_iter().map(|x| x / n).collect::<Vec<f64>>()
+        };
+        let u0 = normalise(stored_u.iter().map(|x| *x as f64).collect());
+        let wt_u =
+            |u: &[f64]| normalise((0..l.cols()).map(|c| (0..l.rows()).map(|r| w[l.index(r, c)] as f64 * u[r]).sum()).collect());
+        let v = wt_u(&u0);
+        if !train {
+            return (u0, v);
+        }
+        let u = normalise((0..l.rows()).map(|r| (0..l.cols()).map(|c| w[l.index(r, c)] as f64 * v[c]).sum()).collect());
+        (u, v)
+    }
+
+    /// uvᵀ laid out as the weight, so that σ = uᵀWv = Σ W ⊙ (uvᵀ).
+    pub fn outer(&self, u: &[f64], v: &[f64]) -> Vec<f32> {
+        let l = self.layout;
+        let mut out = vec![0.0; l.rows() * l.cols()];
+        for (r, ur) in u.iter().enumerate() {
+            for (c, vc) in v.iter().enumerate() {
+                out[l.index(r, c)] = (ur * vc) as f32;
+            }
+        }
+        out
+    }
+}
+
+/// A layer's weight on the tape: the parameter itself, or W / σ(W) under spectral normalisation,
+/// σ = uᵀWv with u, v held constant (their new u is recorded for the step).
+fn weight<D: Backend>(ctx: &Ctx<D>, w: ParamId, sn: &Option<SpectralNorm>) -> Flat<D, OT<D>> {
+    let Some(sn) = sn else { return ctx.param(w) };
+    let values = ctx.store.get(w).tensor.as_vec();
+    let (u, v) = sn.vectors(&values, &ctx.store.get(sn.u).tensor.as_vec(), ctx.train);
+    if ctx.train {
+        ctx.record_buffers([(sn.u, u.iter().map(|x| *x as f32).collect())]);
+    }
+    let n = values.len();
+    let uv = ctx.store.dev.tensor_from_vec(sn.outer(&u, &v), (n,));
+    let wt = ctx.param(w);
+    let sigma = (wt.with_empty_tape() * uv).sum::<(), _>();
+    wt / sigma.broadcast_like(&(n,))
+}
+
 fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
     let batch = x.batch();
     let dev = ctx.store.dev.clone();
     match op {
-        Op::Dense { w, b, out } => {
+        Op::Dense { w, b, out, sn } => {
             let n = x.shape.len();
-            let y = ctx.param(*w).reshape_like(&(*out, n)).matmul(x.t);
+            let y = weight(ctx, *w, sn).reshape_like(&(*out, n)).matmul(x.t);
             let y = y + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(*out, batch));
             Act { t: y, shape: x.shape, needs_grad: true }
         }
-        Op::Conv { w, b, g, cout } => {
-            let t = D::conv2d(x.t, x.needs_grad, ctx.param(*w), ctx.param(*b), *g, *cout);
+        Op::Conv { w, b, g, cout, sn } => {
+            let t = D::conv2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cout);
             Act { t, shape: x.shape, needs_grad: true }
         }
-        Op::ConvT { w, b, g, cin } => {
-            let t = D::conv_t2d(x.t, x.needs_grad, ctx.param(*w), ctx.param(*b), *g, *cin);
+        Op::ConvT { w, b, g, cin, sn } => {
+            let t = D::conv_t2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cin);
             Act { t, shape: x.shape, needs_grad: true }
         }
         Op::Upsample { rows } => {

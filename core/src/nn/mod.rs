@@ -15,7 +15,7 @@ pub mod shape;
 
 pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
 pub use geom::ConvGeom;
-pub use layers::{Act, Ctx, Sequential};
+pub use layers::{Act, Ctx, Sequential, SpectralNorm, WeightLayout};
 pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
 pub use shape::{infer, FeatShape, SummaryRow};
 

@@ -127,6 +127,16 @@ pub fn layer_shape(layer: &Layer, input: FeatShape, blocks: &dyn BlockSource) ->
             let block = blocks.instantiate(name, config, input)?;
             (block.output(), block.params().to_vec())
         }
+        Layer::SpectralNorm(ref inner) => {
+            let (out, mut decls) = layer_shape(inner, input, blocks)?;
+            let rows = match **inner {
+                Layer::Dense { out } | Layer::Conv { out, .. } | Layer::ConvT { out, .. } => out,
+                ref other => return Err(format!("SpectralNorm wraps a Dense, Conv or ConvT layer, not {}", other.kind())),
+            };
+            // u: a random direction (normalised where used), moved by one power iteration per step.
+            decls.push(buffer("sn_u", vec![rows], Init::Uniform { a: 1.0 }));
+            (out, decls)
+        }
         Layer::Residual(_) => unreachable!("residual blocks are walked by `infer`"),
     })
 }

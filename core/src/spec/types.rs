@@ -435,6 +435,12 @@ pub enum Layer {
     },
     /// `x + f(x)` where `f` is the layer list; `f` must keep the shape.
     Residual(Vec<Layer>),
+    /// Spectral normalisation (Miyato et al. 2018) of a `Dense`, `Conv` or `ConvT` layer's weight:
+    /// W / σ(W), σ the largest singular value of W as an (out × in·k·k) matrix, estimated by one power
+    /// iteration per training step from a vector u kept as a buffer (in the checkpoint). Gradients flow
+    /// through W and σ = uᵀWv with u and v held constant, as in the paper and PyTorch's `spectral_norm`.
+    /// `SpectralNorm(Conv(out: 64, k: 4, s: 2, p: 1))`.
+    SpectralNorm(Box<Layer>),
     /// A block from a plugin library, by name, with its configuration: `Plugin("se", (reduction: 4))`.
     Plugin(String, #[serde(default = "no_config")] ron::Value),
 }
@@ -480,6 +486,7 @@ impl Layer {
             Layer::GroupNorm { .. } => "GroupNorm",
             Layer::Dropout { .. } => "Dropout",
             Layer::Residual(_) => "Residual",
+            Layer::SpectralNorm(_) => "SpectralNorm",
             Layer::Plugin(..) => "Plugin",
         }
     }

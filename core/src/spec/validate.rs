@@ -196,6 +196,13 @@ fn layers(v: &mut Problems, prefix: &str, list: &[Layer]) {
                 format!("dropout probability must be in [0, 1), got {prob}"),
             ),
             Layer::Residual(inner) => layers(v, &format!("{p}[0]"), inner),
+            Layer::SpectralNorm(inner) => match **inner {
+                Layer::Dense { .. } | Layer::Conv { .. } | Layer::ConvT { .. } => {
+                    // The wrapped layer is field 0 of the variant, as a Residual's list is.
+                    layers(v, &p, std::slice::from_ref(&**inner))
+                }
+                ref other => v.push(&p, format!("SpectralNorm wraps a Dense, Conv or ConvT layer, not {}", other.kind())),
+            },
             Layer::Plugin(name, config) => {
                 v.check(!name.is_empty(), &p, "Plugin needs a block name".into());
                 if let Err(m) = config_pairs(config) {

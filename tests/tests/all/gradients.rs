@@ -247,3 +247,87 @@ fn frozen_layers_pass_gradients_through_but_keep_their_parameters() {
     assert!(gw.iter().any(|v| *v != 0.0));
     assert!(gw_frozen.iter().all(|v| *v == 0.0), "{gw_frozen:?}");
 }
+
+/// Spectral normalisation's σ: power iterations from a random u converge to the largest singular value
+/// of the weight read as PyTorch's `spectral_norm` reads it ((out × in·k·k); a ConvT's weight by its
+/// output channels), checked against nalgebra's SVD of that matrix.
+#[test]
+fn spectral_norm_power_iteration_finds_the_largest_singular_value() {
+    use vaelab_core::nn::{SpectralNorm, WeightLayout};
+    let (cin, cout, kk) = (3, 4, 4);
+    for (layout, rows, cols) in [
+        (WeightLayout::RowMajor(5, 7), 5, 7),
+        (WeightLayout::RowMajor(cout, cin * kk), cout, cin * kk),
+        (WeightLayout::InputMajor { cin, cout, kk }, cout, cin * kk),
+    ] {
+        let w = values(31, rows * cols, 1.0);
+        // The matrix as PyTorch sees it: for ConvT (in, out, k, k), output channel o's row gathers w[i][o][·].
+        let m = nalgebra::DMatrix::from_fn(rows, cols, |r, c| match layout {
+            WeightLayout::RowMajor(..) => w[r * cols + c] as f64,
+            WeightLayout::InputMajor { .. } => w[((c / kk) * cout + r) * kk + c % kk] as f64,
+        });
+        let want = m.singular_values().max();
+        let sn = SpectralNorm::new(vaelab_core::nn::ParamId(0), layout);
+        let mut u: Vec<f32> = values(32, rows, 1.0);
+        let mut sigma = 0.0;
+        for _ in 0..200 {
+            let (un, v) = sn.vectors(&w, &u, true);
+            sigma = sn.outer(&un, &v).iter().zip(&w).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>();
+            u = un.iter().map(|x| *x as f32).collect();
+        }
+        assert!((sigma - want).abs() < 1e-4 * want, "{layout:?}: σ {sigma} vs SVD {want}");
+    }
+}
+
+/// Gradients through a spectrally normalised Dense layer against central differences of
+/// Σ r ⊙ ((W / uᵀWv) x + b) in f64, u and v held at the values the forward pass used (as the paper
+/// and PyTorch differentiate it); and the layer's u moves by one power iteration per training pass.
+#[test]
+fn spectral_norm_gradients_hold_u_and_v_constant() {
+    use vaelab_core::nn::{SpectralNorm, WeightLayout};
+    let (n_in, n_out, batch) = (4, 3, 2);
+    let dev = Cpu::default();
+    let mut store = ParamStore::new(dev.clone(), 5);
+    let layers: Vec<Layer> = ron::from_str("[SpectralNorm(Dense(out: 3))]").unwrap();
+    let block = Sequential::build(&layers, FeatShape::Flat(n_in), "block", "layers", &mut store, &NoBlocks).unwrap();
+    let id = |name: &str| store.find(name).unwrap();
+    let (w_id, b_id, u_id) = (id("block.0.weight"), id("block.0.bias"), id("block.0.sn_u"));
+    store.set_values(b_id, values(40, n_out, 0.5));
+    let (w, u0) = (store.get(w_id).tensor.as_vec(), store.get(u_id).tensor.as_vec());
+    let x = values(41, n_in * batch, 1.0);
+    let r = values(42, n_out * batch, 1.0);
+    let (xt, rt) = (dev.tensor_from_vec(x.clone(), (n_in, batch)), dev.tensor_from_vec(r.clone(), (n_out, batch)));
+    let ctx = Ctx::new(&store, true, 1, 0);
+    let y = block.forward(&ctx, Act { t: xt.retaped(), shape: FeatShape::Flat(n_in), needs_grad: true });
+    let grads = (y.t * rt).sum::<(), _>().backward();
+    let analytic = grads.get(&store.get(w_id).tensor).as_vec();
+    let recorded = ctx.buffer_updates.take();
+    drop(ctx);
+
+    let sn = SpectralNorm::new(u_id, WeightLayout::RowMajor(n_out, n_in));
+    let (u, v) = sn.vectors(&w, &u0, true);
+    assert_eq!(recorded.len(), 1, "u is recorded for the step");
+    for (a, b) in recorded[0].1.iter().zip(&u) {
+        assert!((*a as f64 - b).abs() < 1e-6, "recorded u {a} vs one power iteration {b}");
+    }
+    let bias: Vec<f64> = store.get(b_id).tensor.as_vec().iter().map(|v| *v as f64).collect();
+    let loss = |w: &[f64]| {
+        let sigma: f64 = (0..n_out).map(|o| (0..n_in).map(|i| u[o] * w[o * n_in + i] * v[i]).sum::<f64>()).sum();
+        (0..n_out)
+            .flat_map(|o| (0..batch).map(move |j| (o, j)))
+            .map(|(o, j)| {
+                let y = (0..n_in).map(|i| w[o * n_in + i] / sigma * x[i * batch + j] as f64).sum::<f64>() + bias[o];
+                y * r[o * batch + j] as f64
+            })
+            .sum::<f64>()
+    };
+    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+    for k in 0..w.len() {
+        let h = 1e-6;
+        let (mut a, mut b) = (w64.clone(), w64.clone());
+        a[k] += h;
+        b[k] -= h;
+        let numeric = (loss(&a) - loss(&b)) / (2.0 * h);
+        assert!((analytic[k] as f64 - numeric).abs() < 1e-3 * (1.0 + numeric.abs()), "dL/dW[{k}]: {} vs {numeric}", analytic[k]);
+    }
+}
