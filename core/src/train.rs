@@ -203,11 +203,20 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     let ctx_d = Ctx::new(&store, true, spec.seed, step as u64);
                     let fakes = model.fakes(&ctx_d, x.clone(), noise.clone(), prior_z());
                     let fakes: Vec<_> = fakes.into_iter().map(|f| f.split_tape().0).collect();
-                    let d_loss = gan.discriminator_loss(&ctx_d, x.clone(), &fakes);
+                    let mut d_loss = gan.discriminator_loss(&ctx_d, x.clone(), &fakes);
                     d_loss_value = d_loss.as_vec()[0];
                     if !d_loss_value.is_finite() {
                         bar.abandon();
                         return Err(non_finite(step, "discriminator", d_loss_value, &last_checkpoint));
+                    }
+                    // R1: its value is logged; its gradient comes from the surrogate (see `Gan::r1`).
+                    if let Some((surrogate, penalty)) = gan.r1(&ctx_d, &x) {
+                        if !penalty.is_finite() {
+                            bar.abandon();
+                            return Err(non_finite(step, "r1", penalty, &last_checkpoint));
+                        }
+                        d_loss = d_loss + surrogate;
+                        values.insert("r1".to_string(), penalty);
                     }
                     let mut d_grads = d_loss.backward();
                     if let Some(failure) = ctx_d.failures.take() {

@@ -96,6 +96,10 @@ pub enum Adversarial {
         /// The discriminator's optimizer [default: the training optimizer].
         #[serde(default)]
         optimizer: Option<Optimizer>,
+        /// γ of the R1 gradient penalty on real images (Mescheder et al. 2018, eq. 9):
+        /// γ/2 · E‖∇ₓ D(x)‖² added to the discriminator's loss; 0 (the default) leaves it out.
+        #[serde(default)]
+        r1_gamma: f32,
     },
     /// IntroVAE (Huang et al. 2018), as the official code trains it (hhb072/IntroVAE, `main.py`
     /// `train()`): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I)) per image,

@@ -77,7 +77,8 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
     }
-    if let Adversarial::Gan { discriminator, weight, d_steps, .. } = &e.adversarial {
+    if let Adversarial::Gan { discriminator, weight, d_steps, r1_gamma, .. } = &e.adversarial {
+        v.check(*r1_gamma >= 0.0 && r1_gamma.is_finite(), "adversarial.r1_gamma", format!("must be ≥ 0, got {r1_gamma}"));
         layers(&mut v, "adversarial.discriminator", discriminator);
         v.check(!discriminator.is_empty(), "adversarial.discriminator", "a GAN needs discriminator layers".into());
         v.check(*weight >= 0.0 && weight.is_finite(), "adversarial.weight", format!("must be ≥ 0, got {weight}"));

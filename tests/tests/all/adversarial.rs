@@ -14,6 +14,7 @@ fn tiny_gan(weight: f32, d_steps: usize) -> Experiment {
         weight,
         d_steps,
         optimizer: Some(ron::from_str("Adam(lr: 2e-4, beta1: 0.5)").unwrap()),
+        r1_gamma: 0.0,
     };
     spec.train.steps = 6;
     spec
@@ -530,8 +531,14 @@ fn discriminator_and_generator_losses_match_the_formulas() {
     let logits = |v: &[f32]| -> Vec<f64> { (0..4).map(|j| logit(&image(v, j))).collect() };
     let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
     for loss in [GanLoss::NonSaturating, GanLoss::Hinge] {
-        let spec =
-            Adversarial::Gan { discriminator: vec![Layer::Dense { out: 1 }], loss, weight: 1.0, d_steps: 1, optimizer: None };
+        let spec = Adversarial::Gan {
+            discriminator: vec![Layer::Dense { out: 1 }],
+            loss,
+            weight: 1.0,
+            d_steps: 1,
+            optimizer: None,
+            r1_gamma: 0.0,
+        };
         let mut store = ParamStore::new(dev.clone(), 1);
         let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
         let names: Vec<String> = store.iter().map(|p| p.name.clone()).collect();
@@ -574,6 +581,73 @@ fn discriminator_and_generator_losses_match_the_formulas() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The R1 penalty (Mescheder et al. 2018): its value is γ/2·mean‖∇ₓD(x)‖², and the gradient of its
+/// surrogate (a central difference along c = ∇ₓD(x)) is the penalty's own gradient in the
+/// discriminator's parameters, checked against central differences of the penalty itself on a tiny
+/// smooth discriminator. A surrogate without the directional derivative (or with the wrong scale)
+/// fails here.
+#[test]
+fn r1_penalty_value_and_gradient() {
+    use dfdx::prelude::*;
+    use vaelab_core::adversarial::Gan;
+    use vaelab_core::nn::{FeatShape, NoBlocks, ParamStore};
+    let dev = Cpu::default();
+    let gamma = 3.0f32;
+    let spec = Adversarial::Gan {
+        discriminator: ron::from_str("[Dense(out: 4), Tanh, Dense(out: 1)]").unwrap(),
+        loss: GanLoss::NonSaturating,
+        weight: 1.0,
+        d_steps: 1,
+        optimizer: None,
+        r1_gamma: gamma,
+    };
+    let mut store = ParamStore::new(dev.clone(), 3);
+    let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
+    let real = dev.tensor_from_vec(vec![0.1f32, 0.9, 0.5, 0.0, 0.3, 0.2, 0.8, 1.0, 0.6, 0.4, 0.7, 0.2], (3, 4));
+    // P(θ) = γ/2·mean_i ‖∇ₓ D(x_i)‖², the input gradient by vaelab's own (first-order) backward pass.
+    let penalty = |store: &ParamStore<Cpu>| {
+        let ctx = vaelab_core::nn::Ctx::new(store, true, 0, 0);
+        let (_, p) = gan.r1(&ctx, &real).unwrap();
+        p as f64
+    };
+    let c = {
+        let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+        let logits = gan
+            .discriminator
+            .forward(&ctx, vaelab_core::nn::Act { t: real.clone().retaped(), shape: FeatShape::Flat(3), needs_grad: true })
+            .t;
+        logits.sum::<(), _>().backward().get(&real).as_vec()
+    };
+    let want = 0.5 * gamma as f64 * c.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 4.0;
+    assert!((penalty(&store) - want).abs() < 1e-6 * want.max(1e-3), "P {} vs {want}", penalty(&store));
+    assert!(want > 1e-3, "the fixture's penalty is not negligible: {want}");
+
+    let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+    let (surrogate, _) = gan.r1(&ctx, &real).unwrap();
+    let mut grads = surrogate.backward();
+    drop(ctx);
+    for name in ["discriminator.0.weight", "discriminator.0.bias", "discriminator.2.weight"] {
+        let id = store.find(name).unwrap();
+        grads.try_alloc_for(&store.get(id).tensor).unwrap();
+        let analytic = grads.get(&store.get(id).tensor).as_vec();
+        let base = store.get(id).tensor.as_vec();
+        for k in [0, base.len() / 2, base.len() - 1] {
+            let h = 1e-2f32;
+            let mut at = |d: f32| {
+                let mut v = base.clone();
+                v[k] += d;
+                store.set_values(id, v);
+                let p = penalty(&store);
+                store.set_values(id, base.clone());
+                p
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+            let got = analytic[k] as f64;
+            assert!((got - numeric).abs() < 2e-2 * numeric.abs().max(1e-2), "dP/d{name}[{k}]: surrogate {got} vs {numeric}");
         }
     }
 }
