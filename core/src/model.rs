@@ -195,16 +195,25 @@ impl Model {
 
     /// As [`Model::terms`], plus the images the step produces, on the tape (for an adversarial
     /// term): the reconstruction of `x` and, given codes `prior_z`, decoded prior samples.
+    ///
+    /// With `fakes_reach_encoder` false (VAE-GAN after Larsen et al. 2016), the reconstruction among
+    /// the fakes is decoded again from sg(z): the decoder gets the adversarial gradient, the encoder
+    /// none.
     pub fn terms_and_fakes<D: Backend>(
         &self,
         ctx: &Ctx<D>,
         x: Tensor<(usize, usize), f32, D>,
         noise: Tensor<(usize, usize), f32, D>,
         prior_z: Tensor<(usize, usize), f32, D>,
+        fakes_reach_encoder: bool,
     ) -> (StepTerms<D>, Vec<Tensor2<D>>) {
         let enc = self.encode(ctx, x.clone(), noise);
+        let z_values = (!fakes_reach_encoder).then(|| crate::nn::constant(&enc.z));
         let out = self.decode(ctx, enc.z);
-        let recon = self.mean_taped(out.with_empty_tape());
+        let recon = match z_values {
+            Some(z) => self.mean_taped(self.decode(ctx, z.retaped())),
+            None => self.mean_taped(out.with_empty_tape()),
+        };
         let rec = self.nll(ctx, out, x);
         let sample = self.mean_taped(self.decode(ctx, prior_z.retaped()));
         let name = self.regulariser.unwrap_or("none");

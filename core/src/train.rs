@@ -264,7 +264,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                         (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
                     }
                     Some(gan) => {
-                        let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z());
+                        let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z(), gan.trains_encoder);
                         (Some(terms), Some(gan.generator_loss(&ctx, fakes) * gan.weight))
                     }
                     None => (Some(model.terms(&ctx, x, noise)), None),

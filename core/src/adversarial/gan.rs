@@ -19,6 +19,8 @@ pub struct Gan {
     pub d_steps: usize,
     /// γ of the R1 penalty (0: none).
     pub r1_gamma: f32,
+    /// Whether the generator loss on reconstructions reaches the encoder (`Adversarial::Gan`).
+    pub trains_encoder: bool,
 }
 
 type Scalar<D> = Tensor<(), f32, D, OT<D>>;
@@ -31,10 +33,13 @@ impl Gan {
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
     ) -> Result<Option<Gan>, (String, String)> {
-        let Adversarial::Gan { discriminator, loss, weight, d_steps, r1_gamma, .. } = adversarial else { return Ok(None) };
+        let Adversarial::Gan { discriminator, loss, weight, d_steps, r1_gamma, gan_trains_encoder, .. } = adversarial else {
+            return Ok(None);
+        };
         let net = Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)?;
         check_one_logit(net.output)?;
-        Ok(Some(Gan { discriminator: net, loss: *loss, weight: *weight, d_steps: *d_steps, r1_gamma: *r1_gamma }))
+        let (loss, weight, d_steps, r1_gamma, trains_encoder) = (*loss, *weight, *d_steps, *r1_gamma, *gan_trains_encoder);
+        Ok(Some(Gan { discriminator: net, loss, weight, d_steps, r1_gamma, trains_encoder }))
     }
 
     /// The summary rows of `vaelab check` for the discriminator (checked as [`Gan::build`] checks it).

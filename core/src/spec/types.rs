@@ -100,6 +100,12 @@ pub enum Adversarial {
         /// γ/2 · E‖∇ₓ D(x)‖² added to the discriminator's loss; 0 (the default) leaves it out.
         #[serde(default)]
         r1_gamma: f32,
+        /// Whether the generator loss on reconstructions reaches the encoder. `true` (default) as in
+        /// VQGAN (Esser et al. 2021), whose GAN term trains the whole autoencoder; `false` as in
+        /// VAE-GAN (Larsen et al. 2016, Algorithm 1), whose encoder learns from the prior and
+        /// likelihood terms only (the reconstruction the discriminator judges is decoded from sg(z)).
+        #[serde(default = "yes")]
+        gan_trains_encoder: bool,
     },
     /// IntroVAE (Huang et al. 2018), as the official code trains it (hhb072/IntroVAE, `main.py`
     /// `train()`): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I)) per image,

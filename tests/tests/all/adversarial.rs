@@ -15,6 +15,7 @@ fn tiny_gan(weight: f32, d_steps: usize) -> Experiment {
         d_steps,
         optimizer: Some(ron::from_str("Adam(lr: 2e-4, beta1: 0.5)").unwrap()),
         r1_gamma: 0.0,
+        gan_trains_encoder: true,
     };
     spec.train.steps = 6;
     spec
@@ -538,6 +539,7 @@ fn discriminator_and_generator_losses_match_the_formulas() {
             d_steps: 1,
             optimizer: None,
             r1_gamma: 0.0,
+            gan_trains_encoder: true,
         };
         let mut store = ParamStore::new(dev.clone(), 1);
         let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
@@ -604,6 +606,7 @@ fn r1_penalty_value_and_gradient() {
         d_steps: 1,
         optimizer: None,
         r1_gamma: gamma,
+        gan_trains_encoder: true,
     };
     let mut store = ParamStore::new(dev.clone(), 3);
     let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
@@ -649,5 +652,45 @@ fn r1_penalty_value_and_gradient() {
             let got = analytic[k] as f64;
             assert!((got - numeric).abs() < 2e-2 * numeric.abs().max(1e-2), "dP/d{name}[{k}]: surrogate {got} vs {numeric}");
         }
+    }
+}
+
+/// VAE-GAN after Larsen et al. (2016, Algorithm 1): with `gan_trains_encoder: false` the generator
+/// loss on the step's fakes gives the encoder no gradient and the decoder some; with `true` (VQGAN's
+/// way) the encoder gets it too.
+#[test]
+fn the_gan_loss_reaches_the_encoder_only_when_asked() {
+    use dfdx::prelude::*;
+    use vaelab_core::model::Model;
+    use vaelab_core::nn::{Ctx, NoBlocks, ParamStore, Role};
+    let spec = tiny_gan(0.1, 1);
+    let dev = Cpu::default();
+    let mut store = ParamStore::new(dev.clone(), 3);
+    let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
+    let model = Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+    let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
+    let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
+    let code = model.latent.code_shape().len();
+    let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
+    for reach in [false, true] {
+        let ctx = Ctx::new(&store, true, 0, 0);
+        let (terms, fakes) = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise.clone(), reach);
+        // The ELBO terms join with weight 0, as in a step their tape carries the shared forward ops.
+        let loss = gan.generator_loss(&ctx, fakes) + (terms.rec + terms.reg.1) * 0.0;
+        let mut grads = loss.backward();
+        drop(ctx);
+        let norm = |prefix: &str, grads: &mut Gradients<f32, Cpu>| -> f64 {
+            store
+                .iter()
+                .filter(|p| p.role == Role::Trainable && p.name.starts_with(prefix))
+                .map(|p| {
+                    grads.try_alloc_for(&p.tensor).unwrap();
+                    grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
+                })
+                .sum()
+        };
+        let (encoder, decoder) = (norm("encoder.", &mut grads), norm("decoder.", &mut grads));
+        assert!(decoder > 0.0, "the decoder always learns from the GAN loss");
+        assert_eq!(encoder > 0.0, reach, "gan_trains_encoder: {reach}, encoder gradient {encoder}");
     }
 }
