@@ -140,11 +140,11 @@ fn layer_values<D: Backend>(dev: D, fixture: &LayerFixture) -> Result<Vec<(Strin
 }
 
 fn max_rel(cpu: &[f32], other: &[f32]) -> f64 {
-    let scale = cpu.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) + 1e-6;
-    let diff = cpu.iter().zip(other).fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
     if cpu.len() != other.len() {
         return f64::INFINITY;
     }
+    let scale = cpu.iter().fold(0f64, |m, v| m.max(v.abs() as f64)) + 1e-6;
+    let diff = cpu.iter().zip(other).fold(0f64, |m, (a, b)| m.max((*a as f64 - *b as f64).abs()));
     diff / scale
 }
 

@@ -237,7 +237,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train { spec, out, steps, device, threads, resume, no_eval, plugins } => {
             // A resumed run keeps its own thread count unless told otherwise: parallel sums follow the
             // thread count, and only the same count continues the run bit for bit.
-            let threads = set_threads(threads.or_else(|| resume.as_deref().and_then(run_threads)))?;
+            let recorded = resume.as_deref().and_then(run_info);
+            let threads = set_threads(
+                threads.or_else(|| recorded.as_ref().and_then(|i| i["threads"].as_u64()).map(|t| t as usize).filter(|&t| t > 0)),
+            )?;
             let (mut experiment, run_dir) = match (&resume, &spec) {
                 (Some(dir), _) => (eval::read_run_spec(dir)?, dir.clone()),
                 (None, Some(path)) => {
@@ -261,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(d) = device {
                 experiment.device = d;
             }
-            if let Some(note) = resume.as_deref().and_then(|dir| resume_note(dir, threads)) {
+            if let Some(note) = recorded.as_ref().and_then(|info| resume_note(info, threads)) {
                 eprintln!("{note}");
             }
             let stop = Arc::new(AtomicBool::new(false));
@@ -499,16 +502,14 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
     }
 }
 
-/// The thread count recorded in a run's `run.json`.
-fn run_threads(run_dir: &std::path::Path) -> Option<usize> {
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()?;
-    info["threads"].as_u64().map(|t| t as usize).filter(|&t| t > 0)
+/// A run's `run.json` (thread count and gemm kernels it was trained with).
+fn run_info(run_dir: &std::path::Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()
 }
 
 /// Resuming is bit-identical to training straight through only with the thread count and gemm kernel
 /// family the run was trained with (recorded in `run.json`); say so when either differs.
-fn resume_note(run_dir: &std::path::Path, threads: usize) -> Option<String> {
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()?;
+fn resume_note(info: &serde_json::Value, threads: usize) -> Option<String> {
     let mut changed = Vec::new();
     if let Some(t) = info["threads"].as_u64().filter(|&t| t as usize != threads) {
         changed.push(format!("{t} thread(s) (now {threads})"));

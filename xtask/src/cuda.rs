@@ -59,23 +59,20 @@ pub fn cuda_build(opts: &BuildOptions) -> Result<u64, String> {
         .env("PATH", path)
         .env("CUDA_ROOT", &tk)
         .env("VAELAB_CUDA_ARCH", &opts.arch)
-        .env("CUDA_COMPUTE_CAP", opts.arch.replace('.', ""))
-        // Kernels are compiled by the build script; a warning there is the only sign it ran.
-        .env("CARGO_TERM_VERBOSE", "false");
+        .env("CUDA_COMPUTE_CAP", opts.arch.replace('.', ""));
     run(&mut build)?;
-    let out_profile = if opts.profile == "dev" { "debug" } else { opts.profile.as_str() };
-    let binary = target_dir.join(out_profile).join("vaelab");
-    check_ptx(&target_dir.join(out_profile), &opts.arch)?;
-    assemble(&binary, &target_dir.join(out_profile), &opts.arch)
+    let profile_dir = target_dir.join(if opts.profile == "dev" { "debug" } else { opts.profile.as_str() });
+    let dfdx_out = dfdx_out_dir(&profile_dir)?;
+    check_ptx(&dfdx_out, &opts.arch)?;
+    assemble(&profile_dir.join("vaelab"), &dfdx_out, &opts.arch)
 }
 
 /// Every `.ptx` dfdx's build wrote is non-empty and targets `sm_<arch>` (the front end checks each
 /// file too; this sees that the build used it, not an empty `ci-check` build).
-fn check_ptx(profile_dir: &Path, arch: &str) -> Result<(), String> {
-    let out = dfdx_out_dir(profile_dir)?;
+fn check_ptx(out: &Path, arch: &str) -> Result<(), String> {
     let want = format!(".target sm_{}", arch.replace('.', ""));
     let mut count = 0;
-    for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
+    for entry in std::fs::read_dir(out).map_err(|e| format!("{}: {e}", out.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
         if path.extension().is_some_and(|e| e == "ptx") {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -121,7 +118,7 @@ fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), 
     Ok(())
 }
 
-fn assemble(binary: &Path, profile_dir: &Path, arch: &str) -> Result<u64, String> {
+fn assemble(binary: &Path, dfdx_out: &Path, arch: &str) -> Result<u64, String> {
     let dir = bundle_dir();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("stub")).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -137,12 +134,11 @@ fn assemble(binary: &Path, profile_dir: &Path, arch: &str) -> Result<u64, String
     copy_dir(&root().join("specs"), &dir.join("specs"), &|p| p.extension().is_some_and(|e| e == "ron"))?;
     // The headers dfdx's run-time kernels include, at the paths the build fixed (paths.env; run.sh
     // puts them there on the device): cuda_fp16.h and what it includes, and dfdx's own .cuh files.
-    let dfdx_out = dfdx_out_dir(profile_dir)?;
     copy_dir(&tk.join("include"), &dir.join("include/cuda"), &|p| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("cuda_fp16") || n.to_string_lossy().starts_with("cuda_bf16"))
     })?;
-    copy_dir(&dfdx_out, &dir.join("include/dfdx"), &|p| p.extension().is_some_and(|e| e == "cuh"))?;
+    copy_dir(dfdx_out, &dir.join("include/dfdx"), &|p| p.extension().is_some_and(|e| e == "cuh"))?;
     let paths = format!(
         "CUDA_INCLUDE_DIR='{}'\nDFDX_OUT_DIR='{}'\n",
         std::fs::canonicalize(tk.join("include")).map_err(|e| e.to_string())?.display(),

@@ -63,26 +63,22 @@ impl Tree {
     }
 }
 
-/// (Σ, Σ²) of the targets of `idx`, and their variance (scikit-learn's MSE node impurity).
+/// The variance of the targets of `idx` (scikit-learn's MSE node impurity), as Σ²/n − (Σ/n)².
 fn impurity(target: &[f64], idx: &[usize]) -> f64 {
     let n = idx.len() as f64;
     let (s, sq) = idx.iter().fold((0.0, 0.0), |(s, sq), &i| (s + target[i], sq + target[i] * target[i]));
     sq / n - (s / n) * (s / n)
 }
 
-/// A depth-3 regression tree on `target`; adds its unnormalised feature importances to `importance`.
-fn fit_tree(x: &[Vec<f32>], target: &[f64], importance: &mut [f64]) -> Tree {
-    let n_total = target.len() as f64;
+/// A depth-3 regression tree on `target`, and its unnormalised feature importances: each feature's
+/// weighted impurity decreases over the root's sample count (scikit-learn's
+/// `compute_feature_importances(normalize=False)`).
+fn fit_tree(x: &[Vec<f32>], target: &[f64], dims: usize) -> (Tree, Vec<f64>) {
     let mut nodes = Vec::new();
-    let mut gains = vec![0.0; importance.len()];
+    let mut gains = vec![0.0; dims];
     build(x, target, (0..target.len()).collect(), 0, &mut nodes, &mut gains);
-    let split = nodes.iter().any(|n| matches!(n, Node::Split { .. }));
-    if split {
-        for (acc, g) in importance.iter_mut().zip(&gains) {
-            *acc += g / n_total;
-        }
-    }
-    Tree { nodes }
+    let n_total = target.len() as f64;
+    (Tree { nodes }, gains.into_iter().map(|g| g / n_total).collect())
 }
 
 /// Builds the subtree of the samples `idx` at `depth`, depth first as scikit-learn does; returns its
@@ -163,13 +159,15 @@ impl GradientBoosting {
         let trees_per_stage = if k == 2 { 1 } else { k };
         let init: Vec<f64> =
             if k == 2 { vec![(prior[1] / (1.0 - prior[1])).ln()] } else { prior.iter().map(|p| p.ln()).collect() };
-        let mut raw: Vec<Vec<f64>> = vec![init.clone(); n];
-        let mut importance = vec![0.0; dims];
-        let mut relevant = 0usize;
-        let mut stages = Vec::with_capacity(STAGES);
         if k < 2 {
-            return GradientBoosting { classes, init, stages, importances: vec![0.0; dims] };
+            return GradientBoosting { classes, init, stages: vec![], importances: vec![0.0; dims] };
         }
+        let mut raw: Vec<Vec<f64>> = vec![init.clone(); n];
+        // Σ over the trees that split of their importances: scikit-learn averages them over those
+        // trees and normalises to sum 1, so the count cancels.
+        let mut importance = vec![0.0; dims];
+        let scale = if k == 2 { 1.0 } else { (k - 1) as f64 / k as f64 };
+        let mut stages = Vec::with_capacity(STAGES);
         for _ in 0..STAGES {
             // Probabilities at the stage's start: every tree of the stage fits the same gradient.
             let probs: Vec<Vec<f64>> = raw.iter().map(|r| probabilities(r, k)).collect();
@@ -178,16 +176,11 @@ impl GradientBoosting {
                 let class = if k == 2 { 1 } else { t };
                 let p: Vec<f64> = probs.iter().map(|pr| pr[class]).collect();
                 let residual: Vec<f64> = (0..n).map(|i| f64::from(u8::from(label[i] == class)) - p[i]).collect();
-                let mut tree_importance = vec![0.0; dims];
-                let mut tree = fit_tree(&x, &residual, &mut tree_importance);
-                if tree.nodes.len() > 1 {
-                    relevant += 1;
-                    for (a, b) in importance.iter_mut().zip(&tree_importance) {
-                        *a += b;
-                    }
+                let (mut tree, tree_importance) = fit_tree(&x, &residual, dims);
+                for (a, b) in importance.iter_mut().zip(&tree_importance) {
+                    *a += b; // all 0 for a tree that did not split
                 }
                 // One Newton step per leaf (scikit-learn's `_update_terminal_regions`).
-                let scale = if k == 2 { 1.0 } else { (k - 1) as f64 / k as f64 };
                 let leaves: Vec<usize> = x.iter().map(|xi| tree.leaf_of(xi)).collect();
                 let mut sums = vec![(0.0, 0.0); tree.nodes.len()];
                 for i in 0..n {
@@ -208,8 +201,8 @@ impl GradientBoosting {
             }
             stages.push(stage);
         }
-        let total: f64 = importance.iter().sum::<f64>() / relevant.max(1) as f64;
-        let importances = importance.iter().map(|v| if total > 0.0 { v / relevant.max(1) as f64 / total } else { 0.0 }).collect();
+        let total: f64 = importance.iter().sum();
+        let importances = importance.iter().map(|v| if total > 0.0 { v / total } else { 0.0 }).collect();
         GradientBoosting { classes, init, stages, importances }
     }
 
