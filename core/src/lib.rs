@@ -8,6 +8,7 @@
 //! * [`plugin`]: metric and model-block plugins loaded at run time through a C ABI.
 pub mod adversarial;
 pub mod analysis;
+pub mod apply;
 pub mod bench;
 pub mod check;
 pub mod checkpoint;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use vaelab_core::spec::Device;
 use vaelab_core::{check, eval, plugin, train};
 
+mod cli_apply;
 mod cli_latent;
 
 // Large, short-lived activation buffers make glibc malloc return memory to the OS and page-fault
@@ -126,6 +127,15 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Draw N images from a trained run's prior into a folder (PNG or one NPY array).
+    Sample(cli_apply::SampleArgs),
+    /// Reconstruct an image, a folder of images or DICOM files with a trained run; per-image MSE,
+    /// PSNR and SSIM in OUT/reconstruct.csv.
+    Reconstruct(cli_apply::ReconstructArgs),
+    /// Encode images to latent codes: one row per image in a CSV, JSON-lines or NPY file.
+    Encode(cli_apply::EncodeArgs),
+    /// Decode a code file (as `encode` writes it, possibly edited) to images.
+    Decode(cli_apply::DecodeArgs),
     /// Analyse a run's latent space: traverse, interpolate, attributes, embed (writes RUN_DIR/latent/).
     Latent(cli_latent::LatentArgs),
     /// Serve a live latent explorer for a run on http://127.0.0.1:8080/.
@@ -376,6 +386,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explore(args) => {
             set_threads(args.threads)?;
             cli_latent::run_explore(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample(args) => {
+            set_threads(args.run.threads)?;
+            cli_apply::run_sample(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconstruct(args) => {
+            set_threads(args.run.threads)?;
+            cli_apply::run_reconstruct(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Encode(args) => {
+            set_threads(args.run.threads)?;
+            cli_apply::run_encode(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decode(args) => {
+            set_threads(args.run.threads)?;
+            cli_apply::run_decode(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Latent(args) => {

@@ -170,7 +170,7 @@ pub struct DicomDataset {
     skipped: Vec<(PathBuf, String)>,
 }
 
-fn is_dicom_name(p: &Path) -> bool {
+pub(crate) fn is_dicom_name(p: &Path) -> bool {
     match p.extension().and_then(|e| e.to_str()) {
         None => true,
         Some(e) => ["dcm", "dicom", "dc3"].contains(&e.to_ascii_lowercase().as_str()),
@@ -273,35 +273,37 @@ impl DicomDataset {
     }
 }
 
-fn crop(img: &Radiograph, x0: usize, y0: usize, side: usize) -> Vec<f32> {
+pub(crate) fn crop(img: &Radiograph, x0: usize, y0: usize, side: usize) -> Vec<f32> {
     (y0..y0 + side).flat_map(|y| img.pixels[y * img.width + x0..y * img.width + x0 + side].iter().copied()).collect()
 }
 
 fn patch_items(images: &[Radiograph], files: &[PathBuf], p: Patches) -> Result<Vec<Item>, DataError> {
-    if p.size == 0 || p.stride == 0 || !(0.0..=1.0).contains(&p.min_foreground) {
-        return Err(DataError::Mismatch {
-            path: files.first().cloned().unwrap_or_default(),
-            message: format!("patches need size ≥ 1, stride ≥ 1 and min_foreground in [0, 1], got {p:?}"),
-        });
-    }
     let mut items = Vec::new();
     for (file, img) in images.iter().enumerate() {
-        if img.width < p.size || img.height < p.size {
-            return Err(DataError::Mismatch {
-                path: files[file].clone(),
-                message: format!("the image is {}×{}, smaller than a {}-pixel patch", img.width, img.height, p.size),
-            });
-        }
-        for y in (0..=img.height - p.size).step_by(p.stride) {
-            for x in (0..=img.width - p.size).step_by(p.stride) {
-                let fg = crop(img, x, y, p.size).iter().filter(|v| is_foreground(**v)).count();
-                if fg as f32 >= p.min_foreground * (p.size * p.size) as f32 {
-                    items.push(Item { file, at: Some((x, y)) });
-                }
+        let corners = patch_corners(img, p).map_err(|message| DataError::Mismatch { path: files[file].clone(), message })?;
+        items.extend(corners.into_iter().map(|at| Item { file, at: Some(at) }));
+    }
+    Ok(items)
+}
+
+/// The top-left corners (x, y) of the patches `p` keeps from one radiograph, in raster order.
+pub(crate) fn patch_corners(img: &Radiograph, p: Patches) -> Result<Vec<(usize, usize)>, String> {
+    if p.size == 0 || p.stride == 0 || !(0.0..=1.0).contains(&p.min_foreground) {
+        return Err(format!("patches need size ≥ 1, stride ≥ 1 and min_foreground in [0, 1], got {p:?}"));
+    }
+    if img.width < p.size || img.height < p.size {
+        return Err(format!("the image is {}×{}, smaller than a {}-pixel patch", img.width, img.height, p.size));
+    }
+    let mut corners = Vec::new();
+    for y in (0..=img.height - p.size).step_by(p.stride) {
+        for x in (0..=img.width - p.size).step_by(p.stride) {
+            let fg = crop(img, x, y, p.size).iter().filter(|v| is_foreground(**v)).count();
+            if fg as f32 >= p.min_foreground * (p.size * p.size) as f32 {
+                corners.push((x, y));
             }
         }
     }
-    Ok(items)
+    Ok(corners)
 }
 
 impl Dataset for DicomDataset {

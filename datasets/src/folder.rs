@@ -364,7 +364,7 @@ fn decode_grey_png(path: &Path, cfg: &FolderConfig) -> Option<Result<(Vec<f32>, 
 
 /// Decodes one file to C×size×size values in [0, 1] and its bit depth. Size problems start with
 /// "size:" so that they are never skipped (they are a spec problem, not a bad file).
-fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
+pub(crate) fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
     let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if is_png && cfg.channels == Channels::Grey {
         if let Some(result) = decode_grey_png(path, cfg) {

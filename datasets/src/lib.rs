@@ -17,6 +17,7 @@ mod procedural;
 pub mod resample;
 mod rng;
 pub mod shapes;
+pub mod single;
 
 pub use augment::Augment;
 pub use batch::ImageBatch;
@@ -29,6 +30,7 @@ pub use order::stratified_order;
 pub use procedural::image_rng;
 pub use rng::{tag, StreamRng};
 pub use shapes::{Shapes, ShapesConfig};
+pub use single::{list_inputs, read_input, InputFile, InputImage, Preprocess};
 
 use serde::{Deserialize, Serialize};
 

@@ -109,17 +109,46 @@ impl PixelCnn {
         index: u64,
         count: usize,
     ) -> Vec<Vec<usize>> {
-        let positions = self.h * self.w;
         let mut rng = vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose), index]);
-        let mut grids = vec![vec![0usize; positions]; count];
         let ctx = Ctx::new(store, false, seed, index);
+        // One stream for the whole batch: grid b's draws interleave with the others'.
+        self.draw(&ctx, count, 1.0, |_| rng.uniform())
+    }
+
+    /// One code grid per entry of `indices`, grid `i` from its own stream (seed, purpose,
+    /// indices[i]), with the logits divided by `temperature`: grid `i` does not depend on the other
+    /// grids drawn beside it (`vaelab sample` with any batch size).
+    pub fn sample_each<D: Backend>(
+        &self,
+        store: &ParamStore<D>,
+        seed: u64,
+        purpose: &str,
+        indices: &[u64],
+        temperature: f32,
+    ) -> Vec<Vec<usize>> {
+        let mut rngs: Vec<_> =
+            indices.iter().map(|&i| vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose), i])).collect();
+        let ctx = Ctx::new(store, false, seed, 0);
+        self.draw(&ctx, indices.len(), temperature, |b| rngs[b].uniform())
+    }
+
+    /// Draws `count` grids position by position; `uniform(b)` gives grid b's next uniform number.
+    fn draw<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        count: usize,
+        temperature: f32,
+        mut uniform: impl FnMut(usize) -> f64,
+    ) -> Vec<Vec<usize>> {
+        let positions = self.h * self.w;
+        let mut grids = vec![vec![0usize; positions]; count];
         for p in 0..positions {
-            let logits = self.logits(&ctx, self.one_hot(&store.dev, &grids)).split_tape().0.as_vec();
+            let logits = self.logits(ctx, self.one_hot(&ctx.store.dev, &grids)).split_tape().0.as_vec();
             for (b, grid) in grids.iter_mut().enumerate() {
-                let l: Vec<f32> = (0..self.codes).map(|k| logits[(k * positions + p) * count + b]).collect();
+                let l: Vec<f32> = (0..self.codes).map(|k| logits[(k * positions + p) * count + b] / temperature).collect();
                 let top = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let weights: Vec<f32> = l.iter().map(|x| (x - top).exp()).collect();
-                let mut u = rng.uniform() as f32 * weights.iter().sum::<f32>();
+                let mut u = uniform(b) as f32 * weights.iter().sum::<f32>();
                 grid[p] = weights
                     .iter()
                     .position(|w| {
