@@ -84,9 +84,19 @@ enum Command {
         device: Option<Device>,
         #[arg(long)]
         threads: Option<usize>,
-        /// Which held-out split to score: test (writes eval/) or val (writes eval-val/).
+        /// Which held-out split to score: test or val.
         #[arg(long, default_value = "test")]
         split: vaelab_datasets::Split,
+        /// Score another dataset of the same image size: a spec file (its `data` section) or a
+        /// folder of images (class folders or flat) or DICOM files; other sizes are fitted as the
+        /// run's own data were (resized for a procedural run).
+        #[arg(long, value_name = "SPEC_OR_FOLDER")]
+        data: Option<PathBuf>,
+        /// The folder under the run to write [default: eval/ for the latest checkpoint on the test
+        /// split of the run's data, else eval-<step>-<split>[-<data>]/]. An earlier evaluation of the
+        /// same checkpoint, split and data there keeps its other metrics; any other is moved aside.
+        #[arg(long, value_name = "NAME")]
+        out: Option<String>,
         /// Comma-separated metrics to compute instead of the spec's `eval.metrics`.
         #[arg(long, value_delimiter = ',')]
         metrics: Option<Vec<String>>,
@@ -327,9 +337,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let opts = eval::EvalOptions { device, ..Default::default() };
-            Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
+            Ok(print_report(&eval::evaluate(&run_dir, &opts)?))
         }
-        Command::Eval { run_dir, checkpoint, device, threads, split, metrics, plugins, fid_weights, domain_encoder } => {
+        Command::Eval {
+            run_dir,
+            checkpoint,
+            device,
+            threads,
+            split,
+            data,
+            out,
+            metrics,
+            plugins,
+            fid_weights,
+            domain_encoder,
+        } => {
             set_threads(threads)?;
             let opts = eval::EvalOptions {
                 checkpoint,
@@ -339,8 +361,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 plugins: extra_plugins(&plugins),
                 fid_weights,
                 domain_encoder,
+                data,
+                out,
             };
-            Ok(print_report(&eval::evaluate(&run_dir, &opts)?, &run_dir))
+            Ok(print_report(&eval::evaluate(&run_dir, &opts)?))
         }
         Command::Metrics { real, fake, metrics, rgb, json, plugins, threads, fid_weights, domain_encoder } => {
             set_threads(threads)?;
@@ -496,9 +520,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Prints the evaluation; a metric that failed makes the exit status 1 (everything else is written).
-fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCode {
+fn print_report(report: &eval::EvalReport) -> ExitCode {
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    let data = report.data.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
     println!(
-        "evaluation of `{}` at step {} on {} {} images:",
+        "evaluation of `{}` at step {} on {} {}{data} images:",
         report.run,
         report.checkpoint_step,
         report.test_images,
@@ -519,7 +547,7 @@ fn print_report(report: &eval::EvalReport, run_dir: &std::path::Path) -> ExitCod
         eprintln!("  {name:<10} FAILED: {why}");
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
-    let dir = eval::eval_dir(run_dir, report.split);
+    let dir = &report.folder;
     let pictures: Vec<&str> = ["reconstructions.png", "samples.png", "traversal.png", "loss-curves.png"]
         .into_iter()
         .filter(|f| dir.join(f).exists())

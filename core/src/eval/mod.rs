@@ -95,6 +95,15 @@ pub struct EvalReport {
     /// Where the prior samples (samples.png, FID, domain FD) come from.
     #[serde(default)]
     pub prior: String,
+    /// The other dataset scored (`vaelab eval --data`), described; absent for the run's own data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The folder this evaluation was written to (not stored: it is where the file is).
+    #[serde(skip)]
+    pub folder: PathBuf,
+    /// What happened to earlier evaluations there: metrics kept from one, or one moved aside.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
@@ -133,6 +142,12 @@ pub struct EvalOptions {
     pub fid_weights: Option<PathBuf>,
     /// The run whose encoder gives `domain_fd`'s features, instead of the spec's.
     pub domain_encoder: Option<PathBuf>,
+    /// Another dataset of the same image size to score the model on: a spec file (its `data`
+    /// section) or a folder of images or DICOM files.
+    pub data: Option<PathBuf>,
+    /// The folder (under the run) to write [default: `eval/` for the latest checkpoint on the test
+    /// split of the run's own data, else `eval-<step>-<split>[-<data>]/`].
+    pub out: Option<String>,
 }
 
 impl Default for EvalOptions {
@@ -145,16 +160,84 @@ impl Default for EvalOptions {
             plugins: vec![],
             fid_weights: None,
             domain_encoder: None,
+            data: None,
+            out: None,
         }
     }
 }
 
-/// The folder an evaluation of `split` writes.
-pub fn eval_dir(run_dir: &Path, split: Split) -> PathBuf {
-    match split {
-        Split::Test => run_dir.join("eval"),
-        other => run_dir.join(format!("eval-{}", other.name())),
+/// The folder of the default evaluation (latest checkpoint, test split, the run's own data).
+pub fn eval_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("eval")
+}
+
+/// The folder any other evaluation writes: `eval-<step>-<split>[-<data>]`.
+fn other_eval_dir(run_dir: &Path, step: usize, split: Split, data: Option<&str>) -> PathBuf {
+    let mut name = format!("eval-{step}-{}", split.name());
+    if let Some(d) = data {
+        let stem = Path::new(d).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let clean: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        name += &format!("-{}", clean.trim_matches('_'));
     }
+    run_dir.join(name)
+}
+
+/// Every evaluation of a run: `(folder name, report)` for each `eval*/metrics.json`, by name.
+pub fn evaluations(run_dir: &Path) -> Vec<(String, EvalReport)> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return vec![] };
+    let mut found: Vec<(String, EvalReport)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(e.path().join("metrics.json")).ok()?;
+            let mut report: EvalReport = serde_json::from_str(&text).ok()?;
+            report.folder = e.path();
+            Some((name, report))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// The dataset `--data` names, as the run's spec with that data section, and a short description.
+fn other_data(spec: &Experiment, path: &Path) -> Result<(Experiment, String), EvalError> {
+    let mut other = spec.clone();
+    let name = path.display().to_string();
+    if path.is_file() && path.extension().is_some_and(|e| e == "ron") {
+        let loaded =
+            crate::spec::load::load_spec(path).map_err(|e| EvalError::Model(format!("--data {}:\n{e}", path.display())))?;
+        let data = loaded.experiment.data;
+        if data.size != spec.data.size {
+            let (theirs, ours) = (data.size, spec.data.size);
+            return Err(EvalError::Model(format!(
+                "--data {}: its images are {theirs}×{theirs} but the run's are {ours}×{ours}; a model scores images of its own size",
+                path.display()
+            )));
+        }
+        other.data = data;
+        return Ok((other, name));
+    }
+    if !path.is_dir() {
+        return Err(EvalError::Model(format!("--data {}: neither a spec file (.ron) nor a folder", path.display())));
+    }
+    let root = crate::spec::load::absolute(path);
+    let (channels, fit) = match &spec.data.dataset {
+        crate::spec::Dataset::Folder { channels, fit, .. } => (*channels, *fit),
+        crate::spec::Dataset::Dicom { fit, .. } => (vaelab_datasets::Channels::Grey, *fit),
+        // A procedural run never fitted images: other sizes are resized to its own.
+        _ => (vaelab_datasets::Channels::Grey, vaelab_datasets::Fit::Resize),
+    };
+    let dicom = vaelab_datasets::list_inputs(path)
+        .map(|files| files.iter().any(|f| vaelab_datasets::single::is_dicom_file(&f.path)))
+        .unwrap_or(false);
+    other.data.dataset = if dicom {
+        crate::spec::Dataset::Dicom { root, fit, window: None, patches: None, on_bad_file: vaelab_datasets::OnBadFile::Error }
+    } else {
+        crate::spec::Dataset::Folder { root, channels, fit, on_bad_file: vaelab_datasets::OnBadFile::Error, cache_mib: 1024 }
+    };
+    Ok((other, name))
 }
 
 pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
@@ -172,29 +255,49 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
     if opts.fid_weights.is_some() {
         spec.eval.fid_weights = opts.fid_weights.clone();
     }
-    let checkpoint = opts.checkpoint.as_deref();
-    let split = opts.split;
-    crate::device::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, checkpoint, split))
+    let data = match &opts.data {
+        Some(path) => {
+            let (other, name) = other_data(&spec, path)?;
+            spec = other;
+            Some(name)
+        }
+        None => None,
+    };
+    let target = Target { checkpoint: opts.checkpoint.as_deref(), split: opts.split, data, out: opts.out.clone() };
+    crate::device::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, &target))
 }
 
-fn evaluate_on<D: Backend>(
-    dev: D,
-    spec: &Experiment,
-    run_dir: &Path,
-    checkpoint: Option<&Path>,
+/// Which evaluation this is, and where it goes.
+struct Target<'a> {
+    checkpoint: Option<&'a Path>,
     split: Split,
-) -> Result<EvalReport, EvalError> {
+    data: Option<String>,
+    out: Option<String>,
+}
+
+fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &Target) -> Result<EvalReport, EvalError> {
+    let (checkpoint, split) = (target.checkpoint, target.split);
     let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+    let latest = checkpoint::latest(&run_dir.join("checkpoints"));
     let ckpt = match checkpoint {
         Some(p) => p.to_path_buf(),
         None => checkpoint::latest(&run_dir.join("checkpoints"))?,
     };
     let info = checkpoint::load(&ckpt, &mut store, &mut [])?;
     let learned_prior = crate::prior::train::overlay(run_dir, info.step, &mut store).map_err(EvalError::Model)?;
+    let is_latest = match &latest {
+        Ok(l) => checkpoint.is_none() || same_file(l, &ckpt),
+        Err(_) => false,
+    };
+    let out_dir = match &target.out {
+        Some(name) => run_dir.join(name),
+        None if is_latest && split == Split::Test && target.data.is_none() => eval_dir(run_dir),
+        None => other_eval_dir(run_dir, info.step, split, target.data.as_deref()),
+    };
 
     let mut registry = MetricRegistry::builtin();
     plugins.register_metrics(&mut registry, spec.data.batch).map_err(EvalError::Plugin)?;
@@ -420,7 +523,7 @@ fn evaluate_on<D: Backend>(
     }
     order.truncate(TRAVERSAL_ROWS);
 
-    let out_dir = eval_dir(run_dir, split);
+    let notes = make_room(run_dir, &out_dir, info.step, split, target.data.as_deref())?;
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
     write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
     let factor_grids = if model.generator_only {
@@ -429,7 +532,7 @@ fn evaluate_on<D: Backend>(
         write_factor_grids(&dev, &model, &store, spec, &fake, &codes, &dataset.factor_names(), &out_dir)?
     };
 
-    let report = EvalReport {
+    let mut report = EvalReport {
         run: spec.name.clone(),
         checkpoint_step: info.step,
         split,
@@ -444,13 +547,101 @@ fn evaluate_on<D: Backend>(
         factor_grids,
         failed,
         prior: prior_description(&model, learned_prior).into(),
+        data: target.data.clone(),
+        folder: out_dir.clone(),
+        notes,
     };
+    merge_earlier(&mut report);
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
     let path = out_dir.join("metrics.json");
     checkpoint::write_atomic(&path, json.as_bytes())
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
+    // Every report lists every evaluation of the run: rebuild the others' too.
+    for (_, other) in evaluations(run_dir) {
+        if other.folder != out_dir {
+            crate::report::write(run_dir, &other.folder, &other).map_err(EvalError::Write)?;
+        }
+    }
     crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
     Ok(report)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// An earlier evaluation in `out_dir` of another checkpoint, split or dataset is moved aside to
+/// its own folder (`eval-<step>-<split>[-<data>]`, numbered if that exists), never overwritten.
+/// Returns what was done, for the user.
+fn make_room(run_dir: &Path, out_dir: &Path, step: usize, split: Split, data: Option<&str>) -> Result<Vec<String>, EvalError> {
+    let Ok(text) = std::fs::read_to_string(out_dir.join("metrics.json")) else { return Ok(vec![]) };
+    let Ok(earlier) = serde_json::from_str::<EvalReport>(&text) else {
+        return Err(EvalError::Write(format!(
+            "{} holds a metrics.json this version cannot read; move it away or choose another folder with --out",
+            out_dir.display()
+        )));
+    };
+    if (earlier.checkpoint_step, earlier.split, earlier.data.as_deref()) == (step, split, data) {
+        return Ok(vec![]);
+    }
+    let base = other_eval_dir(run_dir, earlier.checkpoint_step, earlier.split, earlier.data.as_deref());
+    let mut aside = base.clone();
+    let mut k = 2;
+    while aside.exists() {
+        aside = PathBuf::from(format!("{}-{k}", base.display()));
+        k += 1;
+    }
+    std::fs::rename(out_dir, &aside)
+        .map_err(|e| EvalError::Write(format!("cannot move {} to {}: {e}", out_dir.display(), aside.display())))?;
+    Ok(vec![format!(
+        "moved the earlier evaluation in {} (step {}, {} split{}) to {}",
+        out_dir.display(),
+        earlier.checkpoint_step,
+        earlier.split.name(),
+        earlier.data.as_deref().map(|d| format!(", data {d}")).unwrap_or_default(),
+        aside.display()
+    )])
+}
+
+/// Metrics of an earlier evaluation of the same checkpoint, split and data in the same folder are
+/// kept beside the new ones (a newer value replaces an older one of the same name).
+fn merge_earlier(report: &mut EvalReport) {
+    let Ok(text) = std::fs::read_to_string(report.folder.join("metrics.json")) else { return };
+    let Ok(earlier) = serde_json::from_str::<EvalReport>(&text) else { return };
+    if (earlier.checkpoint_step, earlier.split, &earlier.data) != (report.checkpoint_step, report.split, &report.data) {
+        return;
+    }
+    let mut kept = Vec::new();
+    for (name, entry) in earlier.metrics {
+        if !report.metrics.contains_key(&name) && !report.failed.contains_key(&name) {
+            report.metrics.insert(name.clone(), entry);
+            kept.push(name);
+        }
+    }
+    for (name, why) in earlier.failed {
+        if !report.metrics.contains_key(&name) && !report.failed.contains_key(&name) {
+            report.failed.insert(name, why);
+        }
+    }
+    for (name, v) in earlier.domain_fd_baselines {
+        report.domain_fd_baselines.entry(name).or_insert(v);
+    }
+    for f in earlier.factor_grids {
+        if !report.factor_grids.contains(&f) {
+            report.factor_grids.push(f);
+        }
+    }
+    if !kept.is_empty() {
+        report.notes.push(format!(
+            "kept {} metric(s) of the earlier evaluation of this checkpoint in {}: {}",
+            kept.len(),
+            report.folder.display(),
+            kept.join(", ")
+        ));
+    }
 }
 
 /// Where `model`'s prior samples come from, for the report.

@@ -59,12 +59,12 @@ pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), 
     if !series.is_empty() {
         crate::eval::grid::save_png(&plot::plot(&series), &out_dir.join("loss-curves.png"))?;
     }
-    let html = render(out_dir, report);
+    let html = render(out_dir, report, &crate::eval::evaluations(run_dir));
     let path = out_dir.join("report.html");
     crate::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn render(out_dir: &Path, r: &EvalReport) -> String {
+fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> String {
     let mut h = String::new();
     let title = format!("vaelab report: {}", r.run);
     let _ = write!(
@@ -140,8 +140,35 @@ fn render(out_dir: &Path, r: &EvalReport) -> String {
         }
         let _ = writeln!(h, "</p><p class=\"meta\">total {} nats per image</p>", value(total));
     }
+    evaluations_table(&mut h, out_dir, all);
     let _ = writeln!(h, "<p class=\"meta\">written by vaelab {}</p>\n</body></html>", env!("CARGO_PKG_VERSION"));
     h
+}
+
+/// Every evaluation of the run (each folder with a metrics.json), linked, this one marked.
+fn evaluations_table(h: &mut String, out_dir: &Path, all: &[(String, EvalReport)]) {
+    let this = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if all.iter().all(|(name, _)| *name == this) {
+        return;
+    }
+    *h += "<h2>Every evaluation of this run</h2>\n<table><thead><tr><th>folder</th><th>step</th><th>split</th><th>data</th><th>images</th><th>metrics</th></tr></thead><tbody>\n";
+    for (name, r) in all {
+        let folder = if *name == this {
+            format!("{} (this report)", escape(name))
+        } else {
+            format!("<a href=\"../{0}/report.html\">{0}</a>", escape(name))
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{folder}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            r.checkpoint_step,
+            r.split.name(),
+            escape(r.data.as_deref().unwrap_or("the run's own")),
+            r.test_images,
+            escape(&r.metrics.keys().cloned().collect::<Vec<_>>().join(", "))
+        );
+    }
+    *h += "</tbody></table>\n";
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}\
