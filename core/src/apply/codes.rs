@@ -419,7 +419,22 @@ fn read_npy(path: &Path, layout: &CodeLayout) -> Result<Vec<DecodeRow>, ApplyErr
         ("i4", true) => npy.into_vec::<i32>().map_err(|e| bad(e.to_string()))?.into_iter().map(f64::from).collect(),
         (other, _) => {
             let want = if quantized { "int64 or int32 codebook indices" } else { "float32 or float64" };
-            return Err(bad(format!("values of dtype `{other}`; this run's codes need {want}")));
+            let numpy = match other {
+                "f2" => "float16",
+                "f4" => "float32",
+                "f8" => "float64",
+                "i1" => "int8",
+                "i2" => "int16",
+                "i4" => "int32",
+                "i8" => "int64",
+                "u1" => "uint8",
+                "u2" => "uint16",
+                "u4" => "uint32",
+                "u8" => "uint64",
+                "b1" => "bool",
+                other => other,
+            };
+            return Err(bad(format!("values of dtype {numpy}; this run's codes need {want}")));
         }
     };
     let names: Vec<Option<String>> = match std::fs::read_to_string(npy_sidecar(path)) {

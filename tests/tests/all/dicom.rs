@@ -12,7 +12,7 @@ use vaelab_datasets::{Dataset, DicomConfig, DicomDataset, Fit, OnBadFile, Patche
 
 /// `datasets/downloads/pydicom-data` (filled by `datasets/fetch/pydicom-data.sh`) or `VAELAB_DICOM_DIR`.
 /// Absent data skip these tests unless `VAELAB_REQUIRE_DATA` is set (CI), where they must run.
-fn real_data() -> Option<PathBuf> {
+pub fn real_data() -> Option<PathBuf> {
     let dir = std::env::var_os("VAELAB_DICOM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| super::specs::workspace().join("datasets/downloads/pydicom-data"));

@@ -106,7 +106,7 @@ fn the_validation_split_is_scored_into_its_own_folder() {
     let test = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
     assert_eq!((val.split, val.test_images, test.test_images), (vaelab_datasets::Split::Val, 32, 64));
     assert_ne!(val.metrics["mse"].value, test.metrics["mse"].value, "different images");
-    assert!(dir.join("eval-val/metrics.json").exists() && dir.join("eval/metrics.json").exists());
+    assert!(dir.join("eval-5-val/metrics.json").exists() && dir.join("eval/metrics.json").exists());
 }
 
 #[test]

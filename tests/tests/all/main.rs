@@ -1,6 +1,7 @@
 //! vaelab's integration tests: one binary, a module per area.
 
 mod adversarial;
+mod apply;
 mod browser;
 mod datasets;
 mod dicom;
