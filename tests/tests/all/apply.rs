@@ -187,9 +187,19 @@ fn encode_then_decode_gives_reconstruct_bit_for_bit_for_every_latent_kind() {
 #[test]
 fn samples_are_the_same_across_calls_and_batch_sizes() {
     let work = Scratch::created("apply", "samples");
-    for kind in ["gaussian", "quantized"] {
+    for kind in ["default", "quantized"] {
         let run_dir = work.join(kind);
-        trained(kind, &run_dir);
+        if kind == "default" {
+            // The default spec (64 px, batch 64): its decoder sums in another order at widths 1–8 than
+            // at 9 or more (measured), which only padding to one width hides.
+            let path = crate::specs::workspace().join("specs/shapes/beta-vae.ron");
+            let mut spec = vaelab_core::spec::load_spec(&path).unwrap().experiment;
+            spec.train.steps = 2;
+            spec.train.checkpoint_every = 2;
+            vaelab_core::train::train(&spec, &options(&run_dir)).unwrap();
+        } else {
+            trained(kind, &run_dir);
+        }
         let run = Trained::open(&run_dir, None).unwrap();
         let draw = |name: &str, batch: Option<usize>, seed: Option<u64>, temperature: f32| {
             let out = work.join(format!("{kind}-{name}"));
@@ -217,16 +227,17 @@ fn samples_are_the_same_across_calls_and_batch_sizes() {
         assert!(first != draw("seed", None, Some(99), 1.0), "{kind}: the seed changes nothing");
         assert!(first != draw("cold", None, None, 0.5), "{kind}: the temperature changes nothing");
         let check = format!(
-            "import numpy; a = numpy.load({:?}); assert a.shape == (37, 1, 32, 32) and a.dtype == numpy.float32; \
+            "import numpy; a = numpy.load({:?}); assert a.shape == (37, 1, {side}, {side}) and a.dtype == numpy.float32; \
              assert 0 <= a.min() and a.max() <= 1; print('ok')",
-            work.join(format!("{kind}-a/samples.npy"))
+            work.join(format!("{kind}-a/samples.npy")),
+            side = if kind == "default" { 64 } else { 32 }
         );
         if let Some(out) = numpy(&check) {
             assert_eq!(out.trim(), "ok");
         }
     }
     // PNG files, named by index.
-    let run = Trained::open(&work.join("gaussian"), None).unwrap();
+    let run = Trained::open(&work.join("default"), None).unwrap();
     let out = work.join("png");
     let opts = SampleOptions {
         n: 3,
