@@ -49,8 +49,6 @@ pub struct SampleArgs {
 /// Options of the commands that read images.
 #[derive(Args)]
 pub struct InputArgs {
-    /// An image file, a DICOM file, or a folder of them (searched recursively).
-    pub input: PathBuf,
     /// Leave out files that cannot be decoded (with a warning) instead of stopping.
     #[arg(long)]
     pub skip_bad: bool,
@@ -64,8 +62,10 @@ pub struct InputArgs {
 pub struct ReconstructArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// An image file, a DICOM file, or a folder of them (searched recursively).
+    pub input: PathBuf,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub reading: InputArgs,
     /// Output folder: each reconstruction under its input's relative path, and reconstruct.csv.
     #[arg(long)]
     pub out: PathBuf,
@@ -78,8 +78,15 @@ pub struct ReconstructArgs {
 pub struct EncodeArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    /// An image file, a DICOM file, or a folder of them (searched recursively).
+    #[arg(required_unless_present = "split", conflicts_with = "split")]
+    pub input: Option<PathBuf>,
+    /// Encode a split of the run's own dataset instead (train, val or test), with its ground-truth
+    /// factors or labels as columns (rows named `<split>/<index>`).
+    #[arg(long)]
+    pub split: Option<vaelab_datasets::Split>,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub reading: InputArgs,
     /// The code file: .csv, .jsonl or .npy (with FILE.json naming its rows and columns).
     #[arg(long)]
     pub out: PathBuf,
@@ -131,11 +138,11 @@ pub fn run_sample(args: SampleArgs) -> Result<()> {
 pub fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
     let trained = open(&args.run)?;
     let opts = reconstruct::ReconstructOptions {
-        input: args.input.input,
+        input: args.input,
         out: args.out.clone(),
-        skip_bad: args.input.skip_bad,
+        skip_bad: args.reading.skip_bad,
         force: args.run.force,
-        fit: args.input.fit,
+        fit: args.reading.fit,
         format: args.format,
         progress: true,
     };
@@ -145,12 +152,17 @@ pub fn run_reconstruct(args: ReconstructArgs) -> Result<()> {
 
 pub fn run_encode(args: EncodeArgs) -> Result<()> {
     let trained = open(&args.run)?;
+    let input = match (args.input, args.split) {
+        (_, Some(split)) => encode::EncodeInput::Split(split),
+        (Some(path), None) => encode::EncodeInput::Files(path),
+        (None, None) => anyhow::bail!("give INPUT (a file or folder) or --split"),
+    };
     let opts = encode::EncodeOptions {
-        input: args.input.input,
+        input,
         out: args.out.clone(),
-        skip_bad: args.input.skip_bad,
+        skip_bad: args.reading.skip_bad,
         force: args.run.force,
-        fit: args.input.fit,
+        fit: args.reading.fit,
         progress: true,
     };
     let tally = encode::encode(&trained, &opts)?;

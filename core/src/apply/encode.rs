@@ -7,10 +7,18 @@ use super::reconstruct::progress_bar;
 use super::{ApplyError, Trained};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use vaelab_datasets::{list_inputs, Fit};
+use vaelab_datasets::{list_inputs, Fit, Split};
+
+/// What `encode` reads.
+pub enum EncodeInput {
+    /// An image or DICOM file, or a folder of them.
+    Files(PathBuf),
+    /// A split of the run's own dataset, with its factors (or class labels) as columns.
+    Split(Split),
+}
 
 pub struct EncodeOptions {
-    pub input: PathBuf,
+    pub input: EncodeInput,
     /// `.csv`, `.jsonl` or `.npy`.
     pub out: PathBuf,
     pub skip_bad: bool,
@@ -23,9 +31,21 @@ pub struct EncodeOptions {
 pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyError> {
     run.require_encoder("encode")?;
     super::codes::CodeFormat::of(&opts.out)?;
-    let files = list_inputs(&opts.input).map_err(|e| ApplyError::Input(e.to_string()))?;
-    let out_file = OutputFile::prepare(&opts.out, opts.force)?;
     let layout = run.layout();
+    let code_row = |codes: &super::BatchCodes, i: usize, path: String, labels: Vec<(String, f64)>| CodeRow {
+        path,
+        labels,
+        values: match layout.kind {
+            CodeKind::Quantized { .. } => codes.indices[i].iter().map(|k| *k as f64).collect(),
+            _ => codes.z[i].iter().map(|v| *v as f64).collect(),
+        },
+        logvar: codes.logvar.get(i).cloned().unwrap_or_default(),
+    };
+    let files = match &opts.input {
+        EncodeInput::Split(split) => return encode_split(run, opts, *split, &code_row),
+        EncodeInput::Files(input) => list_inputs(input).map_err(|e| ApplyError::Input(e.to_string()))?,
+    };
+    let out_file = OutputFile::prepare(&opts.out, opts.force)?;
     let labels: Vec<String> = if files.iter().any(|f| f.label.is_some()) { vec!["label".into()] } else { vec![] };
     let mut writer = CodeWriter::create(&opts.out, &layout, &labels)?;
     let pre = run.preprocess(opts.fit);
@@ -34,17 +54,8 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
         let pixels: Vec<Vec<f32>> = images.iter().map(|i| i.pixels.clone()).collect();
         let codes = run.encode(&pixels)?;
         for (i, image) in images.iter().enumerate() {
-            let values: Vec<f64> = match layout.kind {
-                CodeKind::Quantized { .. } => codes.indices[i].iter().map(|k| *k as f64).collect(),
-                _ => codes.z[i].iter().map(|v| *v as f64).collect(),
-            };
-            let row = CodeRow {
-                path: rel_text(&image.rel),
-                labels: image.label.map(|l| ("label".to_string(), l as f64)).into_iter().collect(),
-                values,
-                logvar: codes.logvar.get(i).cloned().unwrap_or_default(),
-            };
-            writer.write(&row)?;
+            let labels = image.label.map(|l| ("label".to_string(), l as f64)).into_iter().collect();
+            writer.write(&code_row(&codes, i, rel_text(&image.rel), labels))?;
         }
         Ok(())
     })?;
@@ -52,6 +63,39 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
     writer.finish()?;
     out_file.keep();
     Ok(tally)
+}
+
+/// `encode --split`: the run's own dataset, in index order, with its ground-truth factors.
+fn encode_split(
+    run: &Trained,
+    opts: &EncodeOptions,
+    split: Split,
+    code_row: &dyn Fn(&super::BatchCodes, usize, String, Vec<(String, f64)>) -> CodeRow,
+) -> Result<InputTally, ApplyError> {
+    let dataset = crate::data::build_dataset(&run.spec).map_err(crate::eval::EvalError::from)?;
+    let n = dataset.len(split);
+    if n == 0 {
+        return Err(ApplyError::Input(format!("the {} split of this run's dataset is empty", split.name())));
+    }
+    let out_file = OutputFile::prepare(&opts.out, opts.force)?;
+    let names = dataset.factor_names();
+    let mut writer = CodeWriter::create(&opts.out, &run.layout(), &names)?;
+    let bar = progress_bar(opts.progress, n, "encoding");
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(run.spec.data.batch.max(1)) {
+        let batch = dataset.batch(split, chunk);
+        let pixels: Vec<Vec<f32>> = (0..batch.n).map(|i| batch.image(i).to_vec()).collect();
+        let codes = run.encode(&pixels)?;
+        for (i, &index) in chunk.iter().enumerate() {
+            let labels = names.iter().cloned().zip(batch.factors[i].iter().map(|v| *v as f64)).collect();
+            writer.write(&code_row(&codes, i, format!("{}/{index:06}", split.name()), labels))?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    writer.finish()?;
+    out_file.keep();
+    Ok(InputTally { files: n, images: n, skipped: vec![] })
 }
 
 pub struct DecodeOptions {

@@ -6,7 +6,7 @@
 use crate::scratch::Scratch;
 use crate::training::{options, tiny};
 use std::path::{Path, PathBuf};
-use vaelab_core::apply::encode::{decode, encode, DecodeOptions, EncodeOptions};
+use vaelab_core::apply::encode::{decode, encode, DecodeOptions, EncodeInput, EncodeOptions};
 use vaelab_core::apply::output::ImageFormat;
 use vaelab_core::apply::reconstruct::{reconstruct, ReconstructOptions};
 use vaelab_core::apply::sample::{sample, SampleOptions};
@@ -133,7 +133,7 @@ fn encode_then_decode_gives_reconstruct_bit_for_bit_for_every_latent_kind() {
         for format in ["csv", "jsonl", "npy"] {
             let codes = work.join(format!("{kind}.{format}"));
             let e = EncodeOptions {
-                input: inputs.clone(),
+                input: EncodeInput::Files(inputs.clone()),
                 out: codes.clone(),
                 skip_bad: false,
                 force: false,
@@ -333,7 +333,14 @@ fn bad_inputs_are_refused_with_located_messages() {
 
     // Wrong code lengths and types, in each format.
     let codes = work.join("codes.csv");
-    let e = EncodeOptions { input: inputs.clone(), out: codes.clone(), skip_bad: true, force: false, fit: None, progress: false };
+    let e = EncodeOptions {
+        input: EncodeInput::Files(inputs.clone()),
+        out: codes.clone(),
+        skip_bad: true,
+        force: false,
+        fit: None,
+        progress: false,
+    };
     encode(&run, &e).unwrap();
     messages.push(encode(&run, &e).unwrap_err().to_string());
     let text = std::fs::read_to_string(&codes).unwrap();
@@ -377,6 +384,26 @@ fn bad_inputs_are_refused_with_located_messages() {
     };
     messages.push(npy("shape.npy", &[3, 5], false));
     messages.push(npy("ints.npy", &[3, 4], true));
+
+    // The run's own test split, with the dataset's ground-truth factors as columns.
+    let own = work.join("own.csv");
+    let e = EncodeOptions {
+        input: EncodeInput::Split(Split::Test),
+        out: own.clone(),
+        skip_bad: false,
+        force: false,
+        fit: None,
+        progress: false,
+    };
+    assert_eq!(encode(&run, &e).unwrap().images, 128);
+    let csv = std::fs::read_to_string(&own).unwrap();
+    let names = Shapes::new(ShapesConfig { size: 32, splits: SplitSizes { train: 1, val: 0, test: 1 }, seed: 3 }).factor_names();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(header[0], "path");
+    assert_eq!(header[1..1 + names.len()], names.iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    assert_eq!(header[1 + names.len()], "mu_0");
+    assert!(csv.lines().nth(1).unwrap().starts_with("test/000000,"));
+    assert_eq!(csv.lines().count(), 129);
 
     // A run without a checkpoint.
     let empty = work.join("no-checkpoint");
