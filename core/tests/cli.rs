@@ -81,6 +81,53 @@ fn train_then_eval_writes_the_run_directory() {
     );
     let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
     assert!(log.lines().last().unwrap().contains("\"step\":35"));
+    // An evaluation never erases another: eval/ holds step 30's, so step 35's moves it aside; one
+    // more metric for step 35 then merges, keeping the others. What the user reads, snapshotted
+    // with digits redacted (the values follow the CPU kind's summation order).
+    let mut printed = String::new();
+    for metrics in ["mse,ssim", "psnr"] {
+        let out = vaelab().args(["eval", "--threads", "2", "--metrics", metrics]).arg(&run).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        printed += &format!(
+            "$ vaelab eval RUN --metrics {metrics}\n{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The apply commands, wired: the run's own test split encoded, decoded, reconstructed, sampled.
+    let work = Scratch::new("cli", "apply");
+    let w = |name: &str| work.join(name).display().to_string();
+    let commands: [Vec<String>; 4] = [
+        vec!["encode".into(), "--split".into(), "test".into(), "--out".into(), w("codes.csv")],
+        vec!["decode".into(), w("codes.csv"), "--out".into(), w("decoded")],
+        vec!["reconstruct".into(), w("decoded"), "--out".into(), w("rec")],
+        vec!["sample".into(), "--n".into(), "5".into(), "--out".into(), w("samples")],
+    ];
+    for args in commands {
+        let out = vaelab().arg(&args[0]).arg(&run).args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        printed += &format!(
+            "$ vaelab {} RUN {}\n{}{}",
+            args[0],
+            args[1..].join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let redacted: String = printed
+        .replace(&work.display().to_string(), "WORK")
+        .replace(&run.display().to_string(), "RUN")
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    insta::assert_snapshot!(redacted);
+    let step30: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval-30-test/metrics.json")).unwrap()).unwrap();
+    assert_eq!(step30["checkpoint_step"], 30);
+    assert!(step30["metrics"].as_object().unwrap().len() >= 4, "step 30's full evaluation was not kept");
+    let step35: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
+    assert_eq!(step35["metrics"].as_object().unwrap().keys().collect::<Vec<_>>(), ["mse", "psnr", "ssim"]);
     // Eval on a directory that is not a run is a clear error.
     let bad = vaelab().args(["eval", "specs"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
@@ -171,10 +218,12 @@ fn a_spec_with_a_plugin_block_and_metric_trains_and_evaluates() {
     // Another metric list at eval time, from the command line.
     let only = vaelab().args(["eval", "--metrics", "mse,psnr_rs"]).arg(&run).env_remove("VAELAB_PLUGIN_PATH").output().unwrap();
     assert!(only.status.success(), "{}", String::from_utf8_lossy(&only.stderr));
+    // Merged into the full evaluation of the same checkpoint, which keeps its other metrics.
+    assert!(String::from_utf8_lossy(&only.stderr).contains("note: kept 7 metric(s) of the earlier evaluation"));
     let listed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
     let keys: Vec<&String> = listed["metrics"].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["mse", "psnr_rs"]);
+    assert_eq!(keys, ["domain_fd", "elbo", "kl", "ms_ssim", "mse", "psnr", "psnr_rs", "rec_nll", "ssim"]);
     let checkpoint =
         safetensors_names(&run.join("checkpoints").join(std::fs::read_to_string(run.join("checkpoints/latest")).unwrap().trim()));
     // Plugin parameters are checkpointed (with their Adam moments) like any other.
