@@ -306,9 +306,12 @@ fn disentanglement_metrics_in_eval() {
     }
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
-    // `vaelab eval --metrics` computes another list without touching the spec.
+    // `vaelab eval --metrics` computes another list without touching the spec; the earlier
+    // evaluation's other metrics are kept beside it.
     let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["psnr".into(), "mig".into()]), ..Default::default() };
     let other = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
-    assert_eq!(other.metrics.keys().collect::<Vec<_>>(), ["mig", "psnr"]);
+    assert_eq!(other.metrics.len(), report.metrics.len() + 1, "psnr added, nothing dropped");
+    assert!(other.metrics.contains_key("psnr"));
     assert_eq!(other.metrics["mig"], report.metrics["mig"]);
+    assert_eq!(other.metrics["sap"], report.metrics["sap"]);
 }
