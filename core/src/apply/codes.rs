@@ -150,7 +150,7 @@ fn float(v: f32) -> String {
 }
 
 enum Sink {
-    Csv(csv::Writer<BufWriter<std::fs::File>>),
+    Csv(Box<csv::Writer<BufWriter<std::fs::File>>>),
     Jsonl(BufWriter<std::fs::File>),
     NpyF32(npyz::NpyWriter<f32, BufWriter<std::fs::File>>),
     NpyI64(npyz::NpyWriter<i64, BufWriter<std::fs::File>>),
@@ -181,7 +181,7 @@ impl CodeWriter {
                     .chain(columns.iter().map(String::as_str))
                     .collect();
                 w.write_record(&header).map_err(|e| ApplyError::Write(path.to_path_buf(), e.to_string()))?;
-                Sink::Csv(w)
+                Sink::Csv(Box::new(w))
             }
             CodeFormat::Jsonl => Sink::Jsonl(out),
             CodeFormat::Npy => {

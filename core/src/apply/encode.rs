@@ -65,13 +65,11 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
     Ok(tally)
 }
 
+/// Makes one row of a code file: (codes of a batch, index in it, path, label columns).
+type RowMaker<'a> = dyn Fn(&super::BatchCodes, usize, String, Vec<(String, f64)>) -> CodeRow + 'a;
+
 /// `encode --split`: the run's own dataset, in index order, with its ground-truth factors.
-fn encode_split(
-    run: &Trained,
-    opts: &EncodeOptions,
-    split: Split,
-    code_row: &dyn Fn(&super::BatchCodes, usize, String, Vec<(String, f64)>) -> CodeRow,
-) -> Result<InputTally, ApplyError> {
+fn encode_split(run: &Trained, opts: &EncodeOptions, split: Split, code_row: &RowMaker) -> Result<InputTally, ApplyError> {
     let dataset = crate::data::build_dataset(&run.spec).map_err(crate::eval::EvalError::from)?;
     let n = dataset.len(split);
     if n == 0 {

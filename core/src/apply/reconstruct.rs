@@ -73,7 +73,9 @@ pub fn reconstruct(run: &Trained, opts: &ReconstructOptions) -> Result<Reconstru
         let pixels: Vec<Vec<f32>> = images.iter().map(|i| i.pixels.clone()).collect();
         let codes = run.encode(&pixels)?;
         let recon = run.decode(&codes.z)?;
-        let rows: Vec<Result<(String, String, [f64; 3]), ApplyError>> = images
+        // Per image: (input path, output path, [MSE, PSNR, SSIM]).
+        type Row = (String, String, [f64; 3]);
+        let rows: Vec<Result<Row, ApplyError>> = images
             .par_iter()
             .zip(&recon)
             .map(|(input, out)| {
