@@ -26,6 +26,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Call plugin metrics in this process instead of a child process per metric: faster, but a
+    /// metric that crashes then ends vaelab.
+    #[arg(long, global = true)]
+    in_process: bool,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +203,9 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Score one plugin metric for a parent vaelab (reads a request and images on stdin).
+    #[command(hide = true)]
+    PluginWorker,
     /// Time loading an image folder: decode, resize to `--size` and batch every training image
     /// (used by `cargo xtask bench loader`).
     #[command(hide = true)]
@@ -243,7 +250,9 @@ fn set_threads(threads: Option<usize>) -> Result<usize> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    plugin::isolated::set_in_process(cli.in_process);
     match cli.command {
+        Command::PluginWorker => Ok(ExitCode::from(plugin::isolated::worker_main() as u8)),
         Command::Check { spec, plugins } => match check::check_file(&spec, &extra_plugins(&plugins)) {
             Ok(checked) => {
                 print!("{}", check::report(&checked));
@@ -381,6 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", eval::compare::format(&result));
             }
             for (name, why) in &result.failed {
+                let why = why.strip_prefix(&format!("metric `{name}`: ")).unwrap_or(why);
                 eprintln!("error: metric `{name}` failed: {why}");
             }
             Ok(if result.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -419,3 +419,67 @@ fn plugins_list_reports_clashing_names() {
     let alone = vaelab().args(["plugins", "list"]).arg(&psnr).output().unwrap();
     assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
 }
+
+/// Plugin metrics run in a child process: one that segfaults (on its second batch) and one that
+/// aborts are reported by name, signal and batch, every other metric is written, the exit status is
+/// 1 and nothing panics; in `vaelab metrics` and in `vaelab eval`.
+#[test]
+fn crashing_plugin_metrics_are_contained_and_reported() {
+    let faulty = plugin_build::plugin_library("vaelab-test-faulty");
+    let dir = Scratch::created("cli", "metrics-crash");
+    for (set, level) in [("real", 40u8), ("fake", 60u8)] {
+        std::fs::create_dir_all(dir.join(set)).unwrap();
+        for i in 0..70u8 {
+            image::GrayImage::from_fn(8, 8, |x, y| image::Luma([level + i + (x * y) as u8]))
+                .save(dir.join(set).join(format!("{i:02}.png")))
+                .unwrap();
+        }
+    }
+    let out = vaelab()
+        .args(["metrics", "--metrics", "mse,segfaults,aborts,psnr", "--json", "--plugin"])
+        .arg(&faulty)
+        .arg(dir.join("real"))
+        .arg(dir.join("fake"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lib = faulty.canonicalize().unwrap().display().to_string();
+    let segv =
+        format!("metric `segfaults` failed: crashed: signal 11 (segmentation fault) while scoring batch 2 of 2 (plugin {lib})");
+    let abrt = format!("metric `aborts` failed: crashed: signal 6 (aborted) while scoring batch 1 of 2 (plugin {lib})");
+    assert!(stderr.contains(&segv) && stderr.contains(&abrt), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["metrics"]["mse"]["value"].is_number() && json["metrics"]["psnr"]["value"].is_number(), "{json}");
+    assert_eq!(json["failed"].as_object().unwrap().len(), 2, "{json}");
+
+    // The same in eval, after training: metrics.json keeps MSE and lists both crashes.
+    let run = dir.join("run");
+    let trained =
+        vaelab().args(["train", "tests/specs/tiny.ron", "--steps", "2", "--no-eval", "--out"]).arg(&run).output().unwrap();
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let eval = vaelab().args(["eval", "--metrics", "mse,segfaults,aborts", "--plugin"]).arg(&faulty).arg(&run).output().unwrap();
+    let stderr = String::from_utf8_lossy(&eval.stderr);
+    assert_eq!(eval.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap()).unwrap();
+    assert!(metrics["metrics"]["mse"]["value"].is_number(), "{metrics}");
+    assert!(metrics["failed"]["segfaults"]
+        .as_str()
+        .unwrap()
+        .contains("signal 11 (segmentation fault) while scoring batch 2 of 4"));
+    assert!(metrics["failed"]["aborts"].as_str().unwrap().contains("signal 6 (aborted) while scoring batch 1 of 4"));
+    // In process on request: the same values for a metric that does not crash.
+    let direct = vaelab()
+        .args(["metrics", "--in-process", "--metrics", "always_fails,psnr", "--json", "--plugin"])
+        .arg(&faulty)
+        .arg(dir.join("real"))
+        .arg(dir.join("fake"))
+        .output()
+        .unwrap();
+    let direct_json: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&direct.stdout)).unwrap();
+    assert_eq!(direct_json["metrics"]["psnr"], json["metrics"]["psnr"]);
+    assert!(direct_json["failed"]["always_fails"].as_str().unwrap().contains("licence server unreachable"));
+}

@@ -99,6 +99,20 @@ impl Metric for PluginMetric {
     }
 
     fn evaluate(&self, real: &ImageBatch, fake: &ImageBatch) -> Result<Vec<Scored>, MetricError> {
+        self.evaluate_with(real, fake, None)
+    }
+}
+
+impl PluginMetric {
+    /// As [`Metric::evaluate`]; with `on_batch`, the batches are scored one after another and
+    /// `on_batch(k, count)` is called before batch `k` (1-based) — the out-of-process worker
+    /// reports it, so that a crash can be placed.
+    pub fn evaluate_with(
+        &self,
+        real: &ImageBatch,
+        fake: &ImageBatch,
+        on_batch: Option<&dyn Fn(usize, usize)>,
+    ) -> Result<Vec<Scored>, MetricError> {
         if self.decl.has(abi::VAELAB_METRIC_NEEDS_REFERENCE) {
             crate::eval::metric::check_pair(&self.decl.name, real, fake)?;
         }
@@ -106,7 +120,14 @@ impl Metric for PluginMetric {
         let step = if self.decl.has(abi::VAELAB_METRIC_WHOLE_SET) { n.max(1) } else { self.batch };
         let ranges: Vec<_> = (0..n).step_by(step).map(|s| s..(s + step).min(n)).collect();
         // Stops at the first failing batch.
-        let results: Vec<Vec<f64>> = if self.decl.has(abi::VAELAB_METRIC_THREAD_SAFE) {
+        let results: Vec<Vec<f64>> = if let Some(report) = on_batch {
+            let count = ranges.len();
+            let each = |(k, r): (usize, &std::ops::Range<usize>)| {
+                report(k + 1, count);
+                self.call(real, fake, r.clone())
+            };
+            ranges.iter().enumerate().map(each).collect::<Result<_, _>>()?
+        } else if self.decl.has(abi::VAELAB_METRIC_THREAD_SAFE) {
             ranges.par_iter().map(|r| self.call(real, fake, r.clone())).collect::<Result<_, _>>()?
         } else {
             ranges.iter().map(|r| self.call(real, fake, r.clone())).collect::<Result<_, _>>()?

@@ -9,6 +9,7 @@
 //! `VAELAB_PLUGIN_PATH`, all recorded as absolute paths in the run's resolved spec.
 
 pub mod block;
+pub mod isolated;
 pub mod library;
 pub mod metric;
 mod raw;
@@ -164,8 +165,19 @@ impl PluginSet {
     pub fn register_metrics(&self, registry: &mut MetricRegistry, batch: usize) -> Result<(), String> {
         for lib in &self.libraries {
             for m in &lib.metrics {
-                let metric = metric::PluginMetric::create(lib.clone(), m.clone(), batch)?;
-                registry.register(Box::new(metric)).map_err(|e| e.to_string())?;
+                // Out of process unless told otherwise (see `isolated`): a crash costs one metric.
+                let metric: Box<dyn crate::eval::metric::Metric> = match isolated::worker() {
+                    Some(worker) => {
+                        let definition = format!(
+                            "plugin metric from {} (library `{}`), run in a separate process",
+                            lib.path.display(),
+                            lib.name
+                        );
+                        Box::new(isolated::IsolatedMetric::new(&lib.path, m.clone(), batch, worker, definition))
+                    }
+                    None => Box::new(metric::PluginMetric::create(lib.clone(), m.clone(), batch)?),
+                };
+                registry.register(metric).map_err(|e| e.to_string())?;
             }
         }
         Ok(())

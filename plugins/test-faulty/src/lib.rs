@@ -106,8 +106,45 @@ impl BlockPlugin for EmptyParam {
     }
 }
 
+/// Dereferences a null pointer on its second batch: a segmentation fault (SIGSEGV).
+pub struct Segfaults {
+    calls: AtomicUsize,
+}
+
+impl MetricPlugin for Segfaults {
+    const NAME: &'static std::ffi::CStr = c"segfaults";
+    const OUTPUTS: &'static [&'static std::ffi::CStr] = &[c"value"];
+    const FLAGS: u32 = VAELAB_METRIC_NEEDS_REFERENCE;
+    fn create(_: &Config) -> Result<Self, String> {
+        Ok(Segfaults { calls: AtomicUsize::new(0) })
+    }
+    fn compute(&self, _: Option<&Images>, _: &Images, out: &mut [f64]) -> Result<(), String> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 1 {
+            // SAFETY: none; this is the fault under test.
+            unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+        }
+        out[0] = 1.0;
+        Ok(())
+    }
+}
+
+/// Calls `abort()` on its first batch (SIGABRT), as a failed C assertion does.
+pub struct Aborts;
+
+impl MetricPlugin for Aborts {
+    const NAME: &'static std::ffi::CStr = c"aborts";
+    const OUTPUTS: &'static [&'static std::ffi::CStr] = &[c"value"];
+    const FLAGS: u32 = 0;
+    fn create(_: &Config) -> Result<Self, String> {
+        Ok(Aborts)
+    }
+    fn compute(&self, _: Option<&Images>, _: &Images, _: &mut [f64]) -> Result<(), String> {
+        std::process::abort()
+    }
+}
+
 export_plugin!(
     name: c"test-faulty",
-    metrics: [AlwaysFails, Panics, NanEveryOtherBatch],
+    metrics: [AlwaysFails, Panics, NanEveryOtherBatch, Segfaults, Aborts],
     blocks: [WrongOutput, EmptyParam],
 );
