@@ -195,6 +195,11 @@ impl Metric for IsolatedMetric {
 /// `vaelab plugin-worker`: the child side. Reads one request and its images from stdin, scores them
 /// with the plugin in this process, and answers on stdout. Returns the exit status.
 pub fn worker_main() -> i32 {
+    // A crashing plugin must not leave a core file the size of vaelab in the working folder (CI once
+    // ran out of disk): the worker never dumps core, whatever the shell's limit.
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit reads the struct and changes only this process's limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     let mut stdin = BufReader::new(std::io::stdin().lock());
     let stdout = std::io::stdout();
     let answer = |line: String| {
