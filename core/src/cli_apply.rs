@@ -18,6 +18,9 @@ pub struct RunArgs {
     /// Write into an output that already holds files (files of the same names are replaced).
     #[arg(long)]
     pub force: bool,
+    /// A plugin library (or folder) replacing one the run was trained with that is missing (repeatable).
+    #[arg(long = "plugin", value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -116,7 +119,12 @@ fn parse_fit(s: &str) -> Result<Fit, String> {
 }
 
 fn open(run: &RunArgs) -> Result<Trained> {
-    Ok(Trained::open(&run.run_dir, run.checkpoint.as_deref())?)
+    let plugins: Vec<PathBuf> = run.plugins.iter().map(|p| vaelab_core::plugin::absolute(p)).collect();
+    let (trained, notes) = Trained::open_with(&run.run_dir, run.checkpoint.as_deref(), &plugins)?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    Ok(trained)
 }
 
 pub fn run_sample(args: SampleArgs) -> Result<()> {

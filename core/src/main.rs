@@ -271,7 +271,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 threads.or_else(|| recorded.as_ref().and_then(|i| i["threads"].as_u64()).map(|t| t as usize).filter(|&t| t > 0)),
             )?;
             let (mut experiment, run_dir) = match (&resume, &spec) {
-                (Some(dir), _) => (eval::read_run_spec(dir)?, dir.clone()),
+                (Some(dir), _) => {
+                    let mut e = eval::read_run_spec(dir)?;
+                    let notes = vaelab_core::plugin::recorded::reconcile(dir, &mut e.plugins, &extra_plugins(&plugins))
+                        .map_err(|m| anyhow::anyhow!(m))?;
+                    for note in notes {
+                        eprintln!("note: {note}");
+                    }
+                    (e, dir.clone())
+                }
                 (None, Some(path)) => {
                     let loaded = match check::check_file(path, &extra_plugins(&plugins)) {
                         Ok(ok) => ok.loaded,

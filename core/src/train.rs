@@ -159,6 +159,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         "cpu_kernels": crate::nn::kernels::gemm_kernel(),
         "resumed_at": if opts.resume { Some(start) } else { None },
         "skipped_files": skipped.len(), "skipped": skipped,
+        "plugins": crate::plugin::recorded::fingerprints(&plugins),
     });
     checkpoint::write_atomic(&dir.join("run.json"), run_info.to_string().as_bytes())
         .map_err(io(&dir.join("run.json"), "cannot write"))?;

@@ -483,3 +483,60 @@ fn crashing_plugin_metrics_are_contained_and_reported() {
     assert_eq!(direct_json["metrics"]["psnr"], json["metrics"]["psnr"]);
     assert!(direct_json["failed"]["always_fails"].as_str().unwrap().contains("licence server unreachable"));
 }
+
+/// `run.json` records each plugin library's size and CRC-32. A library changed since training is
+/// used with a note; a missing one stops `eval` (and `--resume`, and the apply commands) with a
+/// message saying how to replace it, and `--plugin` replaces it.
+#[test]
+fn missing_or_changed_plugins_are_named_and_replaceable() {
+    let psnr = plugin_build::plugin_library("vaelab-metric-psnr");
+    let dir = Scratch::created("cli", "plugin-fingerprint");
+    let copy = dir.join(psnr.file_name().unwrap());
+    std::fs::copy(&psnr, &copy).unwrap();
+    let run = dir.join("run");
+    let out = vaelab()
+        .args(["train", "tests/specs/tiny.ron", "--steps", "2", "--no-eval", "--plugin"])
+        .arg(&copy)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let recorded = &info["plugins"][0];
+    assert_eq!(recorded["size"].as_u64().unwrap(), std::fs::metadata(&copy).unwrap().len());
+    assert!(recorded["crc32"].is_u64(), "{info}");
+    let eval = |extra: &[&Path]| {
+        let mut cmd = vaelab();
+        cmd.args(["eval", "--metrics", "mse,psnr_rs"]).arg(&run);
+        for p in extra {
+            cmd.arg("--plugin").arg(p);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Changed (a rebuild, here: bytes appended): used, with a note.
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&copy, &bytes).unwrap();
+    let (code, stderr) = eval(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("has changed since this run was trained"), "{stderr}");
+    // Missing: named, with the way out; then replaced by --plugin.
+    std::fs::remove_file(&copy).unwrap();
+    let (code, stderr) = eval(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("plugin {} that this run was trained with is missing; pass --plugin PATH", copy.display())),
+        "{stderr}"
+    );
+    let (code, stderr) = eval(&[&psnr]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("is missing; using {} instead", psnr.display())), "{stderr}");
+    let resumed =
+        vaelab().args(["train", "--steps", "3", "--no-eval", "--plugin"]).arg(&psnr).arg("--resume").arg(&run).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let sampled =
+        vaelab().args(["sample", "--n", "2", "--plugin"]).arg(&psnr).arg("--out").arg(dir.join("s")).arg(&run).output().unwrap();
+    assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
+}

@@ -59,7 +59,10 @@ impl LoadedRun {
     /// As [`LoadedRun::open`]; `with_prior: false` leaves a learned prior as initialised (for fitting
     /// it afresh) instead of laying the run's fitted `prior.safetensors` over it.
     pub fn open_with_prior(run_dir: &Path, checkpoint: Option<&Path>, with_prior: bool) -> Result<LoadedRun, AnalysisError> {
-        let spec = read_run_spec(run_dir)?;
+        let mut spec = read_run_spec(run_dir)?;
+        for note in crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, &[]).map_err(AnalysisError::Input)? {
+            eprintln!("note: {note}");
+        }
         let dataset = build_dataset(&spec).map_err(EvalError::from)?;
         let shape = data_shape(dataset.as_ref());
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;

@@ -81,7 +81,18 @@ impl Trained {
     /// Loads `run_dir`'s spec and its latest checkpoint (or `checkpoint`), with a fitted PixelCNN
     /// prior where the run has one.
     pub fn open(run_dir: &Path, checkpoint: Option<&Path>) -> Result<Trained, ApplyError> {
-        let spec = read_run_spec(run_dir)?;
+        Trained::open_with(run_dir, checkpoint, &[]).map(|(t, _)| t)
+    }
+
+    /// As [`Trained::open`], with `plugins` (`--plugin`) replacing recorded libraries that are
+    /// missing; also returns the notes about the run's libraries (replaced, changed).
+    pub fn open_with(
+        run_dir: &Path,
+        checkpoint: Option<&Path>,
+        plugins: &[PathBuf],
+    ) -> Result<(Trained, Vec<String>), ApplyError> {
+        let mut spec = read_run_spec(run_dir)?;
+        let notes = crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, plugins).map_err(ApplyError::Input)?;
         let (c, h, w) = spec_image_shape(&spec);
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
@@ -93,7 +104,7 @@ impl Trained {
         };
         let step = checkpoint::load(&ckpt, &mut store, &mut [])?.step;
         crate::prior::train::overlay(run_dir, step, &mut store).map_err(ApplyError::Input)?;
-        Ok(Trained { dir: run_dir.to_path_buf(), spec, model, store, step })
+        Ok((Trained { dir: run_dir.to_path_buf(), spec, model, store, step }, notes))
     }
 
     pub fn image_shape(&self) -> (usize, usize, usize) {

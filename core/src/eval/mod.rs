@@ -248,7 +248,8 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
     if let Some(m) = &opts.metrics {
         spec.eval.metrics = m.clone();
     }
-    spec.plugins.extend(opts.plugins.iter().cloned());
+    let plugin_notes =
+        crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, &opts.plugins).map_err(EvalError::Plugin)?;
     if opts.domain_encoder.is_some() {
         spec.eval.domain_encoder = opts.domain_encoder.clone();
     }
@@ -263,7 +264,7 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
         }
         None => None,
     };
-    let target = Target { checkpoint: opts.checkpoint.as_deref(), split: opts.split, data, out: opts.out.clone() };
+    let target = Target { checkpoint: opts.checkpoint.as_deref(), split: opts.split, data, out: opts.out.clone(), plugin_notes };
     crate::device::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, &target))
 }
 
@@ -273,6 +274,8 @@ struct Target<'a> {
     split: Split,
     data: Option<String>,
     out: Option<String>,
+    /// What became of the run's plugin libraries (missing and replaced, or changed).
+    plugin_notes: Vec<String>,
 }
 
 fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &Target) -> Result<EvalReport, EvalError> {
@@ -523,7 +526,8 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
     }
     order.truncate(TRAVERSAL_ROWS);
 
-    let notes = make_room(run_dir, &out_dir, info.step, split, target.data.as_deref())?;
+    let mut notes = target.plugin_notes.clone();
+    notes.extend(make_room(run_dir, &out_dir, info.step, split, target.data.as_deref())?);
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
     write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
     let factor_grids = if model.generator_only {

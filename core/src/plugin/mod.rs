@@ -13,6 +13,7 @@ pub mod isolated;
 pub mod library;
 pub mod metric;
 mod raw;
+pub mod recorded;
 
 use crate::eval::metric::MetricRegistry;
 use crate::nn::{BlockSource, ExternalBlock, FeatShape};
