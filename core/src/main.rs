@@ -203,9 +203,13 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Score one plugin metric for a parent vaelab (reads a request and images on stdin).
+    /// Score one plugin metric for a parent vaelab (reads a request and images on stdin), or with
+    /// --blocks run every plugin block of a spec once (the pre-flight check before training).
     #[command(hide = true)]
-    PluginWorker,
+    PluginWorker {
+        #[arg(long)]
+        blocks: bool,
+    },
     /// Time loading an image folder: decode, resize to `--size` and batch every training image
     /// (used by `cargo xtask bench loader`).
     #[command(hide = true)]
@@ -252,7 +256,8 @@ fn set_threads(threads: Option<usize>) -> Result<usize> {
 fn run(cli: Cli) -> Result<ExitCode> {
     plugin::isolated::set_in_process(cli.in_process);
     match cli.command {
-        Command::PluginWorker => Ok(ExitCode::from(plugin::isolated::worker_main() as u8)),
+        Command::PluginWorker { blocks: false } => Ok(ExitCode::from(plugin::isolated::worker_main() as u8)),
+        Command::PluginWorker { blocks: true } => Ok(ExitCode::from(plugin::preflight::worker_main() as u8)),
         Command::Check { spec, plugins } => match check::check_file(&spec, &extra_plugins(&plugins)) {
             Ok(checked) => {
                 print!("{}", check::report(&checked));
@@ -303,6 +308,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if let Some(note) = recorded.as_ref().and_then(|info| resume_note(info, threads)) {
                 eprintln!("{note}");
+            }
+            // Plugin blocks run in process; a crash in one is found here, in a child, before step 1.
+            match plugin::preflight::check(&experiment) {
+                Ok(Some(n)) => eprintln!("pre-flight: {n} plugin block(s) ran forward and backward in a child process"),
+                Ok(None) => {}
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return Ok(ExitCode::from(1));
+                }
             }
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();

@@ -248,12 +248,48 @@ fn plugin_failures_stop_cleanly_and_bad_plugin_entries_are_located() {
     let layers = r#"model: (encoder: [Conv(out: 8, k: 4, s: 2, p: 1), Plugin("wrong_output"), Relu, Conv(out: 16, k: 4, s: 2, p: 1), Relu, Flatten, Dense(out: 64), Relu])"#;
     let dir =
         extending_spec("faulty", "tests/specs/tiny.ron", &format!("plugins: [{:?}], {layers}", faulty.display().to_string()));
+    // The pre-flight check before training finds it...
     let out =
         vaelab().args(["train", "--threads", "1"]).arg(dir.join("spec.ron")).arg("--out").arg(dir.join("run")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("plugin block pre-flight check failed in forward of block `wrong_output` (")
+            && stderr.contains("before any training step: ")
+            && stderr.contains("forward's output has 2048 values"),
+        "{stderr}"
+    );
+    // ...and without it (--in-process), training stops at step 1 before any parameter changes.
+    let out = vaelab()
+        .args(["train", "--in-process", "--threads", "1"])
+        .arg(dir.join("spec.ron"))
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("step 1: block `wrong_output`") && stderr.contains("libvaelab_test_faulty"), "{stderr}");
     assert!(stderr.contains("before this step changed any parameter") && !stderr.contains("panicked"), "{stderr}");
+
+    // A block that crashes (a segfault in forward) is caught by the pre-flight check in a child
+    // process, named with its library, before any training step; nothing is trained.
+    let crashing = layers.replace("wrong_output", "crashing_block");
+    let dir =
+        extending_spec("crashing", "tests/specs/tiny.ron", &format!("plugins: [{:?}], {crashing}", faulty.display().to_string()));
+    let out =
+        vaelab().args(["train", "--threads", "1"]).arg(dir.join("spec.ron")).arg("--out").arg(dir.join("run")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "plugin block crashed in the pre-flight check (signal 11 (segmentation fault)) in forward of block `crashing_block"
+        ) && stderr.contains("libvaelab_test_faulty")
+            && stderr.contains("before any training step")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!dir.join("run/checkpoints").exists(), "training started");
 
     let dir = extending_spec("missing", "tests/specs/tiny.ron", r#"plugins: ["nowhere/libnothing.so"]"#);
     let out = vaelab().arg("check").arg(dir.join("spec.ron")).output().unwrap();

@@ -45,6 +45,14 @@ pub fn worker() -> Option<PathBuf> {
     exe.file_name().is_some_and(|n| n == name.as_str()).then_some(exe)
 }
 
+/// A crashing plugin must not leave a core file the size of vaelab in the working folder (CI once
+/// ran out of disk): a worker never dumps core, whatever the shell's limit.
+pub(crate) fn no_core_dumps() {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit reads the struct and changes only this process's limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
 #[derive(Serialize, Deserialize)]
 struct Request {
     library: PathBuf,
@@ -90,7 +98,7 @@ fn le_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 /// What a signal number means, for the message.
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {
         4 => "illegal instruction",
         6 => "aborted",
@@ -195,11 +203,7 @@ impl Metric for IsolatedMetric {
 /// `vaelab plugin-worker`: the child side. Reads one request and its images from stdin, scores them
 /// with the plugin in this process, and answers on stdout. Returns the exit status.
 pub fn worker_main() -> i32 {
-    // A crashing plugin must not leave a core file the size of vaelab in the working folder (CI once
-    // ran out of disk): the worker never dumps core, whatever the shell's limit.
-    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: setrlimit reads the struct and changes only this process's limit.
-    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    no_core_dumps();
     let mut stdin = BufReader::new(std::io::stdin().lock());
     let stdout = std::io::stdout();
     let answer = |line: String| {

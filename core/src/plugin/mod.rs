@@ -12,6 +12,7 @@ pub mod block;
 pub mod isolated;
 pub mod library;
 pub mod metric;
+pub mod preflight;
 mod raw;
 pub mod recorded;
 

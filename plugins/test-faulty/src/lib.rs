@@ -143,8 +143,34 @@ impl MetricPlugin for Aborts {
     }
 }
 
+/// Keeps its input's shape, and dereferences a null pointer in `forward`.
+pub struct CrashingBlock {
+    input: Shape,
+}
+
+impl BlockPlugin for CrashingBlock {
+    const NAME: &'static std::ffi::CStr = c"crashing_block";
+    fn create(_: &Config, input: Shape) -> Result<Self, String> {
+        Ok(CrashingBlock { input })
+    }
+    fn output(&self) -> Shape {
+        self.input
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![]
+    }
+    fn forward(&self, _: usize, x: &[f32], _: &[&[f32]]) -> Result<Vec<f32>, String> {
+        // SAFETY: none; this is the fault under test.
+        unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+        Ok(x.to_vec())
+    }
+    fn backward(&self, _: usize, _: &[f32], _: &[&[f32]], dy: &[f32]) -> Result<BlockGrads, String> {
+        Ok(BlockGrads { dx: dy.to_vec(), dparams: vec![] })
+    }
+}
+
 export_plugin!(
     name: c"test-faulty",
     metrics: [AlwaysFails, Panics, NanEveryOtherBatch, Segfaults, Aborts],
-    blocks: [WrongOutput, EmptyParam],
+    blocks: [WrongOutput, EmptyParam, CrashingBlock],
 );
