@@ -17,8 +17,8 @@ pub trait ExternalBlock: Send + Sync {
     fn output(&self) -> FeatShape;
     /// Parameters the block declares; the host creates them as `<layer>.<suffix>`.
     fn params(&self) -> &[ParamDecl];
-    /// `x`: batch × |input| values; returns batch × |output|.
-    fn forward(&self, batch: usize, x: &[f32], params: &[&[f32]]) -> Result<Vec<f32>, String>;
+    /// `x`: batch × |input| values; returns batch × |output|. `training`: part of a training step.
+    fn forward(&self, batch: usize, x: &[f32], params: &[&[f32]], training: bool) -> Result<Vec<f32>, String>;
     /// Returns the input gradient and one gradient per parameter.
     fn backward(&self, batch: usize, x: &[f32], params: &[&[f32]], dy: &[f32]) -> Result<(Vec<f32>, Vec<Vec<f32>>), String>;
 }
@@ -67,6 +67,7 @@ pub fn external_op<D: Backend>(
     params: Vec<Flat<D, OT<D>>>,
     out_len: usize,
     failures: &Failures,
+    training: bool,
 ) -> Tensor2<D> {
     let batch = x.shape().1;
     let dev = x.device().clone();
@@ -81,7 +82,7 @@ pub fn external_op<D: Backend>(
     }
     let x_rows = from_batch_last(&x.as_vec(), batch);
     let slices: Vec<&[f32]> = values.iter().map(|v| &v[..]).collect();
-    let y_rows = match block.forward(batch, &x_rows, &slices) {
+    let y_rows = match block.forward(batch, &x_rows, &slices, training) {
         Ok(y) if y.len() == out_len * batch => y,
         Ok(y) => {
             failures.push(format!(

@@ -421,7 +421,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
         Op::Plugin { block, params } => {
             let params = params.iter().map(|id| ctx.param(*id)).collect();
             let out_len = block.output().len();
-            let t = external_op(block, x.t, params, out_len, &ctx.failures);
+            let t = external_op(block, x.t, params, out_len, &ctx.failures, ctx.train);
             Act { t, shape: x.shape, needs_grad: true }
         }
         Op::Residual(block) => {

@@ -98,8 +98,15 @@ impl PluginBlock {
         let count = unsafe { t.param_count.expect("checked")(ctx) };
         for i in 0..count {
             let mut d = abi::VaelabParamDecl { name: [0; abi::VAELAB_NAME_LEN], shape: raw_out, init: 0, init_arg: 0.0 };
-            if unsafe { t.param_decl.expect("checked")(ctx, i, &mut d) } != abi::VAELAB_OK {
-                return Err(format!("{where_}: cannot describe parameter {i} of {count}"));
+            let mut err = [0 as c_char; ERROR_BUFFER];
+            // SAFETY: as above; `param_decl_ex` (appended within ABI 1) also writes a reason.
+            let status = match t.param_decl_ex {
+                Some(ex) => unsafe { ex(ctx, i, &mut d, err.as_mut_ptr(), err.len()) },
+                None => unsafe { t.param_decl.expect("checked")(ctx, i, &mut d) },
+            };
+            if status != abi::VAELAB_OK {
+                let why = if t.param_decl_ex.is_some() { format!(": {}", message(&err)) } else { String::new() };
+                return Err(format!("{where_}: cannot describe parameter {i} of {count}{why}"));
             }
             let p = param_from_raw(&d, &block.params).map_err(|m| format!("{where_}: {m}"))?;
             block.params.push(p);
@@ -135,23 +142,21 @@ impl ExternalBlock for PluginBlock {
         &self.params
     }
 
-    fn forward(&self, batch: usize, x: &[f32], params: &[&[f32]]) -> Result<Vec<f32>, String> {
+    fn forward(&self, batch: usize, x: &[f32], params: &[&[f32]], training: bool) -> Result<Vec<f32>, String> {
         self.sizes_ok("the input", x.len(), batch * self.input.len())?;
         let ptrs: Vec<*const f32> = params.iter().map(|p| p.as_ptr()).collect();
         let mut y = vec![0.0f32; batch * self.output.len()];
         let mut err = [0 as c_char; ERROR_BUFFER];
         let _one_at_a_time = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: buffers have the sizes the block declared for this batch.
+        let flags = if training { abi::VAELAB_BLOCK_TRAINING } else { 0 };
+        let (ctx, xp, pp, yp, ep, el) = (self.ctx.0, x.as_ptr(), ptrs.as_ptr(), y.as_mut_ptr(), err.as_mut_ptr(), err.len());
+        // SAFETY: buffers have the sizes the block declared for this batch. `forward_ex` (appended
+        // within ABI 1) is told whether this is a training step; older plugins get `forward`.
         let status = unsafe {
-            self.decl.table.forward.expect("checked")(
-                self.ctx.0,
-                batch,
-                x.as_ptr(),
-                ptrs.as_ptr(),
-                y.as_mut_ptr(),
-                err.as_mut_ptr(),
-                err.len(),
-            )
+            match self.decl.table.forward_ex {
+                Some(ex) => ex(ctx, batch, xp, pp, yp, flags, ep, el),
+                None => self.decl.table.forward.expect("checked")(ctx, batch, xp, pp, yp, ep, el),
+            }
         };
         if status != abi::VAELAB_OK {
             return Err(message(&err));

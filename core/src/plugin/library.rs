@@ -15,6 +15,8 @@ pub struct MetricDecl {
     pub name: String,
     pub outputs: Vec<String>,
     pub flags: u32,
+    /// The plugin's own definition text (`VaelabMetric::definition`, appended within ABI 1).
+    pub definition: Option<String>,
     pub(crate) table: abi::VaelabMetric,
 }
 
@@ -101,8 +103,14 @@ fn load(path: &Path) -> Result<Library, PluginError> {
         let name = text(table.name).ok_or_else(|| bad("the plugin name is NULL or not UTF-8".into()))?;
         let mut metrics = Vec::new();
         for i in 0..table.n_metrics {
-            let m = (*table.metrics.add(i)).as_ref().ok_or_else(|| bad(format!("metric {i} is NULL")))?;
-            check_size(path, &format!("VaelabMetric {i}"), m.size, std::mem::size_of::<abi::VaelabMetric>())?;
+            let m = *table.metrics.add(i);
+            if m.is_null() {
+                return Err(bad(format!("metric {i} is NULL")));
+            }
+            // `size` is the first field of every table: readable whatever header the plugin used.
+            let size = std::ptr::addr_of!((*m).size).read();
+            check_size(path, &format!("VaelabMetric {i}"), size, abi::VAELAB_METRIC_SIZE_V1)?;
+            let m = &read_table(m, size);
             let name = text(m.name).ok_or_else(|| bad(format!("metric {i} has no name")))?;
             if m.create.is_none() || m.compute.is_none() || m.destroy.is_none() {
                 return Err(bad(format!("metric `{name}` lacks create, compute or destroy")));
@@ -113,12 +121,18 @@ fn load(path: &Path) -> Result<Library, PluginError> {
             let outputs = (0..m.n_outputs)
                 .map(|j| text(*m.output_names.add(j)).ok_or_else(|| bad(format!("metric `{name}`: output {j} has no name"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            metrics.push(MetricDecl { name, outputs, flags: m.flags, table: *m });
+            let definition = text(m.definition);
+            metrics.push(MetricDecl { name, outputs, flags: m.flags, definition, table: *m });
         }
         let mut blocks = Vec::new();
         for i in 0..table.n_blocks {
-            let b = (*table.blocks.add(i)).as_ref().ok_or_else(|| bad(format!("block {i} is NULL")))?;
-            check_size(path, &format!("VaelabBlock {i}"), b.size, std::mem::size_of::<abi::VaelabBlock>())?;
+            let b = *table.blocks.add(i);
+            if b.is_null() {
+                return Err(bad(format!("block {i} is NULL")));
+            }
+            let size = std::ptr::addr_of!((*b).size).read();
+            check_size(path, &format!("VaelabBlock {i}"), size, abi::VAELAB_BLOCK_SIZE_V1)?;
+            let b = &read_table(b, size);
             let name = text(b.name).ok_or_else(|| bad(format!("block {i} has no name")))?;
             let t = *b;
             if t.create.is_none()
@@ -134,6 +148,20 @@ fn load(path: &Path) -> Result<Library, PluginError> {
         }
         Ok(Library { path: file(), name, abi_version: found, metrics, blocks })
     }
+}
+
+/// A copy of a plugin's table of `size` bytes: the fields it covers, the rest zero (NULL, `None`).
+/// A plugin built against an older header has a smaller table; reading the host's full struct from
+/// it would read past its end.
+///
+/// # Safety
+/// `table` must point to at least `size` readable bytes; `T` must be valid when all-zero (pointers,
+/// integers and `Option`s of function pointers).
+unsafe fn read_table<T: Copy>(table: *const T, size: usize) -> T {
+    let mut out = std::mem::MaybeUninit::<T>::zeroed();
+    let n = size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping(table as *const u8, out.as_mut_ptr() as *mut u8, n);
+    out.assume_init()
 }
 
 fn check_size(path: &Path, table: &str, size: usize, expected: usize) -> Result<(), PluginError> {

@@ -39,7 +39,7 @@ impl PluginMetric {
         if status != abi::VAELAB_OK {
             return Err(format!("metric `{}` (plugin {}): create failed: {}", decl.name, lib.path.display(), message(&err)));
         }
-        let definition = format!("plugin metric from {} (library `{}`)", lib.path.display(), lib.name);
+        let definition = super::metric_definition(&lib, &decl, false);
         Ok(PluginMetric { lib, ctx: Context(ctx), serial: Mutex::new(()), batch: batch.max(1), definition, decl })
     }
 

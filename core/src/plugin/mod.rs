@@ -170,11 +170,7 @@ impl PluginSet {
                 // Out of process unless told otherwise (see `isolated`): a crash costs one metric.
                 let metric: Box<dyn crate::eval::metric::Metric> = match isolated::worker() {
                     Some(worker) => {
-                        let definition = format!(
-                            "plugin metric from {} (library `{}`), run in a separate process",
-                            lib.path.display(),
-                            lib.name
-                        );
+                        let definition = metric_definition(lib, m, true);
                         Box::new(isolated::IsolatedMetric::new(&lib.path, m.clone(), batch, worker, definition))
                     }
                     None => Box::new(metric::PluginMetric::create(lib.clone(), m.clone(), batch)?),
@@ -203,6 +199,21 @@ impl BlockSource for PluginSet {
         let decl = lib.blocks.iter().find(|b| b.name == name).expect("owner has it").clone();
         let pairs = crate::spec::config_pairs(config)?;
         Ok(Arc::new(block::PluginBlock::create(lib.clone(), decl, &pairs, input)?))
+    }
+}
+
+/// What `metrics.json` says a plugin metric is: the plugin's own definition where it gives one
+/// (`VaelabMetric::definition`), and where it comes from.
+pub(crate) fn metric_definition(lib: &Library, decl: &library::MetricDecl, isolated: bool) -> String {
+    let source = format!(
+        "plugin metric from {} (library `{}`){}",
+        lib.path.display(),
+        lib.name,
+        if isolated { ", run in a separate process" } else { "" }
+    );
+    match &decl.definition {
+        Some(d) => format!("{d} [{source}]"),
+        None => source,
     }
 }
 

@@ -128,7 +128,7 @@ pub fn worker_main() -> i32 {
             let views: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
             say(format!("block {i} forward"));
             // The block's errors already name it and its library.
-            let y = block.forward(batch, &x, &views)?;
+            let y = block.forward(batch, &x, &views, true)?;
             say(format!("block {i} backward"));
             let dy = vec![1.0f32; y.len()];
             block.backward(batch, &x, &views, &dy)?;

@@ -33,6 +33,8 @@ extern "C" {
 #define VAELAB_METRIC_NEEDS_REFERENCE 4u  /* unset: reference-free, real is NULL */
 #define VAELAB_METRIC_WHOLE_SET 8u        /* one call on all images instead of one per batch */
 
+#define VAELAB_BLOCK_TRAINING 1u /* forward_ex flag: part of a training step (unset in evaluation) */
+
 #define VAELAB_INIT_ZEROS 0u
 #define VAELAB_INIT_ONES 1u
 #define VAELAB_INIT_UNIFORM 2u        /* U(-a, a), a = init_arg */
@@ -85,6 +87,9 @@ typedef struct VaelabMetric {
     int32_t (*compute)(void *ctx, const VaelabImages *real, const VaelabImages *fake, double *out, char *err,
                        size_t err_len);
     void (*destroy)(void *ctx);
+    /* ---- Appended within ABI 1: vaelab reads these only when `size` covers them, so plugins built
+       against an older header (smaller tables) keep working. */
+    const char *definition; /* one line saying what the metric computes, for metrics.json; NULL: none */
 } VaelabMetric;
 
 /* Buffers are batch x example, each example row-major in its shape (N x C x H x W for images).
@@ -101,6 +106,12 @@ typedef struct VaelabBlock {
     int32_t (*backward)(void *ctx, size_t batch, const float *x, const float *const *params, const float *dy,
                         float *dx, float *const *dparams, char *err, size_t err_len);
     void (*destroy)(void *ctx);
+    /* ---- Appended within ABI 1 (read only when `size` covers them; preferred when non-NULL). */
+    /* param_decl with an error buffer for the reason a declaration cannot be given */
+    int32_t (*param_decl_ex)(void *ctx, size_t index, VaelabParamDecl *decl, char *err, size_t err_len);
+    /* forward told whether this is a training step: flags & VAELAB_BLOCK_TRAINING */
+    int32_t (*forward_ex)(void *ctx, size_t batch, const float *x, const float *const *params, float *y, uint32_t flags,
+                          char *err, size_t err_len);
 } VaelabBlock;
 
 typedef struct VaelabPlugin {

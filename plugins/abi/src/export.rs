@@ -161,6 +161,8 @@ pub trait MetricPlugin: Sized + Send + Sync + 'static {
     const OUTPUTS: &'static [&'static CStr];
     /// `VAELAB_METRIC_*` flags.
     const FLAGS: u32;
+    /// One line saying exactly what the metric computes (shown in `metrics.json` and reports).
+    const DEFINITION: Option<&'static CStr> = None;
     fn create(config: &Config) -> Result<Self, String>;
     /// `real` is `None` for reference-free metrics.
     fn compute(&self, real: Option<&Images>, fake: &Images, out: &mut [f64]) -> Result<(), String>;
@@ -173,6 +175,11 @@ pub trait BlockPlugin: Sized + Send + 'static {
     fn output(&self) -> Shape;
     fn params(&self) -> Vec<ParamSpec>;
     fn forward(&self, batch: usize, x: &[f32], params: &[&[f32]]) -> Result<Vec<f32>, String>;
+    /// As `forward`, told whether this is a training step (dropout-like blocks override this).
+    fn forward_mode(&self, batch: usize, x: &[f32], params: &[&[f32]], training: bool) -> Result<Vec<f32>, String> {
+        let _ = training;
+        self.forward(batch, x, params)
+    }
     fn backward(&self, batch: usize, x: &[f32], params: &[&[f32]], dy: &[f32]) -> Result<BlockGrads, String>;
 }
 
@@ -245,6 +252,7 @@ pub fn metric<T: MetricPlugin>() -> VaelabMetric {
         create: Some(metric_create::<T>),
         compute: Some(metric_compute::<T>),
         destroy: Some(destroy::<T>),
+        definition: T::DEFINITION.map_or(std::ptr::null(), CStr::as_ptr),
     }
 }
 
@@ -310,8 +318,30 @@ unsafe extern "C" fn block_param_count<T: BlockPlugin>(ctx: *mut c_void) -> usiz
 }
 
 unsafe extern "C" fn block_param_decl<T: BlockPlugin>(ctx: *mut c_void, index: usize, decl: *mut VaelabParamDecl) -> i32 {
+    block_param_decl_ex::<T>(ctx, index, decl, std::ptr::null_mut(), 0)
+}
+
+unsafe extern "C" fn block_param_decl_ex<T: BlockPlugin>(
+    ctx: *mut c_void,
+    index: usize,
+    decl: *mut VaelabParamDecl,
+    err: *mut c_char,
+    err_len: usize,
+) -> i32 {
     let b = &*(ctx as *const BlockCtx<T>);
-    let Some(p) = b.params.get(index) else { return VAELAB_ERROR };
+    let Some(p) = b.params.get(index) else {
+        write_error(err, err_len, &format!("parameter {index} asked for, but the block has {}", b.params.len()));
+        return VAELAB_ERROR;
+    };
+    if p.name.len() >= VAELAB_NAME_LEN || p.dims.len() > VAELAB_MAX_RANK {
+        let why = format!(
+            "parameter `{}`: names have at most {} bytes and shapes {VAELAB_MAX_RANK} dimensions",
+            p.name,
+            VAELAB_NAME_LEN - 1
+        );
+        write_error(err, err_len, &why);
+        return VAELAB_ERROR;
+    }
     let mut name = [0 as c_char; VAELAB_NAME_LEN];
     for (d, s) in name.iter_mut().zip(p.name.bytes()) {
         *d = s as c_char;
@@ -337,10 +367,25 @@ unsafe extern "C" fn block_forward<T: BlockPlugin>(
     err: *mut c_char,
     err_len: usize,
 ) -> i32 {
+    block_forward_ex::<T>(ctx, batch, x, params, y, 0, err, err_len)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn block_forward_ex<T: BlockPlugin>(
+    ctx: *mut c_void,
+    batch: usize,
+    x: *const f32,
+    params: *const *const f32,
+    y: *mut f32,
+    flags: u32,
+    err: *mut c_char,
+    err_len: usize,
+) -> i32 {
     guarded(err, err_len, || {
         let b = &*(ctx as *const BlockCtx<T>);
         let x = std::slice::from_raw_parts(x, batch * b.input.len());
-        let out = b.block.forward(batch, x, &b.param_slices(params))?;
+        let training = flags & VAELAB_BLOCK_TRAINING != 0;
+        let out = b.block.forward_mode(batch, x, &b.param_slices(params), training)?;
         check_len("forward's output", out.len(), batch * b.output.len(), format!("{batch} × {}", b.output))?;
         std::ptr::copy_nonoverlapping(out.as_ptr(), y, out.len());
         Ok(())
@@ -388,6 +433,8 @@ pub fn block<T: BlockPlugin>() -> VaelabBlock {
         forward: Some(block_forward::<T>),
         backward: Some(block_backward::<T>),
         destroy: Some(destroy::<BlockCtx<T>>),
+        param_decl_ex: Some(block_param_decl_ex::<T>),
+        forward_ex: Some(block_forward_ex::<T>),
     }
 }
 

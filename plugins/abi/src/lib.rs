@@ -6,8 +6,10 @@
 //! - `const VaelabPlugin *vaelab_plugin(void)`: the plugin's table of metrics and model blocks.
 //!
 //! Versioning: every table begins with its own size in bytes, and fields are only ever appended to a
-//! table. A host reads the fields it knows and refuses a table smaller than the version-1 layout;
-//! a plugin built against a later header (same ABI version, larger tables) still loads.
+//! table. A host reads the fields the plugin's `size` covers (the others count as NULL) and refuses a
+//! table smaller than the first ABI 1 layout (`VAELAB_*_SIZE_V1`): a plugin built against an older
+//! header keeps working, and one built against a later header (larger tables) still loads. Appended
+//! so far: `VaelabMetric::definition`, `VaelabBlock::param_decl_ex` and `VaelabBlock::forward_ex`.
 //!
 //! Ownership: whoever allocates a buffer frees it. Images, configs, parameter buffers and error buffers
 //! are owned by the host and valid only during the call; contexts are owned by the plugin and freed by
@@ -51,6 +53,10 @@ pub const VAELAB_METRIC_NEEDS_REFERENCE: u32 = 4;
 /// Metric flag: call `compute` once on all evaluation images (distribution metrics such as FID),
 /// not once per evaluation batch.
 pub const VAELAB_METRIC_WHOLE_SET: u32 = 8;
+
+/// Block flag for `forward_ex`: this call is part of a training step (a dropout-like block samples
+/// its noise); unset during evaluation and analysis.
+pub const VAELAB_BLOCK_TRAINING: u32 = 1;
 
 /// Parameter initializers a block can ask for.
 pub const VAELAB_INIT_ZEROS: u32 = 0;
@@ -149,7 +155,13 @@ pub struct VaelabMetric {
     /// writing `n_outputs` values into `out`.
     pub compute: Option<ComputeMetricFn>,
     pub destroy: Option<DestroyFn>,
+    // ---- Appended within ABI 1 (read only when `size` covers them; NULL/absent in older plugins).
+    /// One line saying exactly what the metric computes, for `metrics.json` and reports; NULL: none.
+    pub definition: *const c_char,
 }
+
+/// `VaelabMetric`'s size in the first ABI 1 release: the smallest table a host accepts.
+pub const VAELAB_METRIC_SIZE_V1: usize = std::mem::offset_of!(VaelabMetric, definition);
 
 pub type CreateBlockFn = unsafe extern "C" fn(
     config: *const VaelabConfig,
@@ -167,6 +179,20 @@ pub type BlockForwardFn = unsafe extern "C" fn(
     x: *const f32,
     params: *const *const f32,
     y: *mut f32,
+    err: *mut c_char,
+    err_len: usize,
+) -> i32;
+/// `param_decl` with an error buffer for the reason a declaration cannot be given.
+pub type ParamDeclExFn =
+    unsafe extern "C" fn(ctx: *mut c_void, index: usize, decl: *mut VaelabParamDecl, err: *mut c_char, err_len: usize) -> i32;
+/// `forward` with `flags` (`VAELAB_BLOCK_TRAINING`).
+pub type BlockForwardExFn = unsafe extern "C" fn(
+    ctx: *mut c_void,
+    batch: usize,
+    x: *const f32,
+    params: *const *const f32,
+    y: *mut f32,
+    flags: u32,
     err: *mut c_char,
     err_len: usize,
 ) -> i32;
@@ -200,7 +226,15 @@ pub struct VaelabBlock {
     pub forward: Option<BlockForwardFn>,
     pub backward: Option<BlockBackwardFn>,
     pub destroy: Option<DestroyFn>,
+    // ---- Appended within ABI 1 (read only when `size` covers them; absent in older plugins).
+    /// As `param_decl`, writing the reason into `err` on failure. Preferred when present.
+    pub param_decl_ex: Option<ParamDeclExFn>,
+    /// As `forward`, told whether the call is part of a training step. Preferred when present.
+    pub forward_ex: Option<BlockForwardExFn>,
 }
+
+/// `VaelabBlock`'s size in the first ABI 1 release: the smallest table a host accepts.
+pub const VAELAB_BLOCK_SIZE_V1: usize = std::mem::offset_of!(VaelabBlock, param_decl_ex);
 
 /// What `vaelab_plugin()` returns. The arrays hold pointers, so each entry keeps its own `size`.
 #[repr(C)]

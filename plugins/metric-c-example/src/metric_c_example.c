@@ -77,6 +77,7 @@ static const VaelabMetric psnr_metric = {
     sizeof(VaelabMetric), "psnr_c", 1, psnr_outputs,
     VAELAB_METRIC_HIGHER_IS_BETTER | VAELAB_METRIC_THREAD_SAFE | VAELAB_METRIC_NEEDS_REFERENCE,
     create_no_config, psnr_compute, destroy_nothing,
+    "10 log10(1 / MSE) in dB, MSE over every pixel of each batch, averaged over batches by image count",
 };
 
 static const VaelabMetric mae_metric = {

@@ -29,6 +29,11 @@ fn scratch(name: &str) -> crate::scratch::Scratch {
 
 /// Compiles C with the system compiler (as a C plugin author would).
 fn compile_c(source: &Path, out: &Path, defines: &[&str], shared: bool) {
+    compile_c_against(source, out, defines, shared, &header_dir());
+}
+
+/// As [`compile_c`], with the plugin header from `include`.
+fn compile_c_against(source: &Path, out: &Path, defines: &[&str], shared: bool, include: &Path) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let mut cmd = Command::new(cc);
     if shared {
@@ -37,7 +42,7 @@ fn compile_c(source: &Path, out: &Path, defines: &[&str], shared: bool) {
     for d in defines {
         cmd.arg(format!("-D{d}"));
     }
-    cmd.arg("-I").arg(header_dir()).arg("-o").arg(out).arg(source).arg("-lm");
+    cmd.arg("-I").arg(include).arg("-o").arg(out).arg(source).arg("-lm");
     let o = cmd.output().expect("a C compiler (cc) is needed for the plugin tests");
     assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
@@ -63,8 +68,8 @@ fn c_header_matches_the_rust_abi_types() {
         VaelabImages { n, c, h, w, bit_depth, data }
         VaelabShape { rank, dims }
         VaelabParamDecl { name, shape, init, init_arg }
-        VaelabMetric { size, name, n_outputs, output_names, flags, create, compute, destroy }
-        VaelabBlock { size, name, create, param_count, param_decl, forward, backward, destroy }
+        VaelabMetric { size, name, n_outputs, output_names, flags, create, compute, destroy, definition }
+        VaelabBlock { size, name, create, param_count, param_decl, forward, backward, destroy, param_decl_ex, forward_ex }
         VaelabPlugin { size, abi_version, name, n_metrics, metrics, n_blocks, blocks }
     };
     let constants = [
@@ -75,6 +80,7 @@ fn c_header_matches_the_rust_abi_types() {
         ("VAELAB_METRIC_THREAD_SAFE", abi::VAELAB_METRIC_THREAD_SAFE as i64),
         ("VAELAB_METRIC_NEEDS_REFERENCE", abi::VAELAB_METRIC_NEEDS_REFERENCE as i64),
         ("VAELAB_METRIC_WHOLE_SET", abi::VAELAB_METRIC_WHOLE_SET as i64),
+        ("VAELAB_BLOCK_TRAINING", abi::VAELAB_BLOCK_TRAINING as i64),
         ("VAELAB_INIT_ZEROS", abi::VAELAB_INIT_ZEROS as i64),
         ("VAELAB_INIT_ONES", abi::VAELAB_INIT_ONES as i64),
         ("VAELAB_INIT_UNIFORM", abi::VAELAB_INIT_UNIFORM as i64),
@@ -324,4 +330,43 @@ fn plugin_readme_examples_are_the_built_code_and_build_as_documented() {
     let set = PluginSet::load(&[dir.join("libmetric_c_example.so")]).map_err(|(_, e)| e.to_string()).unwrap();
     let names: Vec<&str> = set.libraries[0].metrics.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["psnr_c", "mae_c"]);
+}
+
+/// Tables only grow within ABI 1: a plugin compiled against the first ABI 1 header (frozen under
+/// `tests/fixtures/plugins/abi1-frozen/`, smaller tables) loads into today's vaelab, its metric
+/// scores and its block runs forward and backward; the appended fields read as absent. A plugin
+/// built against today's header gives its definition text.
+#[test]
+fn a_plugin_built_against_the_first_abi1_header_still_works() {
+    assert!(abi::VAELAB_METRIC_SIZE_V1 < std::mem::size_of::<abi::VaelabMetric>());
+    assert!(abi::VAELAB_BLOCK_SIZE_V1 < std::mem::size_of::<abi::VaelabBlock>());
+    let dir = scratch("old-abi");
+    let lib = dir.join(plugin::library_file_name("old_abi1"));
+    let frozen = workspace().join("tests/fixtures/plugins/abi1-frozen");
+    compile_c_against(&workspace().join("tests/fixtures/plugins/old_abi_plugin.c"), &lib, &[], true, &frozen);
+    let set = PluginSet::load(&[lib]).map_err(|(_, e)| e.to_string()).unwrap();
+    let old = &set.libraries[0];
+    assert_eq!((old.metrics.len(), old.blocks.len(), old.metrics[0].definition.clone()), (1, 1, None));
+    let mut registry = MetricRegistry::builtin();
+    set.register_metrics(&mut registry, 10).unwrap();
+    let (real, fake) = (random_batch(5, 20), random_batch(6, 20));
+    let got = registry.get("old_mean_gap").unwrap().compute(&real, &fake).unwrap();
+    let gap = |r: std::ops::Range<usize>| {
+        let sum = |b: &ImageBatch| b.pixels[r.start * 256..r.end * 256].iter().map(|v| *v as f64).sum::<f64>();
+        (sum(&fake) - sum(&real)).abs() / ((r.end - r.start) * 256) as f64
+    };
+    let want = (gap(0..10) + gap(10..20)) / 2.0;
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    let block = set.instantiate("old_scale", &ron::Value::Unit, FeatShape::Flat(3)).unwrap();
+    let x = [0.5f32, -1.0, 2.0, 0.0, 1.0, 3.0];
+    assert_eq!(block.forward(2, &x, &[], true).unwrap(), [1.0, -2.0, 4.0, 0.0, 2.0, 6.0]);
+    assert_eq!(block.backward(2, &x, &[], &[1.0; 6]).unwrap().0, [2.0; 6]);
+
+    // Today's header: the C example's `psnr_c` carries its own definition.
+    let c_example = PluginSet::load(&[PathBuf::from(vaelab_metric_c_example::LIBRARY)]).map_err(|(_, e)| e.to_string()).unwrap();
+    let mut registry = MetricRegistry::builtin();
+    c_example.register_metrics(&mut registry, 10).unwrap();
+    let definition = registry.get("psnr_c").unwrap().definition().to_string();
+    assert!(definition.starts_with("10 log10(1 / MSE) in dB") && definition.contains("[plugin metric from "), "{definition}");
+    assert!(!registry.get("mae_c").unwrap().definition().contains('['), "no definition: the source alone");
 }
