@@ -370,3 +370,42 @@ fn a_plugin_built_against_the_first_abi1_header_still_works() {
     assert!(definition.starts_with("10 log10(1 / MSE) in dB") && definition.contains("[plugin metric from "), "{definition}");
     assert!(!registry.get("mae_c").unwrap().definition().contains('['), "no definition: the source alone");
 }
+
+/// A metric plugin in C++ (`plugins/metric-cpp-example`, `extern "C"` entry points, exceptions
+/// caught into the error buffer) loads and agrees with an independent computation; a C++ exception
+/// becomes a reported error.
+#[test]
+fn a_cpp_metric_plugin_loads_and_agrees_with_an_independent_computation() {
+    let set = PluginSet::load(&[PathBuf::from(vaelab_metric_cpp_example::LIBRARY)]).map_err(|(_, e)| e.to_string()).unwrap();
+    let mut registry = MetricRegistry::builtin();
+    set.register_metrics(&mut registry, 7).unwrap();
+    let metric = registry.get("gradient_mse_cpp").unwrap();
+    assert!(metric.definition().starts_with("mean over images of the squared difference"), "{}", metric.definition());
+    let (real, fake) = (random_batch(7, 16), random_batch(8, 16));
+    // Forward differences along x and y of every 16×16 image, squared differences averaged per batch
+    // (batches of 7, 7, 2), batch values weighted by image count.
+    let diffs = |b: &ImageBatch, i: usize| -> Vec<f64> {
+        let p = b.image(i);
+        let at = |y: usize, x: usize| p[y * 16 + x] as f64;
+        let mut d: Vec<f64> = (0..16).flat_map(|y| (0..15).map(move |x| (y, x))).map(|(y, x)| at(y, x + 1) - at(y, x)).collect();
+        d.extend((0..15).flat_map(|y| (0..16).map(move |x| (y, x))).map(|(y, x)| at(y + 1, x) - at(y, x)));
+        d
+    };
+    let batch_value = |r: std::ops::Range<usize>| {
+        let (mut sum, mut count) = (0.0, 0usize);
+        for i in r {
+            for (a, b) in diffs(&real, i).iter().zip(diffs(&fake, i)) {
+                sum += (a - b) * (a - b);
+                count += 1;
+            }
+        }
+        sum / count as f64
+    };
+    let want = (7.0 * batch_value(0..7) + 7.0 * batch_value(7..14) + 2.0 * batch_value(14..16)) / 16.0;
+    let got = metric.compute(&real, &fake).unwrap();
+    assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
+    // Two-pixel-wide images: the plugin throws; vaelab reports its message.
+    let tiny = |seed| ImageBatch { n: 1, c: 1, h: 1, w: 2, pixels: vec![seed as f32 / 10.0; 2], factors: vec![], bit_depth: 8 };
+    let err = metric.compute(&tiny(1), &tiny(2)).unwrap_err().to_string();
+    assert!(err.contains("images need at least 2x2 pixels"), "{err}");
+}
