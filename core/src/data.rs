@@ -54,6 +54,15 @@ pub fn size_mismatch(e: &Experiment, ds: &dyn Dataset) -> Option<String> {
     })
 }
 
+/// The image shape a spec's data have, read from the spec alone (no dataset opened).
+pub fn spec_image_shape(spec: &Experiment) -> (usize, usize, usize) {
+    let c = match &spec.data.dataset {
+        spec::Dataset::Folder { channels: vaelab_datasets::Channels::Rgb, .. } => 3,
+        _ => 1,
+    };
+    (c, spec.data.size, spec.data.size)
+}
+
 pub fn data_shape(ds: &dyn Dataset) -> FeatShape {
     let (c, h, w) = ds.image_shape();
     FeatShape::Image(c, h, w)

@@ -68,14 +68,7 @@ pub struct BatchCodes {
     pub indices: Vec<Vec<usize>>,
 }
 
-/// The image shape a spec's data have, read from the spec alone (no dataset opened).
-pub fn spec_image_shape(spec: &Experiment) -> (usize, usize, usize) {
-    let c = match &spec.data.dataset {
-        spec::Dataset::Folder { channels: Channels::Rgb, .. } => 3,
-        _ => 1,
-    };
-    (c, spec.data.size, spec.data.size)
-}
+pub use crate::data::spec_image_shape;
 
 impl Trained {
     /// Loads `run_dir`'s spec and its latest checkpoint (or `checkpoint`), with a fitted PixelCNN

@@ -32,10 +32,16 @@ impl BlockSource for Recording<'_> {
     }
 }
 
-/// Whether the spec uses any plugin block (else there is nothing to check).
+/// The spec as the child reads it (RON with struct names, as `spec.ron` is written).
+fn spec_text(spec: &Experiment) -> String {
+    let config = ron::ser::PrettyConfig::default().struct_names(true);
+    ron::ser::to_string_pretty(spec, config).expect("specs serialize")
+}
+
+/// Whether the spec uses any plugin block (else there is nothing to check). Read from the spec's
+/// text, so layers nested at any depth (inside `SpectralNorm(...)`, a discriminator) count.
 pub fn uses_blocks(spec: &Experiment) -> bool {
-    let text = crate::check::format_resolved(spec);
-    text.contains("Plugin(")
+    spec_text(spec).contains("Plugin(")
 }
 
 /// Runs the pre-flight check in a child process. `Ok(None)`: nothing to check, or no worker (the
@@ -54,7 +60,7 @@ pub fn check(spec: &Experiment) -> Result<Option<usize>, String> {
         .map_err(|e| format!("cannot start the plugin pre-flight worker {}: {e}", worker.display()))?;
     {
         let mut stdin = child.stdin.take().expect("piped");
-        let _ = stdin.write_all(crate::check::format_resolved(spec).as_bytes());
+        let _ = stdin.write_all(spec_text(spec).as_bytes());
     }
     let (mut last, mut answer, mut names) = (None, None, Vec::new());
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -108,7 +114,7 @@ pub fn worker_main() -> i32 {
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| e.to_string())?;
         let source = Recording { inner: &plugins, seen: Mutex::new(Vec::new()) };
         let mut store = ParamStore::new(Cpu::default(), spec.seed);
-        let (c, h, w) = crate::apply::spec_image_shape(&spec);
+        let (c, h, w) = crate::data::spec_image_shape(&spec);
         let shape = FeatShape::Image(c, h, w);
         Model::build(&spec.model, shape, &mut store, &source).map_err(|(p, m)| format!("{p}: {m}"))?;
         crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &source).map_err(|(p, m)| format!("{p}: {m}"))?;
