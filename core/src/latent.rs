@@ -190,14 +190,7 @@ impl LatentModel {
         let mut z = vec![0.0f32; q.shape.len() * count];
         for b in 0..count {
             for p in 0..positions {
-                let mut u = rng.uniform() as f32 * total;
-                let k = weights
-                    .iter()
-                    .position(|w| {
-                        u -= w;
-                        u < 0.0
-                    })
-                    .unwrap_or(q.codes - 1);
+                let k = categorical(&weights, total, rng.uniform());
                 for d in 0..q.dim {
                     z[(d * positions + p) * count + b] = book[k * q.dim + d];
                 }
@@ -246,6 +239,19 @@ impl LatentModel {
         let z = post.mu + std * noise;
         Encoded { z, mu: mu_values, logvar: logvar_values, reg: kl, stats: vec![] }
     }
+}
+
+/// The category a uniform number `u` in [0, 1) falls in, for unnormalised `weights` summing to
+/// `total` (inverse-CDF sampling); rounding past the end gives the last category.
+pub(crate) fn categorical(weights: &[f32], total: f32, u: f64) -> usize {
+    let mut u = u as f32 * total;
+    weights
+        .iter()
+        .position(|w| {
+            u -= w;
+            u < 0.0
+        })
+        .unwrap_or(weights.len() - 1)
 }
 
 /// q(z|x) = N(μ, diag exp(logvar)) for a batch (each `(code size, batch)`), on the tape.

@@ -154,13 +154,17 @@ impl Model {
         index: u64,
         count: usize,
     ) -> Tensor<(usize, usize), f32, D> {
-        if let (Some(prior), LatentModel::Quantized(q)) = (&self.prior, &self.latent) {
-            if store.get(prior.trained_steps).tensor.as_vec()[0] > 0.0 {
-                let grids = prior.net.sample(store, seed, purpose, index, count);
-                return q.codes_to_z(store, &grids);
-            }
+        if let (Some(net), LatentModel::Quantized(q)) = (self.fitted_prior(store), &self.latent) {
+            let grids = net.sample(store, seed, purpose, index, count);
+            return q.codes_to_z(store, &grids);
         }
         self.latent.sample_prior_at(store, seed, purpose, index, count)
+    }
+
+    /// The PixelCNN prior, once `train-prior` has fitted it (its step counter is above 0).
+    pub fn fitted_prior<D: Device<f32>>(&self, store: &ParamStore<D>) -> Option<&crate::prior::PixelCnn> {
+        let prior = self.prior.as_ref()?;
+        (store.get(prior.trained_steps).tensor.as_vec()[0] > 0.0).then_some(&prior.net)
     }
 
     /// As [`Model::sample_prior_at`] with index 0, the stream evaluation and the explorer use.

@@ -192,7 +192,7 @@ impl FolderDataset {
         let mut levels: [Levels; 3] = Default::default();
         for (k, items) in splits.iter_mut().enumerate() {
             let check = |it: &Item, slot: Option<&mut [u16]>| -> Decode {
-                let (pixels, depth) = decode(&it.path, &cfg).map_err(|m| (it.path.clone(), m))?;
+                let (pixels, depth) = decode(&it.path, cfg.size, cfg.channels, cfg.fit).map_err(|m| (it.path.clone(), m))?;
                 if let Some(slot) = slot {
                     for (l, v) in slot.iter_mut().zip(&pixels) {
                         *l = (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
@@ -329,7 +329,7 @@ fn size_error(w: usize, h: usize, size: usize) -> String {
 
 /// The fast path for grey 8- and 16-bit PNG (the Knee-OA files): decoded with the `png` crate into
 /// f32 directly, then fitted. `None` for any other PNG, which takes the general path.
-fn decode_grey_png(path: &Path, cfg: &FolderConfig) -> Option<Result<(Vec<f32>, u8), String>> {
+fn decode_grey_png(path: &Path, size: usize, fit: Fit) -> Option<Result<(Vec<f32>, u8), String>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => return Some(Err(e.to_string())),
@@ -356,7 +356,7 @@ fn decode_grey_png(path: &Path, cfg: &FolderConfig) -> Option<Result<(Vec<f32>, 
     } else {
         raw[..2 * w * h].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as f32 / 65535.0).collect()
     };
-    Some(match fit_grey(pixels, w, h, cfg.size, cfg.fit) {
+    Some(match fit_grey(pixels, w, h, size, fit) {
         Ok(p) => Ok((p, depth)),
         Err(size) => Err(format!("size: {size}")),
     })
@@ -364,18 +364,18 @@ fn decode_grey_png(path: &Path, cfg: &FolderConfig) -> Option<Result<(Vec<f32>, 
 
 /// Decodes one file to C×size×size values in [0, 1] and its bit depth. Size problems start with
 /// "size:" so that they are never skipped (they are a spec problem, not a bad file).
-pub(crate) fn decode(path: &Path, cfg: &FolderConfig) -> Result<(Vec<f32>, u8), String> {
+pub(crate) fn decode(path: &Path, size: usize, channels: Channels, fit: Fit) -> Result<(Vec<f32>, u8), String> {
     let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if is_png && cfg.channels == Channels::Grey {
-        if let Some(result) = decode_grey_png(path, cfg) {
+    if is_png && channels == Channels::Grey {
+        if let Some(result) = decode_grey_png(path, size, fit) {
             return result;
         }
     }
-    let DecodedImage { pixels, width: w, height: h, bit_depth: depth } = read_image(path, cfg.channels)?;
+    let DecodedImage { pixels, width: w, height: h, bit_depth: depth } = read_image(path, channels)?;
     // Each plane (grey, or R, G, B) is fitted on its own.
-    let mut out = Vec::with_capacity(pixels.len() / (w * h).max(1) * cfg.size * cfg.size);
+    let mut out = Vec::with_capacity(pixels.len() / (w * h).max(1) * size * size);
     for plane in pixels.chunks(w * h) {
-        out.extend(fit_grey(plane.to_vec(), w, h, cfg.size, cfg.fit).map_err(|e| format!("size: {e}"))?);
+        out.extend(fit_grey(plane.to_vec(), w, h, size, fit).map_err(|e| format!("size: {e}"))?);
     }
     Ok((out, depth))
 }
@@ -421,7 +421,7 @@ impl Dataset for FolderDataset {
             }
             // Decoded successfully when the dataset was opened; a file changed since then is
             // reported and replaced by a black image rather than stopping a long run.
-            None => decode(&item.path, &self.cfg).map(|d| d.0).unwrap_or_else(|e| {
+            None => decode(&item.path, self.cfg.size, self.cfg.channels, self.cfg.fit).map(|d| d.0).unwrap_or_else(|e| {
                 eprintln!("warning: {} changed since the dataset was opened: {e}", item.path.display());
                 let (c, h, w) = self.image_shape();
                 vec![0.0; c * h * w]

@@ -5,8 +5,7 @@
 
 use crate::dicom::{crop, is_dicom_name, patch_corners, read_radiograph, Patches, Window};
 use crate::error::DataError;
-use crate::folder::{decode, fit_grey, is_image, Channels, Fit, FolderConfig, OnBadFile};
-use crate::SplitSizes;
+use crate::folder::{decode, fit_grey, is_image, Channels, Fit};
 use std::path::{Path, PathBuf};
 
 /// How a run turns a file into model input: its `data.size`, and the options of its dataset.
@@ -101,17 +100,8 @@ pub fn list_inputs(input: &Path) -> Result<Vec<InputFile>, DataError> {
 pub fn read_input(file: &InputFile, pre: &Preprocess) -> Result<Vec<InputImage>, String> {
     let image = |rel: PathBuf, pixels: Vec<f32>, bit_depth: u8| InputImage { rel, pixels, bit_depth, label: file.label };
     if !is_dicom_file(&file.path) {
-        let cfg = FolderConfig {
-            root: PathBuf::new(),
-            size: pre.size,
-            channels: pre.channels,
-            fit: pre.fit,
-            on_bad_file: OnBadFile::Error,
-            limits: SplitSizes::unlimited(),
-            seed: 0,
-            cache_mib: 0,
-        };
-        let (pixels, depth) = decode(&file.path, &cfg).map_err(|m| m.trim_start_matches("size: ").to_string())?;
+        let (pixels, depth) =
+            decode(&file.path, pre.size, pre.channels, pre.fit).map_err(|m| m.trim_start_matches("size: ").to_string())?;
         return Ok(vec![image(file.rel.clone(), pixels, depth)]);
     }
     if pre.channels == Channels::Rgb {

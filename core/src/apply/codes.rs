@@ -247,6 +247,7 @@ impl CodeWriter {
 
     /// Flushes the file (and writes NPY's side file).
     pub fn finish(self) -> Result<(), ApplyError> {
+        let npy = matches!(self.sink, Sink::NpyF32(_) | Sink::NpyI64(_));
         let err = |e: String| ApplyError::Write(self.path.clone(), e);
         match self.sink {
             Sink::Csv(mut w) => w.flush().map_err(|e| err(e.to_string()))?,
@@ -254,7 +255,7 @@ impl CodeWriter {
             Sink::NpyF32(w) => w.finish().map_err(|e| err(e.to_string()))?,
             Sink::NpyI64(w) => w.finish().map_err(|e| err(e.to_string()))?,
         }
-        if CodeFormat::of(&self.path)? == CodeFormat::Npy {
+        if npy {
             let side = npy_sidecar(&self.path);
             let text = serde_json::to_string_pretty(&json!({"columns": self.layout.columns(), "rows": self.rows}))
                 .expect("JSON values serialize");

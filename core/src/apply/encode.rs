@@ -1,10 +1,10 @@
 //! `vaelab encode RUN_DIR INPUT --out FILE` and its inverse `vaelab decode RUN_DIR CODES --out DIR`.
 
-use super::codes::{read_codes, CodeKind, CodeRow, CodeWriter};
+use super::codes::{read_codes, CodeKind, CodeLayout, CodeRow, CodeWriter};
 use super::inputs::{for_each_batch, InputTally};
-use super::output::{png_path, rel_text, write_png, ImageFormat, OutputDir, OutputFile};
+use super::output::{png_path, rel_text, write_png, ImageFormat, Output};
 use super::reconstruct::progress_bar;
-use super::{ApplyError, Trained};
+use super::{ApplyError, BatchCodes, Trained};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use vaelab_datasets::{list_inputs, Fit, Split};
@@ -32,20 +32,11 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
     run.require_encoder("encode")?;
     super::codes::CodeFormat::of(&opts.out)?;
     let layout = run.layout();
-    let code_row = |codes: &super::BatchCodes, i: usize, path: String, labels: Vec<(String, f64)>| CodeRow {
-        path,
-        labels,
-        values: match layout.kind {
-            CodeKind::Quantized { .. } => codes.indices[i].iter().map(|k| *k as f64).collect(),
-            _ => codes.z[i].iter().map(|v| *v as f64).collect(),
-        },
-        logvar: codes.logvar.get(i).cloned().unwrap_or_default(),
-    };
     let files = match &opts.input {
-        EncodeInput::Split(split) => return encode_split(run, opts, *split, &code_row),
+        EncodeInput::Split(split) => return encode_split(run, opts, *split),
         EncodeInput::Files(input) => list_inputs(input).map_err(|e| ApplyError::Input(e.to_string()))?,
     };
-    let out_file = OutputFile::prepare(&opts.out, opts.force)?;
+    let out_file = Output::file(&opts.out, opts.force)?;
     let labels: Vec<String> = if files.iter().any(|f| f.label.is_some()) { vec!["label".into()] } else { vec![] };
     let mut writer = CodeWriter::create(&opts.out, &layout, &labels)?;
     let pre = run.preprocess(opts.fit);
@@ -55,7 +46,7 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
         let codes = run.encode(&pixels)?;
         for (i, image) in images.iter().enumerate() {
             let labels = image.label.map(|l| ("label".to_string(), l as f64)).into_iter().collect();
-            writer.write(&code_row(&codes, i, rel_text(&image.rel), labels))?;
+            writer.write(&code_row(&layout, &codes, i, rel_text(&image.rel), labels))?;
         }
         Ok(())
     })?;
@@ -65,19 +56,26 @@ pub fn encode(run: &Trained, opts: &EncodeOptions) -> Result<InputTally, ApplyEr
     Ok(tally)
 }
 
-/// Makes one row of a code file: (codes of a batch, index in it, path, label columns).
-type RowMaker<'a> = dyn Fn(&super::BatchCodes, usize, String, Vec<(String, f64)>) -> CodeRow + 'a;
+/// Row `i` of a batch's codes: indices for a quantized code, else z (μ), and log σ² where there is one.
+fn code_row(layout: &CodeLayout, codes: &BatchCodes, i: usize, path: String, labels: Vec<(String, f64)>) -> CodeRow {
+    let values = match layout.kind {
+        CodeKind::Quantized { .. } => codes.indices[i].iter().map(|k| *k as f64).collect(),
+        _ => codes.z[i].iter().map(|v| *v as f64).collect(),
+    };
+    CodeRow { path, labels, values, logvar: codes.logvar.get(i).cloned().unwrap_or_default() }
+}
 
 /// `encode --split`: the run's own dataset, in index order, with its ground-truth factors.
-fn encode_split(run: &Trained, opts: &EncodeOptions, split: Split, code_row: &RowMaker) -> Result<InputTally, ApplyError> {
+fn encode_split(run: &Trained, opts: &EncodeOptions, split: Split) -> Result<InputTally, ApplyError> {
     let dataset = crate::data::build_dataset(&run.spec).map_err(crate::eval::EvalError::from)?;
     let n = dataset.len(split);
     if n == 0 {
         return Err(ApplyError::Input(format!("the {} split of this run's dataset is empty", split.name())));
     }
-    let out_file = OutputFile::prepare(&opts.out, opts.force)?;
+    let out_file = Output::file(&opts.out, opts.force)?;
     let names = dataset.factor_names();
-    let mut writer = CodeWriter::create(&opts.out, &run.layout(), &names)?;
+    let layout = run.layout();
+    let mut writer = CodeWriter::create(&opts.out, &layout, &names)?;
     let bar = progress_bar(opts.progress, n, "encoding");
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(run.spec.data.batch.max(1)) {
@@ -86,7 +84,7 @@ fn encode_split(run: &Trained, opts: &EncodeOptions, split: Split, code_row: &Ro
         let codes = run.encode(&pixels)?;
         for (i, &index) in chunk.iter().enumerate() {
             let labels = names.iter().cloned().zip(batch.factors[i].iter().map(|v| *v as f64)).collect();
-            writer.write(&code_row(&codes, i, format!("{}/{index:06}", split.name()), labels))?;
+            writer.write(&code_row(&layout, &codes, i, format!("{}/{index:06}", split.name()), labels))?;
         }
         bar.inc(chunk.len() as u64);
     }
@@ -112,7 +110,7 @@ pub fn decode(run: &Trained, opts: &DecodeOptions) -> Result<usize, ApplyError> 
     }
     let layout = run.layout();
     let rows = read_codes(&opts.codes, &layout)?;
-    let out_dir = OutputDir::prepare(&opts.out, opts.force)?;
+    let out_dir = Output::folder(&opts.out, opts.force)?;
     let names: Vec<PathBuf> = rows
         .iter()
         .enumerate()

@@ -149,24 +149,28 @@ impl Trained {
         let flat: Vec<f32> = images.concat();
         let x = dev.tensor_from_vec(to_batch_last(&flat, n), (self.image_len(), n));
         let ctx = self.ctx();
-        // The noise drives only the sampled z, which is not used: μ is the code.
-        let noise = normal_noise(dev, self.spec.seed, "apply", 0, len, n);
-        let enc = self.model.encode(&ctx, x.clone(), noise);
         let rows = |v: Vec<f32>| from_batch_last(&v, n).chunks(len).map(<[f32]>::to_vec).collect::<Vec<_>>();
-        let z = rows(enc.mu.with_empty_tape().as_vec());
-        let probabilistic = matches!(self.model.latent, LatentModel::Gaussian(_) | LatentModel::Spatial(_));
-        let logvar = if probabilistic { rows(enc.logvar.as_vec()) } else { vec![] };
-        let indices = match &self.model.latent {
+        let codes = match &self.model.latent {
+            // One encoder pass: the nearest codes of z_e, and z as their codebook vectors (the very
+            // values the model's own lookup gathers).
             LatentModel::Quantized(q) => {
                 let ze = self.model.pre_quantization(&ctx, x).expect("a quantized latent");
-                q.nearest_codes(&self.store, &ze, n)
+                let indices = q.nearest_codes(&self.store, &ze, n);
+                BatchCodes { z: self.codes_to_z(&indices), logvar: vec![], indices }
             }
-            _ => vec![],
+            latent => {
+                // The noise drives only the sampled z, which is not used: μ is the code.
+                let noise = normal_noise(dev, self.spec.seed, "apply", 0, len, n);
+                let enc = self.model.encode(&ctx, x, noise);
+                let probabilistic = matches!(latent, LatentModel::Gaussian(_) | LatentModel::Spatial(_));
+                let logvar = if probabilistic { rows(enc.logvar.as_vec()) } else { vec![] };
+                BatchCodes { z: rows(enc.mu.with_empty_tape().as_vec()), logvar, indices: vec![] }
+            }
         };
         if let Some(failure) = ctx.failures.take() {
             return Err(ApplyError::Input(failure));
         }
-        Ok(BatchCodes { z, logvar, indices })
+        Ok(codes)
     }
 
     /// Images in [0, 1] decoded from codes `z` (each of the code's length), as one batch.

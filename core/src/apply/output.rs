@@ -26,19 +26,22 @@ impl std::str::FromStr for ImageFormat {
     }
 }
 
-/// An output folder made ready for new files. Dropped without [`OutputDir::keep`] (the command
-/// failed), it removes the folder again if the command created it or found it empty, so that a
-/// corrected command can be run again as it was; a folder that held files is left as it is.
-pub struct OutputDir {
+/// An output folder or file made ready for a command. Dropped without [`Output::keep`] (the command
+/// failed), it removes what the command created (a folder that was missing or empty, a file — with
+/// its NPY side file — that did not exist), so that the corrected command can be run again as it was;
+/// what was there before is left as it is.
+pub struct Output {
     path: PathBuf,
+    folder: bool,
+    /// Created (or found empty) by this command.
     fresh: bool,
     keep: bool,
 }
 
-impl OutputDir {
+impl Output {
     /// Creates `dir` if missing; a folder that already holds files is refused unless `force` (then
     /// files of the same names are replaced and the others left as they are).
-    pub fn prepare(dir: &Path, force: bool) -> Result<OutputDir, ApplyError> {
+    pub fn folder(dir: &Path, force: bool) -> Result<Output, ApplyError> {
         if dir.is_file() {
             return Err(ApplyError::Input(format!("{} is a file; --out names a folder", dir.display())));
         }
@@ -50,34 +53,11 @@ impl OutputDir {
             )));
         }
         std::fs::create_dir_all(dir).map_err(ApplyError::write(dir))?;
-        Ok(OutputDir { path: dir.to_path_buf(), fresh: count == 0, keep: false })
+        Ok(Output { path: dir.to_path_buf(), folder: true, fresh: count == 0, keep: false })
     }
 
-    /// The command succeeded: leave its outputs.
-    pub fn keep(mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for OutputDir {
-    fn drop(&mut self) {
-        if !self.keep && self.fresh {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// An output file (and its NPY side file) about to be written; removed again if the command
-/// fails before [`OutputFile::keep`] and the file did not exist before.
-pub struct OutputFile {
-    path: PathBuf,
-    fresh: bool,
-    keep: bool,
-}
-
-impl OutputFile {
     /// Refuses to replace an existing file unless `force`; creates the parent folder.
-    pub fn prepare(path: &Path, force: bool) -> Result<OutputFile, ApplyError> {
+    pub fn file(path: &Path, force: bool) -> Result<Output, ApplyError> {
         if path.is_dir() {
             return Err(ApplyError::Input(format!("{} is a folder; --out names a file", path.display())));
         }
@@ -88,17 +68,23 @@ impl OutputFile {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(ApplyError::write(parent))?;
         }
-        Ok(OutputFile { path: path.to_path_buf(), fresh: !exists, keep: false })
+        Ok(Output { path: path.to_path_buf(), folder: false, fresh: !exists, keep: false })
     }
 
+    /// The command succeeded: leave its outputs.
     pub fn keep(mut self) {
         self.keep = true;
     }
 }
 
-impl Drop for OutputFile {
+impl Drop for Output {
     fn drop(&mut self) {
-        if !self.keep && self.fresh {
+        if self.keep || !self.fresh {
+            return;
+        }
+        if self.folder {
+            let _ = std::fs::remove_dir_all(&self.path);
+        } else {
             let _ = std::fs::remove_file(&self.path);
             let _ = std::fs::remove_file(super::codes::npy_sidecar(&self.path));
         }

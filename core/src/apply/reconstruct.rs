@@ -2,7 +2,7 @@
 //! its relative path, with per-image MSE, PSNR and SSIM in `DIR/reconstruct.csv`.
 
 use super::inputs::{for_each_batch, InputTally};
-use super::output::{png_path, rel_text, write_png, ImageFormat, OutputDir};
+use super::output::{png_path, rel_text, write_png, ImageFormat, Output};
 use super::{ApplyError, Trained};
 use crate::eval::metric::MetricRegistry;
 use rayon::prelude::*;
@@ -57,7 +57,7 @@ pub fn reconstruct(run: &Trained, opts: &ReconstructOptions) -> Result<Reconstru
         return Err(ApplyError::Input("reconstruct writes PNG files: --format png8 or png16".into()));
     }
     let files = list_inputs(&opts.input).map_err(|e| ApplyError::Input(e.to_string()))?;
-    let out_dir = OutputDir::prepare(&opts.out, opts.force)?;
+    let out_dir = Output::folder(&opts.out, opts.force)?;
     let pre = run.preprocess(opts.fit);
     let shape = run.image_shape();
     let registry = MetricRegistry::builtin();

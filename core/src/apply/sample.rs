@@ -8,7 +8,7 @@
 //! same seed gives the same images with any `--batch`. Images are decoded and written a batch at a
 //! time: memory does not grow with N.
 
-use super::output::{write_png, ImageFormat, OutputDir};
+use super::output::{write_png, ImageFormat, Output};
 use super::reconstruct::progress_bar;
 use super::{ApplyError, Trained};
 use crate::latent::LatentModel;
@@ -93,18 +93,7 @@ pub fn prior_codes(run: &Trained, seed: u64, first: usize, count: usize, tempera
                 .iter()
                 .map(|&i| {
                     let mut rng = stream(i);
-                    (0..positions)
-                        .map(|_| {
-                            let mut u = rng.uniform() as f32 * total;
-                            weights
-                                .iter()
-                                .position(|w| {
-                                    u -= w;
-                                    u < 0.0
-                                })
-                                .unwrap_or(q.codes - 1)
-                        })
-                        .collect()
+                    (0..positions).map(|_| crate::latent::categorical(&weights, total, rng.uniform())).collect()
                 })
                 .collect()
         }
@@ -112,10 +101,8 @@ pub fn prior_codes(run: &Trained, seed: u64, first: usize, count: usize, tempera
     run.codes_to_z(&grids)
 }
 
-/// The run's PixelCNN prior, when it has been fitted.
 fn learned_prior(run: &Trained) -> Option<&crate::prior::PixelCnn> {
-    let prior = run.model.prior.as_ref()?;
-    (run.store.get(prior.trained_steps).tensor.as_vec()[0] > 0.0).then_some(&prior.net)
+    run.model.fitted_prior(&run.store)
 }
 
 fn prior_name(run: &Trained) -> &'static str {
@@ -136,7 +123,7 @@ pub fn sample(run: &Trained, opts: &SampleOptions) -> Result<SampleSummary, Appl
     }
     let batch = opts.batch.unwrap_or(run.spec.data.batch).max(1);
     let seed = opts.seed.unwrap_or(run.spec.seed);
-    let out_dir = OutputDir::prepare(&opts.out, opts.force)?;
+    let out_dir = Output::folder(&opts.out, opts.force)?;
     let shape = run.image_shape();
     let npy_path = opts.out.join("samples.npy");
     let mut npy = match opts.format {

@@ -527,7 +527,8 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
     order.truncate(TRAVERSAL_ROWS);
 
     let mut notes = target.plugin_notes.clone();
-    notes.extend(make_room(run_dir, &out_dir, info.step, split, target.data.as_deref())?);
+    let (moved, earlier) = make_room(run_dir, &out_dir, info.step, split, target.data.as_deref())?;
+    notes.extend(moved);
     std::fs::create_dir_all(&out_dir).map_err(|e| EvalError::Write(format!("cannot create {}: {e}", out_dir.display())))?;
     write_grids(&dev, &model, &store, spec, &real, &fake, &first_code, &order, &out_dir)?;
     let factor_grids = if model.generator_only {
@@ -555,18 +556,19 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
         folder: out_dir.clone(),
         notes,
     };
-    merge_earlier(&mut report);
+    if let Some(earlier) = earlier {
+        merge_earlier(&mut report, earlier);
+    }
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
     let path = out_dir.join("metrics.json");
     checkpoint::write_atomic(&path, json.as_bytes())
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
-    // Every report lists every evaluation of the run: rebuild the others' too.
-    for (_, other) in evaluations(run_dir) {
-        if other.folder != out_dir {
-            crate::report::write(run_dir, &other.folder, &other).map_err(EvalError::Write)?;
-        }
-    }
     crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
+    // Every report lists every evaluation of the run: the others' pages are rendered again.
+    let all = evaluations(run_dir);
+    for (_, other) in all.iter().filter(|(_, r)| r.folder != out_dir) {
+        crate::report::rewrite_html(&other.folder, other, &all).map_err(EvalError::Write)?;
+    }
     Ok(report)
 }
 
@@ -577,19 +579,26 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// An earlier evaluation in `out_dir` of another checkpoint, split or dataset is moved aside to
-/// its own folder (`eval-<step>-<split>[-<data>]`, numbered if that exists), never overwritten.
-/// Returns what was done, for the user.
-fn make_room(run_dir: &Path, out_dir: &Path, step: usize, split: Split, data: Option<&str>) -> Result<Vec<String>, EvalError> {
-    let Ok(text) = std::fs::read_to_string(out_dir.join("metrics.json")) else { return Ok(vec![]) };
-    let Ok(earlier) = serde_json::from_str::<EvalReport>(&text) else {
+/// What `out_dir` already holds: an evaluation of the same checkpoint, split and data is returned
+/// for merging; one of anything else is moved aside to its own folder (`eval-<step>-<split>[-<data>]`,
+/// numbered if that exists), never overwritten, with a note saying so.
+fn make_room(
+    run_dir: &Path,
+    out_dir: &Path,
+    step: usize,
+    split: Split,
+    data: Option<&str>,
+) -> Result<(Vec<String>, Option<EvalReport>), EvalError> {
+    let Ok(text) = std::fs::read_to_string(out_dir.join("metrics.json")) else { return Ok((vec![], None)) };
+    let Ok(mut earlier) = serde_json::from_str::<EvalReport>(&text) else {
         return Err(EvalError::Write(format!(
             "{} holds a metrics.json this version cannot read; move it away or choose another folder with --out",
             out_dir.display()
         )));
     };
     if (earlier.checkpoint_step, earlier.split, earlier.data.as_deref()) == (step, split, data) {
-        return Ok(vec![]);
+        earlier.folder = out_dir.to_path_buf();
+        return Ok((vec![], Some(earlier)));
     }
     let base = other_eval_dir(run_dir, earlier.checkpoint_step, earlier.split, earlier.data.as_deref());
     let mut aside = base.clone();
@@ -600,24 +609,20 @@ fn make_room(run_dir: &Path, out_dir: &Path, step: usize, split: Split, data: Op
     }
     std::fs::rename(out_dir, &aside)
         .map_err(|e| EvalError::Write(format!("cannot move {} to {}: {e}", out_dir.display(), aside.display())))?;
-    Ok(vec![format!(
+    let note = format!(
         "moved the earlier evaluation in {} (step {}, {} split{}) to {}",
         out_dir.display(),
         earlier.checkpoint_step,
         earlier.split.name(),
         earlier.data.as_deref().map(|d| format!(", data {d}")).unwrap_or_default(),
         aside.display()
-    )])
+    );
+    Ok((vec![note], None))
 }
 
 /// Metrics of an earlier evaluation of the same checkpoint, split and data in the same folder are
 /// kept beside the new ones (a newer value replaces an older one of the same name).
-fn merge_earlier(report: &mut EvalReport) {
-    let Ok(text) = std::fs::read_to_string(report.folder.join("metrics.json")) else { return };
-    let Ok(earlier) = serde_json::from_str::<EvalReport>(&text) else { return };
-    if (earlier.checkpoint_step, earlier.split, &earlier.data) != (report.checkpoint_step, report.split, &report.data) {
-        return;
-    }
+fn merge_earlier(report: &mut EvalReport, earlier: EvalReport) {
     let mut kept = Vec::new();
     for (name, entry) in earlier.metrics {
         if !report.metrics.contains_key(&name) && !report.failed.contains_key(&name) {

@@ -148,14 +148,7 @@ impl PixelCnn {
                 let l: Vec<f32> = (0..self.codes).map(|k| logits[(k * positions + p) * count + b] / temperature).collect();
                 let top = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let weights: Vec<f32> = l.iter().map(|x| (x - top).exp()).collect();
-                let mut u = uniform(b) as f32 * weights.iter().sum::<f32>();
-                grid[p] = weights
-                    .iter()
-                    .position(|w| {
-                        u -= w;
-                        u < 0.0
-                    })
-                    .unwrap_or(self.codes - 1);
+                grid[p] = crate::latent::categorical(&weights, weights.iter().sum::<f32>(), uniform(b));
             }
         }
         grids

@@ -59,7 +59,13 @@ pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), 
     if !series.is_empty() {
         crate::eval::grid::save_png(&plot::plot(&series), &out_dir.join("loss-curves.png"))?;
     }
-    let html = render(out_dir, report, &crate::eval::evaluations(run_dir));
+    rewrite_html(out_dir, report, &crate::eval::evaluations(run_dir))
+}
+
+/// Renders `out_dir/report.html` again (its pictures are already there), listing `all` the run's
+/// evaluations.
+pub fn rewrite_html(out_dir: &Path, report: &EvalReport, all: &[(String, EvalReport)]) -> Result<(), String> {
+    let html = render(out_dir, report, all);
     let path = out_dir.join("report.html");
     crate::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
