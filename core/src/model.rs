@@ -43,6 +43,16 @@ pub struct StepTerms<D: Device<f32>> {
     pub stats: Vec<(&'static str, f32)>,
 }
 
+/// A generator-side forward pass beside a discriminator ([`Model::terms_and_fakes`]).
+pub struct GanTerms<D: Backend> {
+    pub terms: StepTerms<D>,
+    /// The images the discriminator judges: the reconstruction, then decoded prior samples.
+    pub fakes: Vec<Tensor2<D>>,
+    /// The reconstruction's mean image with its gradient reaching encoder and decoder, when asked
+    /// (for a reconstruction term in discriminator features).
+    pub recon: Option<Tensor2<D>>,
+}
+
 impl Model {
     /// Builds the model's layers into `store`. Errors are (spec path, message).
     pub fn build<D: Device<f32>>(
@@ -202,7 +212,7 @@ impl Model {
     ///
     /// With `fakes_reach_encoder` false (VAE-GAN after Larsen et al. 2016), the reconstruction among
     /// the fakes is decoded again from sg(z): the decoder gets the adversarial gradient, the encoder
-    /// none.
+    /// none. With `want_recon`, the result also holds the reconstruction on the full tape.
     pub fn terms_and_fakes<D: Backend>(
         &self,
         ctx: &Ctx<D>,
@@ -210,18 +220,20 @@ impl Model {
         noise: Tensor<(usize, usize), f32, D>,
         prior_z: Tensor<(usize, usize), f32, D>,
         fakes_reach_encoder: bool,
-    ) -> (StepTerms<D>, Vec<Tensor2<D>>) {
+        want_recon: bool,
+    ) -> GanTerms<D> {
         let enc = self.encode(ctx, x.clone(), noise);
         let z_values = (!fakes_reach_encoder).then(|| crate::nn::constant(&enc.z));
         let out = self.decode(ctx, enc.z);
-        let recon = match z_values {
+        let recon = want_recon.then(|| self.mean_taped(out.with_empty_tape()));
+        let judged = match z_values {
             Some(z) => self.mean_taped(self.decode(ctx, z.retaped())),
             None => self.mean_taped(out.with_empty_tape()),
         };
         let rec = self.nll(ctx, out, x);
         let sample = self.mean_taped(self.decode(ctx, prior_z.retaped()));
         let name = self.regulariser.unwrap_or("none");
-        (StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }, vec![recon, sample])
+        GanTerms { terms: StepTerms { rec, reg: (name, enc.reg), stats: enc.stats }, fakes: vec![judged, sample], recon }
     }
 
     /// The images an adversarial term judges, on the tape: the reconstruction of `x` (unless the

@@ -259,16 +259,19 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 (loss_value, done.lr, done.grad_norm, vec![], std::collections::BTreeMap::new())
             } else {
                 let ctx = Ctx::new(&store, true, spec.seed, step as u64);
-                let (terms, adversarial) = match &gan {
+                let (terms, adversarial, feature) = match &gan {
                     Some(gan) if model.generator_only => {
                         let fakes = model.fakes(&ctx, x, noise, prior_z());
-                        (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                        (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight), None)
                     }
                     Some(gan) => {
-                        let (terms, fakes) = model.terms_and_fakes(&ctx, x, noise, prior_z(), gan.trains_encoder);
-                        (Some(terms), Some(gan.generator_loss(&ctx, fakes) * gan.weight))
+                        let real = x.clone();
+                        let step_terms =
+                            model.terms_and_fakes(&ctx, x, noise, prior_z(), gan.trains_encoder, gan.feature_layer.is_some());
+                        let feature = step_terms.recon.and_then(|recon| gan.feature_loss(&ctx, &real, recon));
+                        (Some(step_terms.terms), Some(gan.generator_loss(&ctx, step_terms.fakes) * gan.weight), feature)
                     }
-                    None => (Some(model.terms(&ctx, x, noise)), None),
+                    None => (Some(model.terms(&ctx, x, noise)), None, None),
                 };
                 let weights = term_weights(&spec.losses, step);
                 let mut total_loss: Option<Tensor<(), f32, D, crate::nn::OT<D>>> = None;
@@ -302,6 +305,18 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     total_loss = Some(match total_loss {
                         None => adv,
                         Some(acc) => acc + adv,
+                    });
+                }
+                if let Some(feature) = feature {
+                    let v = feature.as_vec()[0];
+                    if !v.is_finite() {
+                        bar.abandon();
+                        return Err(non_finite(step, "feature", v, &last_checkpoint));
+                    }
+                    values.insert("feature".to_string(), v);
+                    total_loss = Some(match total_loss {
+                        None => feature,
+                        Some(acc) => acc + feature,
                     });
                 }
                 // Validation guarantees a loss term or a discriminator (a generator from noise).

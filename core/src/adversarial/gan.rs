@@ -21,6 +21,8 @@ pub struct Gan {
     pub r1_gamma: f32,
     /// Whether the generator loss on reconstructions reaches the encoder (`Adversarial::Gan`).
     pub trains_encoder: bool,
+    /// The discriminator layer whose features judge reconstructions (`Adversarial::Gan`).
+    pub feature_layer: Option<usize>,
 }
 
 type Scalar<D> = Tensor<(), f32, D, OT<D>>;
@@ -33,13 +35,16 @@ impl Gan {
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
     ) -> Result<Option<Gan>, (String, String)> {
-        let Adversarial::Gan { discriminator, loss, weight, d_steps, r1_gamma, gan_trains_encoder, .. } = adversarial else {
+        let Adversarial::Gan { discriminator, loss, weight, d_steps, r1_gamma, gan_trains_encoder, feature_layer, .. } =
+            adversarial
+        else {
             return Ok(None);
         };
         let net = Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)?;
         check_one_logit(net.output)?;
         let (loss, weight, d_steps, r1_gamma, trains_encoder) = (*loss, *weight, *d_steps, *r1_gamma, *gan_trains_encoder);
-        Ok(Some(Gan { discriminator: net, loss, weight, d_steps, r1_gamma, trains_encoder }))
+        let feature_layer = *feature_layer;
+        Ok(Some(Gan { discriminator: net, loss, weight, d_steps, r1_gamma, trains_encoder, feature_layer }))
     }
 
     /// The summary rows of `vaelab check` for the discriminator (checked as [`Gan::build`] checks it).
@@ -107,6 +112,25 @@ impl Gan {
         let up = self.logits(ctx, (real.clone() + shift.clone()).retaped(), true).sum::<(), _>();
         let down = self.logits(ctx, (real.clone() - shift).retaped(), true).sum::<(), _>();
         Some(((up - down) * (self.r1_gamma / (2.0 * eps * batch)), penalty))
+    }
+
+    /// The reconstruction term in discriminator features (Larsen et al. 2016, eq. 6–7): with
+    /// p(D_n(x) | z) = N(D_n(x̃), I), −log p = ½·Σ_features (D_n(x̃) − D_n(x))² + const, averaged over
+    /// the batch. `recon` is x̃ on the model's tape; D_n(x) is a constant. `None` without
+    /// `feature_layer`.
+    pub fn feature_loss<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        real: &Tensor<(usize, usize), f32, D>,
+        recon: Tensor2<D>,
+    ) -> Option<Scalar<D>> {
+        let layer = self.feature_layer?;
+        let input = self.discriminator.input;
+        let target = self.discriminator.forward_through(ctx, Act { t: real.clone().retaped(), shape: input, needs_grad: false }, layer);
+        let target = crate::nn::constant(&target.t);
+        let features = self.discriminator.forward_through(ctx, Act { t: recon, shape: input, needs_grad: true }, layer).t;
+        let batch = features.shape().1 as f32;
+        Some((features - target).square().sum::<(), _>() * (0.5 / batch))
     }
 
     /// The generator's loss for `fakes` on the model's tape, averaged over the fake sets.

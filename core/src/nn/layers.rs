@@ -214,8 +214,17 @@ impl Sequential {
         Ok(Sequential { ops, input, output: shape })
     }
 
-    pub fn forward<D: Backend>(&self, ctx: &Ctx<D>, mut x: Act<D>) -> Act<D> {
-        for (op, out) in &self.ops {
+    pub fn forward<D: Backend>(&self, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
+        self.forward_ops(ctx, x, self.ops.len())
+    }
+
+    /// The output of layer `last` (0-based; one op per spec layer), e.g. a discriminator's features.
+    pub fn forward_through<D: Backend>(&self, ctx: &Ctx<D>, x: Act<D>, last: usize) -> Act<D> {
+        self.forward_ops(ctx, x, (last + 1).min(self.ops.len()))
+    }
+
+    fn forward_ops<D: Backend>(&self, ctx: &Ctx<D>, mut x: Act<D>, count: usize) -> Act<D> {
+        for (op, out) in &self.ops[..count] {
             x = forward_op(op, ctx, x);
             x.shape = *out;
         }

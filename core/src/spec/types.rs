@@ -106,6 +106,15 @@ pub enum Adversarial {
         /// likelihood terms only (the reconstruction the discriminator judges is decoded from sg(z)).
         #[serde(default = "yes")]
         gan_trains_encoder: bool,
+        /// Reconstruction judged in the discriminator's features (Larsen et al. 2016, eq. 6–7): with
+        /// `Some(n)`, the generator side adds ½·Σ (D_n(x̃) − D_n(x))², summed over the features that
+        /// discriminator layer `n` (0-based) outputs and averaged over the batch, x̃ the reconstruction
+        /// of x with its gradient reaching the encoder and the decoder, D_n(x) a constant. Larsen et al.
+        /// use it in place of the pixel likelihood (then leave the likelihood out of `losses`); their
+        /// decoder weighs it by γ against the GAN loss, which here is 1/`weight`. Never trains the
+        /// discriminator. Left out of the resolved spec when off, so runs without it keep their hash.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feature_layer: Option<usize>,
     },
     /// IntroVAE (Huang et al. 2018), as the official code trains it (hhb072/IntroVAE, `main.py`
     /// `train()`): the encoder is the critic. With KL(·) = KL(q(z|·) ‖ N(0, I)) per image,

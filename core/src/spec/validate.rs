@@ -77,8 +77,24 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     if let Likelihood::Gaussian { sigma: Sigma::Fixed(s) } = e.model.likelihood {
         v.check(s > 0.0 && s.is_finite(), "model.likelihood.sigma", format!("σ must be > 0, got {s}"));
     }
-    if let Adversarial::Gan { discriminator, weight, d_steps, r1_gamma, .. } = &e.adversarial {
+    if let Adversarial::Gan { discriminator, weight, d_steps, r1_gamma, feature_layer, .. } = &e.adversarial {
         v.check(*r1_gamma >= 0.0 && r1_gamma.is_finite(), "adversarial.r1_gamma", format!("must be ≥ 0, got {r1_gamma}"));
+        if let Some(n) = *feature_layer {
+            v.check(
+                n + 1 < discriminator.len(),
+                "adversarial.feature_layer",
+                format!(
+                    "the features of layer {n} are not inside the discriminator, whose {} layers count from 0; \
+                     pick one before the last (the logit)",
+                    discriminator.len()
+                ),
+            );
+            v.check(
+                e.model.noise_dim.is_none(),
+                "adversarial.feature_layer",
+                "a generator from noise has no reconstruction to judge in features".into(),
+            );
+        }
         layers(&mut v, "adversarial.discriminator", discriminator);
         v.check(!discriminator.is_empty(), "adversarial.discriminator", "a GAN needs discriminator layers".into());
         v.check(*weight >= 0.0 && weight.is_finite(), "adversarial.weight", format!("must be ≥ 0, got {weight}"));

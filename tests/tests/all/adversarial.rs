@@ -16,6 +16,7 @@ fn tiny_gan(weight: f32, d_steps: usize) -> Experiment {
         optimizer: Some(ron::from_str("Adam(lr: 2e-4, beta1: 0.5)").unwrap()),
         r1_gamma: 0.0,
         gan_trains_encoder: true,
+        feature_layer: None,
     };
     spec.train.steps = 6;
     spec
@@ -540,6 +541,7 @@ fn discriminator_and_generator_losses_match_the_formulas() {
             optimizer: None,
             r1_gamma: 0.0,
             gan_trains_encoder: true,
+            feature_layer: None,
         };
         let mut store = ParamStore::new(dev.clone(), 1);
         let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
@@ -607,6 +609,7 @@ fn r1_penalty_value_and_gradient() {
         optimizer: None,
         r1_gamma: gamma,
         gan_trains_encoder: true,
+        feature_layer: None,
     };
     let mut store = ParamStore::new(dev.clone(), 3);
     let gan = Gan::build(&spec, FeatShape::Flat(3), &mut store, &NoBlocks).unwrap().unwrap();
@@ -674,7 +677,8 @@ fn the_gan_loss_reaches_the_encoder_only_when_asked() {
     let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
     for reach in [false, true] {
         let ctx = Ctx::new(&store, true, 0, 0);
-        let (terms, fakes) = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise.clone(), reach);
+        let step = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise.clone(), reach, false);
+        let (terms, fakes) = (step.terms, step.fakes);
         // The ELBO terms join with weight 0, as in a step their tape carries the shared forward ops.
         let loss = gan.generator_loss(&ctx, fakes) + (terms.rec + terms.reg.1) * 0.0;
         let mut grads = loss.backward();
@@ -693,4 +697,115 @@ fn the_gan_loss_reaches_the_encoder_only_when_asked() {
         assert!(decoder > 0.0, "the decoder always learns from the GAN loss");
         assert_eq!(encoder > 0.0, reach, "gan_trains_encoder: {reach}, encoder gradient {encoder}");
     }
+}
+
+/// Reconstruction in discriminator features (Larsen et al. 2016, eq. 6–7): with a linear first
+/// layer D_0(x) = W·x + b the term is ½·Σ (W(x̃ − x))² / B, and its gradient in x̃ is
+/// Wᵀ·W·(x̃ − x) / B; both checked in f64 from the stored W. Layer 1 (after a ReLU) must give a
+/// different value, so the term reads the layer it is given.
+#[test]
+fn feature_reconstruction_matches_the_formula() {
+    use dfdx::prelude::*;
+    use vaelab_core::adversarial::Gan;
+    use vaelab_core::nn::{FeatShape, NoBlocks, ParamStore};
+    let dev = Cpu::default();
+    let build = |layer: usize, store: &mut ParamStore<Cpu>| {
+        let spec = Adversarial::Gan {
+            discriminator: ron::from_str("[Dense(out: 4), Relu, Dense(out: 1)]").unwrap(),
+            loss: GanLoss::NonSaturating,
+            weight: 1.0,
+            d_steps: 1,
+            optimizer: None,
+            r1_gamma: 0.0,
+            gan_trains_encoder: false,
+            feature_layer: Some(layer),
+        };
+        Gan::build(&spec, FeatShape::Flat(3), store, &NoBlocks).unwrap().unwrap()
+    };
+    let mut store = ParamStore::new(dev.clone(), 5);
+    let gan = build(0, &mut store);
+    let (xs, rs) = (vec![0.1f32, 0.9, 0.5, 0.0, 0.3, 0.2], vec![0.4f32, 0.7, 0.1, 0.3, 0.2, 0.9]);
+    let real = dev.tensor_from_vec(xs.clone(), (3, 2));
+    let recon = dev.tensor_from_vec(rs.clone(), (3, 2));
+    let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+    let loss = gan.feature_loss(&ctx, &real, recon.retaped()).unwrap();
+    let value = loss.as_vec()[0] as f64;
+    let grad = loss.backward().get(&recon).as_vec();
+    drop(ctx);
+    let w = store.get(store.find("discriminator.0.weight").unwrap()).tensor.as_vec();
+    // Batch-last: column b of (3, 2) is image b; W is (4, 3).
+    let d = |i: usize, b: usize| rs[i * 2 + b] as f64 - xs[i * 2 + b] as f64;
+    let wd = |o: usize, b: usize| (0..3).map(|i| w[o * 3 + i] as f64 * d(i, b)).sum::<f64>();
+    let want = (0..2).map(|b| (0..4).map(|o| wd(o, b).powi(2)).sum::<f64>()).sum::<f64>() * 0.5 / 2.0;
+    assert!((value - want).abs() < 1e-6 * want.max(1e-6), "feature term {value} vs {want}");
+    assert!(want > 1e-3, "the fixture's term is not negligible: {want}");
+    for i in 0..3 {
+        for b in 0..2 {
+            let g = (0..4).map(|o| w[o * 3 + i] as f64 * wd(o, b)).sum::<f64>() / 2.0;
+            assert!((grad[i * 2 + b] as f64 - g).abs() < 1e-6, "d/dx̃[{i},{b}]: {} vs {g}", grad[i * 2 + b]);
+        }
+    }
+    let mut store1 = ParamStore::new(dev.clone(), 5);
+    let gan1 = build(1, &mut store1);
+    let ctx = vaelab_core::nn::Ctx::new(&store1, true, 0, 0);
+    let after_relu = gan1.feature_loss(&ctx, &real, recon.retaped()).unwrap().as_vec()[0] as f64;
+    assert!((after_relu - value).abs() > 1e-6, "layer 1 reads the ReLU's output: {after_relu} vs {value}");
+}
+
+/// With `feature_layer`, the generator side of a VAE-GAN step learns from the features: the
+/// feature term reaches the encoder even where the GAN loss does not (`gan_trains_encoder: false`),
+/// a run logs it as `feature`, and a layer outside the discriminator is refused where it is written.
+#[test]
+fn feature_reconstruction_trains_the_encoder_and_is_logged() {
+    let mut spec = tiny_gan(0.1, 1);
+    if let Adversarial::Gan { gan_trains_encoder, feature_layer, .. } = &mut spec.adversarial {
+        *gan_trains_encoder = false;
+        *feature_layer = Some(1);
+    }
+    let dir = scratch("gan-feature");
+    assert!(matches!(train(&spec, &options(&dir)).unwrap(), TrainOutcome::Finished { steps: 6, .. }));
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let feature = last["terms"]["feature"].as_f64().expect("the feature term is logged");
+    assert!(feature.is_finite() && feature > 0.0, "feature term {feature}");
+
+    use dfdx::prelude::*;
+    use vaelab_core::model::Model;
+    use vaelab_core::nn::{Ctx, NoBlocks, ParamStore, Role};
+    let dev = Cpu::default();
+    let mut store = ParamStore::new(dev.clone(), 3);
+    let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
+    let model = Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+    let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
+    let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
+    let code = model.latent.code_shape().len();
+    let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
+    let ctx = Ctx::new(&store, true, 0, 0);
+    let step = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise, false, true);
+    let feature = gan.feature_loss(&ctx, &x, step.recon.expect("asked for")).unwrap();
+    let loss = feature + (step.terms.rec + step.terms.reg.1) * 0.0;
+    let mut grads = loss.backward();
+    drop(ctx);
+    for prefix in ["encoder.", "decoder."] {
+        let norm: f64 = store
+            .iter()
+            .filter(|p| p.role == Role::Trainable && p.name.starts_with(prefix))
+            .map(|p| {
+                grads.try_alloc_for(&p.tensor).unwrap();
+                grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
+            })
+            .sum();
+        assert!(norm > 0.0, "the feature term reaches {prefix}*");
+    }
+
+    let base = std::fs::canonicalize("../specs/shapes/vae-gan.ron").unwrap();
+    let text = format!(
+        "Experiment(name: \"f\", extends: {:?}, adversarial: Gan(discriminator: [Flatten, Dense(out: 1)], feature_layer: Some(1)))",
+        base.display().to_string()
+    );
+    let dir = crate::scratch::Scratch::created("test", "gan-feature-spec");
+    let file = dir.join("spec.ron");
+    std::fs::write(&file, text).unwrap();
+    let err = vaelab_core::spec::load_spec(&file).err().expect("layer 1 is the logit").to_string();
+    assert!(err.contains("adversarial.feature_layer") && err.contains("before the last"), "{err}");
 }
