@@ -2,11 +2,11 @@
 //! resolved form, and a model summary table.
 
 use crate::data::{build_dataset, data_shape, size_mismatch};
-use crate::eval::metric::MetricRegistry;
+use crate::eval::registry::MetricRegistry;
 use crate::model::Model;
 use crate::nn::{FeatShape, SummaryRow};
 use crate::plugin::PluginSet;
-use crate::spec::{load_spec, Experiment, LoadedSpec, SpecError, SpecErrors};
+use crate::spec::{load_spec, LoadedSpec, SpecError, SpecErrors};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -90,12 +90,6 @@ pub fn check_shapes(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(FeatSha
     Ok((input, rows))
 }
 
-/// The resolved spec as RON, every default written out.
-pub fn format_resolved(e: &Experiment) -> String {
-    let config = ron::ser::PrettyConfig::default().struct_names(true).depth_limit(3);
-    ron::ser::to_string_pretty(e, config).expect("specs serialize")
-}
-
 fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -131,7 +125,7 @@ pub fn format_summary(input: &str, rows: &[SummaryRow]) -> String {
 pub fn report(c: &Checked) -> String {
     format!(
         "# Resolved spec\n{}\n\n# Model summary\n{}",
-        format_resolved(&c.loaded.experiment),
+        crate::spec::format_resolved(&c.loaded.experiment),
         format_summary(&c.input.to_string(), &c.rows)
     )
 }

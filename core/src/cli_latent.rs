@@ -4,7 +4,8 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use vaelab_core::analysis::{attributes, embed, interpolate, traverse, LoadedRun};
+use vaelab_core::analysis::{attributes, embed, interpolate, traverse};
+use vaelab_core::runs::LoadedRun;
 
 #[derive(Args)]
 pub struct LatentArgs {
@@ -80,7 +81,7 @@ pub enum LatentCommand {
 pub fn run_latent(args: LatentArgs) -> Result<()> {
     let run = LoadedRun::open(&args.run_dir, args.checkpoint.as_deref())?;
     let codes = run.encode(run.test_images(args.test_images));
-    let dir = run.dir.join("latent");
+    let dir = vaelab_core::runs::paths::latent_dir(&run.dir);
     match args.command {
         LatentCommand::Traverse { image, prior, rows, steps, span, region, positions } => {
             let start = if prior { traverse::Start::PriorMean } else { traverse::Start::Image(image) };

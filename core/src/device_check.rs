@@ -12,8 +12,9 @@
 //! fixtures and the report are exercised on machines without a GPU.
 
 use crate::nn::{Act, Backend, Ctx, FeatShape, NoBlocks, ParamId, ParamStore, Role, Sequential};
+use crate::runs::LogLine;
 use crate::spec::{Device, Layer};
-use crate::train::{LogLine, TrainOptions};
+use crate::train::TrainOptions;
 use dfdx::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::{atomic::AtomicBool, Arc};
@@ -169,7 +170,7 @@ fn train_log(spec: &crate::spec::Experiment, device: Device, steps: usize, dir: 
         threads: crate::nn::kernels::threads(),
     };
     crate::train::train(&spec, &opts).map_err(|e| format!("{}: {e}", spec.name))?;
-    let text = std::fs::read_to_string(dir.join("log.jsonl")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = std::fs::read_to_string(crate::runs::paths::log_file(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
     text.lines().map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", dir.display()))).collect()
 }
 

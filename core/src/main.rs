@@ -277,8 +277,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             let (mut experiment, run_dir) = match (&resume, &spec) {
                 (Some(dir), _) => {
-                    let mut e = eval::read_run_spec(dir)?;
-                    let notes = vaelab_core::plugin::recorded::reconcile(dir, &mut e.plugins, &extra_plugins(&plugins))
+                    let mut e = vaelab_core::runs::read_run_spec(dir)?;
+                    let notes = vaelab_core::runs::recorded_plugins::reconcile(dir, &mut e.plugins, &extra_plugins(&plugins))
                         .map_err(|m| anyhow::anyhow!(m))?;
                     for note in notes {
                         eprintln!("note: {note}");
@@ -400,7 +400,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Metrics { real, fake, metrics, rgb, json, plugins, threads, fid_weights, domain_encoder } => {
             set_threads(threads)?;
             let set = plugin::PluginSet::load(&extra_plugins(&plugins)).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
-            let mut registry = vaelab_core::eval::metric::MetricRegistry::builtin();
+            let mut registry = vaelab_core::eval::MetricRegistry::builtin();
             set.register_metrics(&mut registry, 64).map_err(|e| anyhow::anyhow!("{e}"))?;
             let channels = if rgb { vaelab_datasets::Channels::Rgb } else { vaelab_datasets::Channels::Grey };
             let opts =
@@ -434,7 +434,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             println!(
                 "wrote {}; run `vaelab eval {}` to draw samples from it",
-                vaelab_core::prior::train::prior_path(&run_dir).display(),
+                vaelab_core::runs::paths::prior_file(&run_dir).display(),
                 run_dir.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -552,7 +552,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Prints the evaluation; a metric that failed makes the exit status 1 (everything else is written).
-fn print_report(report: &eval::EvalReport) -> ExitCode {
+fn print_report(report: &vaelab_core::runs::EvalReport) -> ExitCode {
     for note in &report.notes {
         eprintln!("note: {note}");
     }
@@ -580,10 +580,13 @@ fn print_report(report: &eval::EvalReport) -> ExitCode {
     }
     println!("  mean-image MSE baseline: {:.5}", report.mean_image_mse);
     let dir = &report.folder;
-    let pictures: Vec<&str> = ["reconstructions.png", "samples.png", "traversal.png", "loss-curves.png"]
-        .into_iter()
-        .filter(|f| dir.join(f).exists())
-        .collect();
+    let pictures: Vec<&str> = {
+        use vaelab_core::runs::paths::*;
+        [RECONSTRUCTIONS_PNG, SAMPLES_PNG, TRAVERSAL_PNG, LOSS_CURVES_PNG]
+    }
+    .into_iter()
+    .filter(|f| dir.join(f).exists())
+    .collect();
     println!("wrote {}/: report.html (open it in a browser), metrics.json, {}", dir.display(), pictures.join(", "));
     if report.failed.is_empty() {
         ExitCode::SUCCESS
@@ -594,7 +597,7 @@ fn print_report(report: &eval::EvalReport) -> ExitCode {
 
 /// A run's `run.json` (thread count and gemm kernels it was trained with).
 fn run_info(run_dir: &std::path::Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()
+    serde_json::from_str(&std::fs::read_to_string(vaelab_core::runs::paths::run_json(run_dir)).ok()?).ok()
 }
 
 /// Resuming is bit-identical to training straight through only with the thread count and gemm kernel

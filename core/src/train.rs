@@ -1,12 +1,13 @@
 //! The training loop: batches → loss terms → gradients → optimizer, with JSONL logging,
 //! atomic checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
 
-use crate::checkpoint::{self, CheckpointError, CheckpointInfo};
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
 use crate::model::Model;
 use crate::nn::{Backend, Ctx, ParamStore};
 use crate::optim::Optimizer;
 use crate::plugin::PluginSet;
+use crate::runs::checkpoint::{self, CheckpointError, CheckpointInfo};
+use crate::runs::{paths, LogLine};
 use crate::spec::{Experiment, Loss};
 use dfdx::prelude::*;
 use std::io::Write;
@@ -63,23 +64,6 @@ pub enum TrainOutcome {
     Interrupted { step: usize, checkpoint: PathBuf },
 }
 
-/// One JSONL log record.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    pub step: usize,
-    pub loss: f32,
-    /// Each loss term, unweighted, by name.
-    pub terms: std::collections::BTreeMap<String, f32>,
-    /// Each term's weight at this step (after warm-up).
-    pub weights: std::collections::BTreeMap<String, f32>,
-    pub lr: f32,
-    pub grad_norm: f32,
-    pub img_per_s: f32,
-    /// Diagnostics of the step (a quantized latent's perplexity and codes in use).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub stats: std::collections::BTreeMap<String, f32>,
-}
-
 /// Trains `spec` into `opts.run_dir` (creating it, or resuming it).
 pub fn train(spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     crate::device::on_device!(spec.device, spec.seed, |dev| train_on(dev, spec, opts))
@@ -101,8 +85,8 @@ pub fn term_weights(losses: &[Loss], step: usize) -> Vec<(&'static str, f32)> {
 
 fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
     let dir = &opts.run_dir;
-    let ckpt_dir = dir.join("checkpoints");
-    if !opts.resume && ckpt_dir.join("latest").exists() {
+    let ckpt_dir = paths::checkpoints_dir(dir);
+    if !opts.resume && checkpoint::latest_pointer(&ckpt_dir).exists() {
         return Err(TrainError::RunExists(dir.clone()));
     }
     std::fs::create_dir_all(dir).map_err(io(dir, "cannot create the run directory"))?;
@@ -140,7 +124,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         _ => None,
     };
 
-    let log_path = dir.join("log.jsonl");
+    let log_path = paths::log_file(dir);
     let mut start = 0;
     if opts.resume {
         let mut opts: Vec<&mut Optimizer<D>> = std::iter::once(&mut opt).chain(opt_aux.as_mut()).collect();
@@ -148,9 +132,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         start = info.step;
         truncate_log(&log_path, start)?;
     } else {
-        let text = crate::check::format_resolved(spec);
-        checkpoint::write_atomic(&dir.join("spec.ron"), text.as_bytes())
-            .map_err(io(&dir.join("spec.ron"), "cannot write the resolved spec"))?;
+        let text = crate::spec::format_resolved(spec);
+        checkpoint::write_atomic(&paths::spec_file(dir), text.as_bytes())
+            .map_err(io(&paths::spec_file(dir), "cannot write the resolved spec"))?;
         let _ = std::fs::remove_file(&log_path);
     }
     let skipped: Vec<String> = dataset.skipped().iter().map(|(p, why)| format!("{}: {why}", p.display())).collect();
@@ -159,10 +143,10 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
         "cpu_kernels": crate::nn::kernels::gemm_kernel(),
         "resumed_at": if opts.resume { Some(start) } else { None },
         "skipped_files": skipped.len(), "skipped": skipped,
-        "plugins": crate::plugin::recorded::fingerprints(&plugins),
+        "plugins": crate::runs::recorded_plugins::fingerprints(&plugins),
     });
-    checkpoint::write_atomic(&dir.join("run.json"), run_info.to_string().as_bytes())
-        .map_err(io(&dir.join("run.json"), "cannot write"))?;
+    checkpoint::write_atomic(&paths::run_json(dir), run_info.to_string().as_bytes())
+        .map_err(io(&paths::run_json(dir), "cannot write"))?;
     let mut log =
         std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path, "cannot open the log"))?;
 

@@ -126,7 +126,8 @@ impl Gan {
     ) -> Option<Scalar<D>> {
         let layer = self.feature_layer?;
         let input = self.discriminator.input;
-        let target = self.discriminator.forward_through(ctx, Act { t: real.clone().retaped(), shape: input, needs_grad: false }, layer);
+        let target =
+            self.discriminator.forward_through(ctx, Act { t: real.clone().retaped(), shape: input, needs_grad: false }, layer);
         let target = crate::nn::constant(&target.t);
         let features = self.discriminator.forward_through(ctx, Act { t: recon, shape: input, needs_grad: true }, layer).t;
         let batch = features.shape().1 as f32;

@@ -11,7 +11,8 @@
 //! on two thirds of the codes and scored on the rest (R² of a least-squares line for continuous
 //! attributes; accuracy of the nearest class mean for discrete ones).
 
-use super::{AnalysisError, Codes, LoadedRun};
+use super::{AnalysisError, Codes};
+use crate::runs::LoadedRun;
 use serde::Serialize;
 
 /// At most this many distinct values make an attribute discrete.

@@ -3,8 +3,9 @@
 //! (`latent/embed-<factor>.png`), with the explained variance in `latent/embed.json`. t-SNE and
 //! UMAP are left out: no well-kept Rust crate provides them.
 
-use super::{AnalysisError, Codes, LoadedRun};
+use super::{AnalysisError, Codes};
 use crate::report::plot::text;
+use crate::runs::LoadedRun;
 use image::{Rgb, RgbImage};
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::Serialize;

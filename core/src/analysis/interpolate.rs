@@ -2,8 +2,9 @@
 //! B's: a linear row, and for Gaussian latents a spherical row (slerp, Shoemake 1985), which keeps
 //! the norm typical of prior samples (White 2016, "Sampling generative networks").
 
-use super::{write_outputs, AnalysisError, Codes, GridStats, LoadedRun};
+use super::{write_outputs, AnalysisError, Codes, GridStats};
 use crate::latent::LatentModel;
+use crate::runs::LoadedRun;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

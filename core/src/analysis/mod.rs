@@ -8,39 +8,29 @@ pub mod embed;
 pub mod interpolate;
 pub mod traverse;
 
-use crate::checkpoint;
-use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
-use crate::eval::{read_run_spec, EvalError};
+use crate::data::{normal_noise, to_tensor};
+use crate::eval::EvalError;
 use crate::latent::LatentModel;
-use crate::model::Model;
-use crate::nn::{from_batch_last, Ctx, FeatShape, ParamStore};
-use crate::plugin::PluginSet;
-use crate::spec::Experiment;
+use crate::nn::{from_batch_last, Ctx, FeatShape};
+use crate::runs::checkpoint;
+use crate::runs::{LoadedRun, RunError};
 use dfdx::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use vaelab_datasets::{Dataset, ImageBatch, Split};
+use vaelab_datasets::{ImageBatch, Split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
     #[error(transparent)]
     Run(#[from] EvalError),
     #[error(transparent)]
+    Loaded(#[from] RunError),
+    #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Input(String),
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, String),
-}
-
-/// A trained run, loaded on the CPU: its spec, data, model and parameters.
-pub struct LoadedRun {
-    pub dir: PathBuf,
-    pub spec: Experiment,
-    pub dataset: Box<dyn Dataset>,
-    pub model: Model,
-    pub store: ParamStore<Cpu>,
-    pub step: usize,
 }
 
 /// Test images with their codes (posterior means) and log-variances, one row per image.
@@ -51,42 +41,6 @@ pub struct Codes {
 }
 
 impl LoadedRun {
-    /// Loads `run_dir`'s spec, dataset and latest checkpoint (or `checkpoint`).
-    pub fn open(run_dir: &Path, checkpoint: Option<&Path>) -> Result<LoadedRun, AnalysisError> {
-        Self::open_with_prior(run_dir, checkpoint, true)
-    }
-
-    /// As [`LoadedRun::open`]; `with_prior: false` leaves a learned prior as initialised (for fitting
-    /// it afresh) instead of laying the run's fitted `prior.safetensors` over it.
-    pub fn open_with_prior(run_dir: &Path, checkpoint: Option<&Path>, with_prior: bool) -> Result<LoadedRun, AnalysisError> {
-        let mut spec = read_run_spec(run_dir)?;
-        for note in crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, &[]).map_err(AnalysisError::Input)? {
-            eprintln!("note: {note}");
-        }
-        let dataset = build_dataset(&spec).map_err(EvalError::from)?;
-        let shape = data_shape(dataset.as_ref());
-        let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
-        let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
-        let model =
-            Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
-        if model.generator_only {
-            return Err(AnalysisError::Input(format!(
-                "{} is a generator from noise (no encoder): latent analysis and the explorer need codes of images; \
-                 its samples and noise traversals are in eval/",
-                run_dir.display()
-            )));
-        }
-        let ckpt = match checkpoint {
-            Some(p) => p.to_path_buf(),
-            None => checkpoint::latest(&run_dir.join("checkpoints"))?,
-        };
-        let step = checkpoint::load(&ckpt, &mut store, &mut [])?.step;
-        if with_prior {
-            crate::prior::train::overlay(run_dir, step, &mut store).map_err(AnalysisError::Input)?;
-        }
-        Ok(LoadedRun { dir: run_dir.to_path_buf(), spec, dataset, model, store, step })
-    }
-
     pub fn code_len(&self) -> usize {
         self.model.latent.code_shape().len()
     }
@@ -147,7 +101,7 @@ impl LoadedRun {
 
     /// Where the analysis outputs go: `RUN_DIR/latent/`.
     pub fn out_dir(&self) -> Result<PathBuf, AnalysisError> {
-        let dir = self.dir.join("latent");
+        let dir = crate::runs::paths::latent_dir(&self.dir);
         std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::Write(dir.clone(), e.to_string()))?;
         Ok(dir)
     }

@@ -8,8 +8,9 @@
 //! - Quantized codes: a row per chosen position, whose code vector is swapped for each of the most
 //!   used codebook entries in turn.
 
-use super::{code_std, ranked_elements, write_outputs, AnalysisError, Codes, GridStats, LoadedRun};
+use super::{code_std, ranked_elements, write_outputs, AnalysisError, Codes, GridStats};
 use crate::latent::LatentModel;
+use crate::runs::LoadedRun;
 use serde::Serialize;
 
 /// Where a traversal starts.

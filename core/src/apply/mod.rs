@@ -14,13 +14,14 @@ pub mod output;
 pub mod reconstruct;
 pub mod sample;
 
-use crate::checkpoint;
 use crate::data::normal_noise;
-use crate::eval::{read_run_spec, EvalError};
+use crate::eval::EvalError;
 use crate::latent::LatentModel;
 use crate::model::Model;
 use crate::nn::{from_batch_last, to_batch_last, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
+use crate::runs::checkpoint;
+use crate::runs::read_run_spec;
 use crate::spec::{self, Experiment};
 use dfdx::prelude::*;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub use codes::{CodeKind, CodeLayout};
 pub enum ApplyError {
     #[error(transparent)]
     Run(#[from] EvalError),
+    #[error(transparent)]
+    Loaded(#[from] crate::runs::RunError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     /// A problem with what the user gave: a file, a row, a value (the message names them).
@@ -85,7 +88,7 @@ impl Trained {
         plugins: &[PathBuf],
     ) -> Result<(Trained, Vec<String>), ApplyError> {
         let mut spec = read_run_spec(run_dir)?;
-        let notes = crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, plugins).map_err(ApplyError::Input)?;
+        let notes = crate::runs::recorded_plugins::reconcile(run_dir, &mut spec.plugins, plugins).map_err(ApplyError::Input)?;
         let (c, h, w) = spec_image_shape(&spec);
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
@@ -93,10 +96,10 @@ impl Trained {
             .map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
         let ckpt = match checkpoint {
             Some(p) => p.to_path_buf(),
-            None => checkpoint::latest(&run_dir.join("checkpoints"))?,
+            None => checkpoint::latest(&crate::runs::paths::checkpoints_dir(run_dir))?,
         };
         let step = checkpoint::load(&ckpt, &mut store, &mut [])?.step;
-        crate::prior::train::overlay(run_dir, step, &mut store).map_err(ApplyError::Input)?;
+        crate::runs::prior_file::overlay(run_dir, step, &mut store).map_err(ApplyError::Input)?;
         Ok((Trained { dir: run_dir.to_path_buf(), spec, model, store, step }, notes))
     }
 

@@ -4,7 +4,7 @@
 use super::inputs::{for_each_batch, InputTally};
 use super::output::{png_path, rel_text, write_png, ImageFormat, Output};
 use super::{ApplyError, Trained};
-use crate::eval::metric::MetricRegistry;
+use crate::eval::registry::MetricRegistry;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use vaelab_datasets::{list_inputs, Fit, ImageBatch};

@@ -2,7 +2,8 @@
 //! no model involved (what `python -m pytorch_fid A B` is for FID). Folders are paired by sorted file
 //! name; counts and sizes must agree.
 
-use super::metric::{MetricError, MetricRegistry, Scored};
+use super::metric::{MetricError, Scored};
+use super::registry::MetricRegistry;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;

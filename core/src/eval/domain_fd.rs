@@ -9,11 +9,11 @@
 
 use super::frechet::{frechet_distance, Gaussian};
 use super::EvalError;
-use crate::checkpoint;
 use crate::data::{normal_noise, to_tensor};
 use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
+use crate::runs::checkpoint;
 use std::path::Path;
 use vaelab_datasets::ImageBatch;
 
@@ -31,7 +31,7 @@ pub fn load_reference<D: Backend>(dev: &D, run_dir: &Path, shape: FeatShape) -> 
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store, &plugins)
         .map_err(|(p, m)| EvalError::Model(format!("domain encoder {}: {p}: {m}", run_dir.display())))?;
-    checkpoint::load(&checkpoint::latest(&run_dir.join("checkpoints"))?, &mut store, &mut [])?;
+    checkpoint::load(&checkpoint::latest(&crate::runs::paths::checkpoints_dir(run_dir))?, &mut store, &mut [])?;
     Ok((model, store, spec.seed))
 }
 

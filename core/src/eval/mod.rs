@@ -15,25 +15,28 @@ pub mod gbt;
 pub mod grid;
 pub mod inception;
 pub mod metric;
+pub mod registry;
 pub mod ssim;
 
-use crate::checkpoint::{self, CheckpointError};
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
 use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, ParamStore};
 use crate::plugin::PluginSet;
+use crate::runs::checkpoint::{self, CheckpointError};
+use crate::runs::{evaluations, paths, read_run_spec, EvalReport, MetricEntry};
 use crate::spec::Experiment;
 use dfdx::prelude::*;
-use metric::{MetricError, MetricRegistry};
-use serde::Serialize;
+use metric::MetricError;
+pub use registry::MetricRegistry;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vaelab_datasets::{Dataset, ImageBatch, Split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("{0} is not a vaelab run directory (no readable spec.ron): {1}")]
-    NotARun(PathBuf, String),
+    #[error(transparent)]
+    Run(#[from] crate::runs::RunError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -50,79 +53,12 @@ pub enum EvalError {
     Plugin(String),
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct MetricEntry {
-    pub value: f64,
-    pub higher_is_better: bool,
-    pub definition: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct EvalReport {
-    pub run: String,
-    pub checkpoint_step: usize,
-    /// The split scored (`test` unless `--split` says otherwise).
-    #[serde(default = "test_split")]
-    pub split: Split,
-    pub test_images: usize,
-    /// How many of the evaluated images carry each class label (datasets with classes: class folders,
-    /// IDX labels). The images are a seeded shuffle of the split, stratified by label.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub label_counts: BTreeMap<u32, usize>,
-    pub bit_depth: u8,
-    pub metrics: BTreeMap<String, MetricEntry>,
-    /// MSE of predicting every test image by the mean training image: reconstructions must beat it.
-    pub mean_image_mse: f64,
-    /// The domain FD (same encoder, same test images) of two generators that learned nothing: one
-    /// that draws the mean training image every time (`mean_image`), and one that draws uniform noise
-    /// (`noise`). Prior samples must beat both. Present when `domain_fd` is computed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub domain_fd_baselines: BTreeMap<String, f64>,
-    /// KL per latent dimension (nats, averaged over test images), in dimension order; empty for an
-    /// autoencoder, which has no posterior.
-    pub kl_per_dim: Vec<f64>,
-    /// Latent dimensions in the order of `traversal.png`'s rows: largest KL first (largest variance
-    /// of the test codes for an autoencoder), at most [`TRAVERSAL_ROWS`].
-    pub traversal_order: Vec<usize>,
-    /// `factor-<name>.png` files written: one row per value of each discrete ground-truth factor.
-    #[serde(default)]
-    pub factor_grids: Vec<String>,
-    /// Metrics that failed (e.g. a plugin returned an error), with the message; the others are kept.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub failed: BTreeMap<String, String>,
-    /// Where the prior samples (samples.png, FID, domain FD) come from.
-    #[serde(default)]
-    pub prior: String,
-    /// The other dataset scored (`vaelab eval --data`), described; absent for the run's own data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    /// The folder this evaluation was written to (not stored: it is where the file is).
-    #[serde(skip)]
-    pub folder: PathBuf,
-    /// What happened to earlier evaluations there: metrics kept from one, or one moved aside.
-    #[serde(skip)]
-    pub notes: Vec<String>,
-}
-
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
 /// among them).
 pub const MODEL_METRICS: [&str; 9] = ["elbo", "domain_fd", "fid", "mig", "sap", "dci", "dci_linear", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
-
-fn test_split() -> Split {
-    Split::Test
-}
-
-/// Reads the resolved spec a run was trained with.
-pub fn read_run_spec(run_dir: &Path) -> Result<Experiment, EvalError> {
-    let path = run_dir.join("spec.ron");
-    let text = std::fs::read_to_string(&path).map_err(|e| EvalError::NotARun(run_dir.to_path_buf(), e.to_string()))?;
-    ron::from_str(&text).map_err(|e| EvalError::NotARun(run_dir.to_path_buf(), e.to_string()))
-}
 
 /// Evaluates the run's latest checkpoint (or `checkpoint`) and writes `RUN_DIR/eval/`.
 /// What `vaelab eval` evaluates beyond the run itself.
@@ -164,41 +100,6 @@ impl Default for EvalOptions {
             out: None,
         }
     }
-}
-
-/// The folder of the default evaluation (latest checkpoint, test split, the run's own data).
-pub fn eval_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("eval")
-}
-
-/// The folder any other evaluation writes: `eval-<step>-<split>[-<data>]`.
-fn other_eval_dir(run_dir: &Path, step: usize, split: Split, data: Option<&str>) -> PathBuf {
-    let mut name = format!("eval-{step}-{}", split.name());
-    if let Some(d) = data {
-        let stem = Path::new(d).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let clean: String =
-            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        name += &format!("-{}", clean.trim_matches('_'));
-    }
-    run_dir.join(name)
-}
-
-/// Every evaluation of a run: `(folder name, report)` for each `eval*/metrics.json`, by name.
-pub fn evaluations(run_dir: &Path) -> Vec<(String, EvalReport)> {
-    let Ok(entries) = std::fs::read_dir(run_dir) else { return vec![] };
-    let mut found: Vec<(String, EvalReport)> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(e.path().join("metrics.json")).ok()?;
-            let mut report: EvalReport = serde_json::from_str(&text).ok()?;
-            report.folder = e.path();
-            Some((name, report))
-        })
-        .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
 }
 
 /// The dataset `--data` names, as the run's spec with that data section, and a short description.
@@ -249,7 +150,7 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalEr
         spec.eval.metrics = m.clone();
     }
     let plugin_notes =
-        crate::plugin::recorded::reconcile(run_dir, &mut spec.plugins, &opts.plugins).map_err(EvalError::Plugin)?;
+        crate::runs::recorded_plugins::reconcile(run_dir, &mut spec.plugins, &opts.plugins).map_err(EvalError::Plugin)?;
     if opts.domain_encoder.is_some() {
         spec.eval.domain_encoder = opts.domain_encoder.clone();
     }
@@ -285,21 +186,21 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
-    let latest = checkpoint::latest(&run_dir.join("checkpoints"));
+    let latest = checkpoint::latest(&paths::checkpoints_dir(run_dir));
     let ckpt = match checkpoint {
         Some(p) => p.to_path_buf(),
-        None => checkpoint::latest(&run_dir.join("checkpoints"))?,
+        None => checkpoint::latest(&paths::checkpoints_dir(run_dir))?,
     };
     let info = checkpoint::load(&ckpt, &mut store, &mut [])?;
-    let learned_prior = crate::prior::train::overlay(run_dir, info.step, &mut store).map_err(EvalError::Model)?;
+    let learned_prior = crate::runs::prior_file::overlay(run_dir, info.step, &mut store).map_err(EvalError::Model)?;
     let is_latest = match &latest {
         Ok(l) => checkpoint.is_none() || same_file(l, &ckpt),
         Err(_) => false,
     };
     let out_dir = match &target.out {
         Some(name) => run_dir.join(name),
-        None if is_latest && split == Split::Test && target.data.is_none() => eval_dir(run_dir),
-        None => other_eval_dir(run_dir, info.step, split, target.data.as_deref()),
+        None if is_latest && split == Split::Test && target.data.is_none() => paths::eval_dir(run_dir),
+        None => paths::other_eval_dir(run_dir, info.step, split, target.data.as_deref()),
     };
 
     let mut registry = MetricRegistry::builtin();
@@ -560,7 +461,7 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
         merge_earlier(&mut report, earlier);
     }
     let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-    let path = out_dir.join("metrics.json");
+    let path = paths::metrics_file(&out_dir);
     checkpoint::write_atomic(&path, json.as_bytes())
         .map_err(|e| EvalError::Write(format!("cannot write {}: {e}", path.display())))?;
     crate::report::write(run_dir, &out_dir, &report).map_err(EvalError::Write)?;
@@ -589,7 +490,7 @@ fn make_room(
     split: Split,
     data: Option<&str>,
 ) -> Result<(Vec<String>, Option<EvalReport>), EvalError> {
-    let Ok(text) = std::fs::read_to_string(out_dir.join("metrics.json")) else { return Ok((vec![], None)) };
+    let Ok(text) = std::fs::read_to_string(paths::metrics_file(out_dir)) else { return Ok((vec![], None)) };
     let Ok(mut earlier) = serde_json::from_str::<EvalReport>(&text) else {
         return Err(EvalError::Write(format!(
             "{} holds a metrics.json this version cannot read; move it away or choose another folder with --out",
@@ -600,7 +501,7 @@ fn make_room(
         earlier.folder = out_dir.to_path_buf();
         return Ok((vec![], Some(earlier)));
     }
-    let base = other_eval_dir(run_dir, earlier.checkpoint_step, earlier.split, earlier.data.as_deref());
+    let base = paths::other_eval_dir(run_dir, earlier.checkpoint_step, earlier.split, earlier.data.as_deref());
     let mut aside = base.clone();
     let mut k = 2;
     while aside.exists() {
@@ -788,7 +689,7 @@ fn write_grids<D: Backend>(
             cells.push(real.image(i).to_vec());
             cells.push(fake.image(i).to_vec());
         }
-        save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join("reconstructions.png"))?;
+        save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join(paths::RECONSTRUCTIONS_PNG))?;
     }
 
     let ctx = Ctx::new(store, false, spec.seed, 0);
@@ -797,7 +698,7 @@ fn write_grids<D: Backend>(
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
     let z = model.sample_prior(store, spec.seed, "eval-samples", g * g).as_vec();
-    save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join("samples.png"))?;
+    save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join(paths::SAMPLES_PNG))?;
 
     // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.
     let steps = spec.eval.traversal_steps;
@@ -812,7 +713,7 @@ fn write_grids<D: Backend>(
             z[d * count + col] = -3.0 + 6.0 * s as f32 / (steps - 1) as f32;
         }
     }
-    save(&grid::grid(&decode(z, count), shape, steps), &out_dir.join("traversal.png"))?;
+    save(&grid::grid(&decode(z, count), shape, steps), &out_dir.join(paths::TRAVERSAL_PNG))?;
     Ok(())
 }
 

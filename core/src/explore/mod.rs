@@ -10,8 +10,9 @@ mod server;
 
 pub use server::{ExploreOptions, Explorer};
 
-use crate::analysis::{attributes, ranked_elements, LoadedRun};
+use crate::analysis::{attributes, ranked_elements};
 use crate::latent::LatentModel;
+use crate::runs::LoadedRun;
 use serde::Serialize;
 
 /// Code values beyond this are refused (400): far outside anything a slider produces.

@@ -1,7 +1,8 @@
 //! The explorer's HTTP side: a few request threads over `tiny_http`, and one decode worker.
 
 use super::{attribute_sliders, check_code, png, sliders, Info};
-use crate::analysis::{AnalysisError, LoadedRun};
+use crate::analysis::AnalysisError;
+use crate::runs::LoadedRun;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -212,7 +213,7 @@ fn decode_worker(run: LoadedRun, shared: &Shared) {
 
 /// Writes the decoded image and its code to `RUN_DIR/explore/saved-NNN.{png,json}`.
 fn save(run: &LoadedRun, z: &[f32]) -> Result<(PathBuf, PathBuf), String> {
-    let dir = run.dir.join("explore");
+    let dir = crate::runs::paths::explore_dir(&run.dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let n = (0..).find(|k| !dir.join(format!("saved-{k:03}.png")).exists()).expect("a free name");
     let (png_path, json_path) = (dir.join(format!("saved-{n:03}.png")), dir.join(format!("saved-{n:03}.json")));

@@ -1,10 +1,10 @@
 //! The optimizer update as one pass over each parameter on the CPU: reads the gradient where
 //! dfdx stores it and writes parameter and state once, instead of ~15 tensor ops that each
-//! allocate and traverse the whole parameter. Same formulas as `optim::update_generic`; a test
+//! allocate and traverse the whole parameter. Same formulas as `update::update_generic`; a test
 //! checks the two agree.
 
-use crate::nn::Flat;
-use crate::optim::{Rule, State};
+use super::params::Flat;
+use super::update::{Rule, State};
 use dfdx::prelude::*;
 
 fn values(t: Option<Flat<Cpu>>, n: usize) -> Vec<f32> {

@@ -3,8 +3,9 @@
 
 use super::external::{external_op, BlockSource, ExternalBlock, Failures};
 use super::geom::ConvGeom;
+use super::infer::layer_shape;
 use super::params::{ParamId, ParamStore};
-use super::shape::{layer_shape, FeatShape};
+use super::shape::FeatShape;
 use super::{Backend, Flat, Tensor2, OT};
 use crate::spec::Layer;
 use dfdx::prelude::*;

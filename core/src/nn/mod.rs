@@ -8,19 +8,22 @@ pub mod fused;
 pub mod fused_optim;
 pub mod gather;
 pub mod geom;
+pub mod infer;
 pub mod kernels;
 pub mod layers;
 pub mod params;
 pub mod shape;
+pub mod update;
 
 pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
 pub use geom::ConvGeom;
+pub use infer::{infer, SummaryRow};
 pub use layers::{Act, Ctx, Sequential, SpectralNorm, WeightLayout};
 pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
-pub use shape::{infer, FeatShape, SummaryRow};
+pub use shape::FeatShape;
 
-use crate::optim::{Rule, State};
 use dfdx::prelude::*;
+use update::{Rule, State};
 
 pub type OT<D> = OwnedTape<f32, D>;
 /// A batch-last activation matrix on a tape.
@@ -62,7 +65,7 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         rule: Rule,
     ) -> (Flat<Self>, State<Self>) {
         grads.try_alloc_for(p).expect("gradient allocation");
-        crate::optim::update_generic(p, grads.get(p) * scale, state, rule)
+        update::update_generic(p, grads.get(p) * scale, state, rule)
     }
 
     /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B). `x_needs_grad = false` lets a kernel skip dx.

@@ -14,9 +14,8 @@ pub mod library;
 pub mod metric;
 pub mod preflight;
 mod raw;
-pub mod recorded;
 
-use crate::eval::metric::MetricRegistry;
+use crate::eval::registry::MetricRegistry;
 use crate::nn::{BlockSource, ExternalBlock, FeatShape};
 pub use library::{BlockDecl, Library, MetricDecl};
 use std::fmt::Write;

@@ -1,26 +1,30 @@
 //! `vaelab train-prior RUN_DIR`: fits the run's PixelCNN prior to the code grids its trained
 //! quantized encoder gives the training images, and writes it to `RUN_DIR/prior.safetensors`.
-//! Loaders lay it over the run's checkpoint ([`overlay`]) when it was fitted to that checkpoint.
+//! Loaders lay it over the run's checkpoint (`runs::prior_file::overlay`) when it was fitted to that checkpoint.
 
-use crate::analysis::{AnalysisError, LoadedRun};
 use crate::latent::LatentModel;
 use crate::nn::{Ctx, ParamStore};
 use crate::optim::{Group, Optimizer};
+use crate::runs::{paths, prior_file, LoadedRun, RunError};
 use crate::spec::{GradClip, Optimizer as OptSpec, Prior, Schedule};
 use dfdx::prelude::*;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use vaelab_datasets::Split;
 
-/// The prior's file in a run directory.
-pub fn prior_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("prior.safetensors")
-}
+use std::path::Path;
+use vaelab_datasets::Split;
 
 /// At most this many training images give the code grids the prior learns from.
 pub const MAX_TRAIN_GRIDS: usize = 10_000;
 /// Held-out test images scored by the fitted prior.
 pub const TEST_GRIDS: usize = 1_000;
+
+/// Why a prior could not be fitted.
+#[derive(Debug, thiserror::Error)]
+pub enum PriorError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Input(String),
+}
 
 pub struct PriorOptions {
     pub progress: bool,
@@ -41,24 +45,21 @@ pub struct PriorReport {
 }
 
 /// Fits the prior of the run in `run_dir`.
-pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, AnalysisError> {
-    let path = prior_path(run_dir);
+pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, PriorError> {
+    let path = paths::prior_file(run_dir);
     if path.exists() && !opts.force {
-        return Err(AnalysisError::Input(format!(
-            "{} already holds a fitted prior; pass --force to fit it again",
-            path.display()
-        )));
+        return Err(PriorError::Input(format!("{} already holds a fitted prior; pass --force to fit it again", path.display())));
     }
     let mut run = LoadedRun::open_with_prior(run_dir, None, false)?;
     let Prior::PixelCnn { steps, lr, batch, .. } = run.spec.model.prior else {
-        return Err(AnalysisError::Input(format!(
+        return Err(PriorError::Input(format!(
             "the run's spec ({}) has `prior: Frequencies`; write `prior: PixelCnn()` in its model section (defaults: \
              64 channels, 4 mask-B layers, 7×7 mask A, 2000 steps) and run this again",
-            run_dir.join("spec.ron").display()
+            paths::spec_file(run_dir).display()
         )));
     };
     let (Some(prior), LatentModel::Quantized(q)) = (&run.model.prior, &run.model.latent) else {
-        return Err(AnalysisError::Input("a PixelCnn prior needs a Quantized latent".into()));
+        return Err(PriorError::Input("a PixelCnn prior needs a Quantized latent".into()));
     };
     let grids = |split: Split, max: usize| -> Vec<Vec<usize>> {
         let n = run.dataset.len(split).min(max);
@@ -116,7 +117,7 @@ pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, A
         nll_pixelcnn,
         nll_frequencies,
     };
-    save(&path, &run.store, &report)?;
+    prior_file::save(&path, &run.store, &report)?;
     Ok(report)
 }
 
@@ -128,56 +129,4 @@ fn held_out_nll(net: &super::PixelCnn, store: &ParamStore<Cpu>, grids: &[Vec<usi
         sum += net.loss(&ctx, chunk).as_vec()[0] as f64 * chunk.len() as f64;
     }
     sum / grids.len().max(1) as f64
-}
-
-/// Writes every `prior.*` tensor, and the report as metadata, atomically.
-fn save(path: &Path, store: &ParamStore<Cpu>, report: &PriorReport) -> Result<(), AnalysisError> {
-    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = store
-        .iter()
-        .filter(|p| p.name.starts_with(crate::optim::PRIOR_PREFIX))
-        .map(|p| (p.name.clone(), p.tensor.as_vec().iter().flat_map(|v| v.to_le_bytes()).collect(), p.shape.clone()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, bytes, shape)| {
-            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).expect("sizes match"))
-        })
-        .collect();
-    // One metadata key: safetensors keeps metadata in a HashMap, whose order would change the bytes.
-    let metadata: BTreeMap<String, String> =
-        [("report".to_string(), serde_json::to_string(report).expect("reports serialize"))].into();
-    let bytes = safetensors::serialize(views, &Some(metadata.into_iter().collect()))
-        .map_err(|e| AnalysisError::Write(path.to_path_buf(), e.to_string()))?;
-    crate::checkpoint::write_atomic(path, &bytes).map_err(|e| AnalysisError::Write(path.to_path_buf(), e.to_string()))
-}
-
-/// Lays `run_dir/prior.safetensors` over a store loaded from the checkpoint of step `model_step`,
-/// when the prior was fitted to that checkpoint's codes. Returns whether it did: a prior fitted to
-/// another step would sample codes the decoder no longer means, so the frequencies serve instead.
-pub fn overlay<D: Device<f32>>(run_dir: &Path, model_step: usize, store: &mut ParamStore<D>) -> Result<bool, String> {
-    let path = prior_path(run_dir);
-    let Ok(bytes) = std::fs::read(&path) else { return Ok(false) };
-    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fitted_to = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("report"))
-        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-        .and_then(|r| r["model_step"].as_u64())
-        .map(|s| s as usize);
-    if fitted_to != Some(model_step) {
-        return Ok(false);
-    }
-    for (name, view) in file.tensors() {
-        let id =
-            store.find(&name).ok_or_else(|| format!("{}: `{name}` is not a parameter of this run's prior", path.display()))?;
-        let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let expected: usize = store.get(id).shape.iter().product();
-        if values.len() != expected {
-            return Err(format!("{}: `{name}` has {} values, the spec makes {expected}", path.display(), values.len()));
-        }
-        store.set_values(id, values);
-    }
-    Ok(true)
 }

@@ -6,19 +6,17 @@
 pub mod heatmap;
 pub mod plot;
 
-use crate::eval::EvalReport;
-use crate::train::LogLine;
+use crate::runs::LogLine;
+use crate::runs::{evaluations, paths, EvalReport};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The loss curves of a run's `log.jsonl`: the total loss, then each term and diagnostic by name.
-pub fn loss_series(log_path: &Path) -> Vec<plot::Series> {
-    let Ok(text) = std::fs::read_to_string(log_path) else { return vec![] };
-    let lines: Vec<LogLine> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+/// The loss curves of a run's log: the total loss, then each term and diagnostic by name.
+pub fn loss_series(lines: &[LogLine]) -> Vec<plot::Series> {
     let mut by_name: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for l in &lines {
+    for l in lines {
         let step = l.step as f64;
         for (k, v) in l.terms.iter().chain(&l.stats) {
             by_name.entry(k.clone()).or_default().push((step, *v as f64));
@@ -55,19 +53,19 @@ fn value(v: f64) -> String {
 /// Writes `out_dir/loss-curves.png` (when the run has a log) and `out_dir/report.html`, embedding
 /// the PNG grids that evaluation wrote into `out_dir`.
 pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), String> {
-    let series = loss_series(&run_dir.join("log.jsonl"));
+    let series = loss_series(&crate::runs::read_log(run_dir));
     if !series.is_empty() {
-        crate::eval::grid::save_png(&plot::plot(&series), &out_dir.join("loss-curves.png"))?;
+        crate::eval::grid::save_png(&plot::plot(&series), &paths::loss_curves_file(out_dir))?;
     }
-    rewrite_html(out_dir, report, &crate::eval::evaluations(run_dir))
+    rewrite_html(out_dir, report, &evaluations(run_dir))
 }
 
 /// Renders `out_dir/report.html` again (its pictures are already there), listing `all` the run's
 /// evaluations.
 pub fn rewrite_html(out_dir: &Path, report: &EvalReport, all: &[(String, EvalReport)]) -> Result<(), String> {
     let html = render(out_dir, report, all);
-    let path = out_dir.join("report.html");
-    crate::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let path = paths::report_file(out_dir);
+    crate::runs::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> String {
@@ -110,10 +108,10 @@ fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> Strin
         h += "</ul>\n";
     }
     let mut figures: Vec<(String, String)> = vec![
-        ("reconstructions.png".into(), "Reconstructions: each test image beside its reconstruction from the posterior mean".into()),
-        ("samples.png".into(), format!("Samples decoded from the prior: {}", if r.prior.is_empty() { "N(0, I)" } else { &r.prior })),
+        (paths::RECONSTRUCTIONS_PNG.into(), "Reconstructions: each test image beside its reconstruction from the posterior mean".into()),
+        (paths::SAMPLES_PNG.into(), format!("Samples decoded from the prior: {}", if r.prior.is_empty() { "N(0, I)" } else { &r.prior })),
         (
-            "traversal.png".into(),
+            paths::TRAVERSAL_PNG.into(),
             format!(
                 "Latent traversal from the first test image's code, −3 … +3 per row; rows are dimensions {:?}, most informative first",
                 r.traversal_order
@@ -125,7 +123,7 @@ fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> Strin
         figures
             .push((f.clone(), format!("Factor `{factor}`: one row per value, the row's mean code decoded in the last column")));
     }
-    figures.push(("loss-curves.png".into(), "Training loss: raw values (light) and their moving average (dark)".into()));
+    figures.push((paths::LOSS_CURVES_PNG.into(), "Training loss: raw values (light) and their moving average (dark)".into()));
     h += "<h2>Pictures</h2>\n";
     for (file, caption) in figures {
         let path = out_dir.join(&file);

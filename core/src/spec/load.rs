@@ -43,7 +43,7 @@ fn locate_error(sources: &[SourceFile], path: &str, message: String) -> SpecErro
 }
 
 /// Loads, merges, resolves and value-checks the spec at `path`. Shape checks are separate
-/// (`crate::nn::shape::check_model`) because they need the layer definitions.
+/// (`crate::check::check_file`, through `nn::infer`) because they need the layer definitions and plugins.
 pub fn load_spec(path: &Path) -> Result<LoadedSpec, SpecErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| SpecError {
         file: path.to_path_buf(),

@@ -5,7 +5,7 @@
 //! * [`locate`]: mapping field paths (`model.decoder[3]`) back to `file:line:column`.
 //! * [`validate`]: value checks that need no model (lr > 0, batch > 0, ...).
 //!
-//! Shape checks need the layer definitions and live in `crate::nn::shape`.
+//! Shape checks need the layer definitions and live in `crate::nn::infer` (run by `crate::check`).
 
 mod error;
 pub mod load;
@@ -17,3 +17,10 @@ pub mod validate;
 pub use error::{SpecError, SpecErrors};
 pub use load::{load_spec, parse_spec_str, LoadedSpec};
 pub use types::*;
+
+/// The resolved spec as RON, every default written out (what `vaelab check` prints and a run
+/// directory's `spec.ron` holds).
+pub fn format_resolved(e: &Experiment) -> String {
+    let config = ron::ser::PrettyConfig::default().struct_names(true).depth_limit(3);
+    ron::ser::to_string_pretty(e, config).expect("specs serialize")
+}

@@ -473,7 +473,7 @@ fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
     let eval_dir = dir.join("eval");
     assert!(eval_dir.join("samples.png").exists() && eval_dir.join("traversal.png").exists());
     assert!(!eval_dir.join("reconstructions.png").exists());
-    let analysis = vaelab_core::analysis::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
+    let analysis = vaelab_core::runs::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
     assert!(analysis.contains("generator from noise"), "{analysis}");
 }
 

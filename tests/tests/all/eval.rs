@@ -1,7 +1,8 @@
 //! Evaluation: metric formulas on fixed inputs, and `vaelab eval` on a trained run.
 
 use crate::training::{options, scratch, tiny};
-use vaelab_core::eval::metric::{Metric, MetricRegistry, Mse, Psnr};
+use vaelab_core::eval::metric::{Metric, Mse, Psnr};
+use vaelab_core::eval::MetricRegistry;
 use vaelab_datasets::ImageBatch;
 
 fn batch(pixels: Vec<f32>, n: usize) -> ImageBatch {

@@ -67,7 +67,7 @@ fn image_folder(dir: &std::path::Path, n: u32, side: u32, kind: u32) {
 #[test]
 fn fid_between_folders_loads_weights_from_safetensors() {
     use vaelab_core::eval::compare::{compare, CompareOptions};
-    use vaelab_core::eval::metric::MetricRegistry;
+    use vaelab_core::eval::MetricRegistry;
     let dir = crate::training::scratch("fid-compare");
     std::fs::create_dir_all(&dir).unwrap();
     let weights = dir.join("inception-fid.safetensors");

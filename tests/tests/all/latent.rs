@@ -10,7 +10,8 @@ use crate::training::{options, scratch, tiny, within, Tolerance};
 const GRID_STATS: Tolerance = Tolerance { rel: 0.0, abs: 0.005 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use vaelab_core::analysis::{attributes, embed, interpolate, traverse, LoadedRun};
+use vaelab_core::analysis::{attributes, embed, interpolate, traverse};
+use vaelab_core::runs::LoadedRun;
 
 /// One β-VAE (β = 4) on 32 px shapes, trained once for every test here.
 fn trained_run() -> &'static Path {

@@ -2,8 +2,8 @@
 //! a hand-computed first step.
 
 use dfdx::prelude::*;
+use vaelab_core::nn::update::{update_generic, Rule, State};
 use vaelab_core::nn::Backend;
-use vaelab_core::optim::{update_generic, Rule, State};
 use vaelab_datasets::StreamRng;
 
 fn random(dev: &Cpu, seed: u64, n: usize) -> Tensor<(usize,), f32, Cpu> {

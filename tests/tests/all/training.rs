@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use vaelab_core::runs::LogLine;
 use vaelab_core::spec::{load_spec, Experiment};
-use vaelab_core::train::{train, LogLine, TrainError, TrainOptions, TrainOutcome};
+use vaelab_core::train::{train, TrainError, TrainOptions, TrainOutcome};
 
 pub fn tiny() -> Experiment {
     load_spec(Path::new("specs/tiny.ron")).unwrap().experiment
@@ -44,7 +45,7 @@ fn log(run_dir: &Path) -> Vec<LogLine> {
 
 /// Every tensor (parameters and optimizer state) and the metadata of the latest checkpoint.
 pub fn checkpoint_tensors(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let path = vaelab_core::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
+    let path = vaelab_core::runs::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect()
@@ -176,7 +177,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let message = err.to_string();
     assert!(message.contains(&format!("step {step}: loss term `{term}`")), "{message}");
     assert!(step > 1, "step 1 starts from finite initial weights");
-    let latest = vaelab_core::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    let latest = vaelab_core::runs::checkpoint::latest(&dir.join("checkpoints")).unwrap();
     assert!(message.contains(&latest.display().to_string()), "{message}");
     assert!(latest.to_string_lossy().contains(&format!("step-{:07}", step - 1)), "{}", latest.display());
     let no_temporaries =

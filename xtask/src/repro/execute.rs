@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
+use vaelab_core::runs::paths;
 use vaelab_core::spec::Experiment;
 
 /// A task's spec, written and resolved.
@@ -47,13 +48,13 @@ pub fn prepare(task: &Task, root: &Path) -> Result<Prepared, String> {
 
 /// The hash of a resolved experiment (which holds its seed) and this vaelab's version.
 pub fn run_hash(e: &Experiment) -> String {
-    let text = format!("{}\n{}", vaelab_core::check::format_resolved(e), env!("CARGO_PKG_VERSION"));
+    let text = format!("{}\n{}", vaelab_core::spec::format_resolved(e), env!("CARGO_PKG_VERSION"));
     format!("{:016x}", fnv1a(&text))[..10].to_string()
 }
 
 /// Whether the run finished and was evaluated.
 pub fn is_done(run_dir: &Path) -> bool {
-    run_dir.join("eval/metrics.json").exists() && run_dir.join("repro.json").exists()
+    paths::metrics_file(&paths::eval_dir(run_dir)).exists() && paths::repro_record(run_dir).exists()
 }
 
 /// Trains (or resumes) and evaluates a prepared task with `threads` rayon threads, unless it is
@@ -63,10 +64,10 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
         return Ok(false);
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
-    let record_path = p.run_dir.join("repro.json");
+    let record_path = paths::repro_record(&p.run_dir);
     let partial: Option<RunRecord> =
-        std::fs::read_to_string(p.run_dir.join("repro-partial.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let resume = vaelab_core::checkpoint::latest(&p.run_dir.join("checkpoints")).is_ok();
+        std::fs::read_to_string(paths::repro_partial(&p.run_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let resume = vaelab_core::runs::checkpoint::latest(&paths::checkpoints_dir(&p.run_dir)).is_ok();
     let opts = vaelab_core::train::TrainOptions {
         run_dir: p.run_dir.clone(),
         resume,
@@ -85,7 +86,7 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
     if let vaelab_core::train::TrainOutcome::Interrupted { .. } = outcome {
-        write(&p.run_dir.join("repro-partial.json"), &record)?;
+        write(&paths::repro_partial(&p.run_dir), &record)?;
         return Err(format!("{}: interrupted; run the suite again to continue it", p.task.slug()));
     }
     let t1 = Instant::now();
@@ -98,6 +99,6 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
         Ok(())
     })?;
     write(&record_path, &RunRecord { eval_s: t1.elapsed().as_secs_f64(), ..record })?;
-    let _ = std::fs::remove_file(p.run_dir.join("repro-partial.json"));
+    let _ = std::fs::remove_file(paths::repro_partial(&p.run_dir));
     Ok(true)
 }

@@ -168,7 +168,9 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     save(plots::metric_bars(&entries, &results::columns(&entries)), "metrics.png")?;
     save(vaelab_core::report::plot::plot(&results::loss_series(&entries)), "loss-curves.png")?;
     // Two rows of each entry's prior samples and its originals-over-reconstructions strip.
-    for (file, rows_px) in [("samples.png", SAMPLE_STRIP_PX), ("reconstructions.png", u32::MAX)] {
+    for (file, rows_px) in
+        [(vaelab_core::runs::paths::SAMPLES_PNG, SAMPLE_STRIP_PX), (vaelab_core::runs::paths::RECONSTRUCTIONS_PNG, u32::MAX)]
+    {
         if let Some(img) = plots::sheet(&entries, file, rows_px) {
             save(img, file)?;
         }

@@ -59,7 +59,7 @@ pub fn sheet(entries: &[EntryResult], file: &str, max_height: u32) -> Option<Rgb
     let strips: Vec<(&str, RgbImage)> = entries
         .iter()
         .filter_map(|e| {
-            let img = image::open(e.runs[0].dir.join("eval").join(file)).ok()?.to_rgb8();
+            let img = image::open(vaelab_core::runs::paths::eval_dir(&e.runs[0].dir).join(file)).ok()?.to_rgb8();
             let h = img.height().min(max_height);
             Some((e.entry.as_str(), image::imageops::crop_imm(&img, 0, 0, img.width(), h).to_image()))
         })

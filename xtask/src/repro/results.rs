@@ -5,8 +5,7 @@ use super::execute::{Prepared, RunRecord};
 use super::suite::{Expect, Suite};
 use std::fmt::Write as _;
 use std::path::Path;
-use vaelab_core::eval::EvalReport;
-use vaelab_core::train::LogLine;
+use vaelab_core::runs::{paths, EvalReport, LogLine};
 
 /// One finished run, as read back from its directory.
 pub struct RunResult {
@@ -35,10 +34,12 @@ pub struct Failure {
 
 pub fn read_run(p: &Prepared) -> Result<RunResult, String> {
     let dir = &p.run_dir;
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()));
-    let report: EvalReport = serde_json::from_str(&read("eval/metrics.json")?).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let record: RunRecord = serde_json::from_str(&read("repro.json")?).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let log = read("log.jsonl")?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
+    let metrics = paths::metrics_file(&paths::eval_dir(dir));
+    let report: EvalReport = serde_json::from_str(&read(metrics)?).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let record: RunRecord =
+        serde_json::from_str(&read(paths::repro_record(dir))?).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let log = read(paths::log_file(dir))?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     Ok(RunResult {
         seed: p.task.seed,
         report,

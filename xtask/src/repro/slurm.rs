@@ -25,7 +25,7 @@ pub fn emit(
     for p in prepared {
         // Resolved, so the task needs no other spec file (and the hash stays the same).
         let spec = format!("specs/{}.resolved.ron", p.task.slug());
-        write(&spec, &vaelab_core::check::format_resolved(&p.experiment))?;
+        write(&spec, &vaelab_core::spec::format_resolved(&p.experiment))?;
         let run = p.run_dir.strip_prefix(dir).unwrap_or(&p.run_dir);
         let _ = writeln!(tasks, "{}\t{spec}\t{}\t{}", p.task.slug(), run.display(), super::execute::run_hash(&p.experiment));
     }

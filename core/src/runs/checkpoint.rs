@@ -79,7 +79,7 @@ pub fn save<D: Device<f32>>(
         .map_err(|e| CheckpointError::Write { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let path = dir.join(format!("step-{:07}.safetensors", info.step));
     write_atomic(&path, &bytes).map_err(write_err(&path))?;
-    let latest = dir.join("latest");
+    let latest = latest_pointer(dir);
     write_atomic(&latest, path.file_name().unwrap().to_string_lossy().as_bytes()).map_err(write_err(&latest))?;
     Ok(path)
 }
@@ -100,9 +100,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The file naming the newest complete checkpoint of `dir`.
+pub fn latest_pointer(dir: &Path) -> PathBuf {
+    dir.join("latest")
+}
+
 /// The checkpoint that `dir/latest` names.
 pub fn latest(dir: &Path) -> Result<PathBuf, CheckpointError> {
-    let name = std::fs::read_to_string(dir.join("latest")).map_err(|_| CheckpointError::None { dir: dir.to_path_buf() })?;
+    let name = std::fs::read_to_string(latest_pointer(dir)).map_err(|_| CheckpointError::None { dir: dir.to_path_buf() })?;
     Ok(dir.join(name.trim()))
 }
 

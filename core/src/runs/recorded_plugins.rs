@@ -3,7 +3,7 @@
 //! a missing library is an error that says how to replace it (`--plugin PATH`); a changed one is
 //! used with a note, since a rebuild from the same source changes the bytes too.
 
-use super::PluginSet;
+use crate::plugin::PluginSet;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,7 @@ pub fn fingerprints(set: &PluginSet) -> Vec<Fingerprint> {
 
 /// The run's recorded fingerprints (none for runs from before they were recorded).
 pub fn read(run_dir: &Path) -> Vec<Fingerprint> {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("run.json")) else { return vec![] };
+    let Ok(text) = std::fs::read_to_string(super::paths::run_json(run_dir)) else { return vec![] };
     let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) else { return vec![] };
     serde_json::from_value(info["plugins"].clone()).unwrap_or_default()
 }
@@ -44,7 +44,7 @@ pub fn reconcile(run_dir: &Path, spec_plugins: &mut Vec<PathBuf>, extra: &[PathB
     let mut notes = Vec::new();
     let mut kept = Vec::new();
     for entry in spec_plugins.drain(..) {
-        if entry.exists() || super::expand_entry(&entry).is_ok_and(|f| f.iter().all(|p| p.exists()) && !f.is_empty()) {
+        if entry.exists() || crate::plugin::expand_entry(&entry).is_ok_and(|f| f.iter().all(|p| p.exists()) && !f.is_empty()) {
             kept.push(entry);
             continue;
         }
