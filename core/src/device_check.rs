@@ -170,7 +170,7 @@ fn train_log(spec: &crate::spec::Experiment, device: Device, steps: usize, dir: 
         threads: crate::nn::kernels::threads(),
     };
     crate::train::train(&spec, &opts).map_err(|e| format!("{}: {e}", spec.name))?;
-    let text = std::fs::read_to_string(crate::runs::paths::log_file(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = std::fs::read_to_string(crate::runs::paths::log_file(dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
     text.lines().map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", dir.display()))).collect()
 }
 

@@ -806,6 +806,7 @@ fn feature_reconstruction_trains_the_encoder_and_is_logged() {
     let dir = crate::scratch::Scratch::created("test", "gan-feature-spec");
     let file = dir.join("spec.ron");
     std::fs::write(&file, text).unwrap();
-    let err = vaelab_core::spec::load_spec(&file).err().expect("layer 1 is the logit").to_string();
+    let Err(err) = vaelab_core::spec::load_spec(&file) else { panic!("layer 1 is the logit: the spec must be refused") };
+    let err = err.to_string();
     assert!(err.contains("adversarial.feature_layer") && err.contains("before the last"), "{err}");
 }
