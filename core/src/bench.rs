@@ -28,8 +28,7 @@ fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> anyhow:
     let ds = build_dataset(spec)?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let plugins = crate::plugin::PluginSet::load(&spec.plugins).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
-    let model =
-        Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &plugins).map_err(|(p, m)| anyhow::anyhow!("{p}: {m}"))?;
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &plugins).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), steps);
     let batch = spec.data.batch;
     let images = train_batch(ds.as_ref(), spec.seed, 0, batch, &spec.data.augment);

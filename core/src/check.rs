@@ -81,10 +81,11 @@ pub fn check_shapes(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(FeatSha
         return Err(loaded.error_at("data.size", message).into());
     }
     let input = data_shape(ds.as_ref());
-    let mut rows = Model::summary(&e.model, input, plugins).map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
+    let mut rows =
+        Model::summary(&e.model, input, plugins).map_err(|e| SpecErrors::from(loaded.error_at(&e.spec_path, e.message)))?;
     if let crate::spec::Adversarial::Gan { discriminator, .. } = &e.adversarial {
         let d_rows = crate::adversarial::Gan::summary(discriminator, input, plugins)
-            .map_err(|(p, m)| SpecErrors::from(loaded.error_at(&p, m)))?;
+            .map_err(|e| SpecErrors::from(loaded.error_at(&e.spec_path, e.message)))?;
         rows.extend(d_rows);
     }
     Ok((input, rows))

@@ -120,7 +120,7 @@ fn fixed_values(seed: u64, n: usize, scale: f64) -> Vec<f32> {
 fn layer_values<D: Backend>(dev: D, fixture: &LayerFixture) -> Result<Vec<(String, Vec<f32>)>, String> {
     let mut store = ParamStore::new(dev.clone(), 5);
     let block = Sequential::build(&fixture.layers, fixture.shape, "block", "layers", &mut store, &NoBlocks)
-        .map_err(|(path, msg)| format!("{}: {path}: {msg}", fixture.name))?;
+        .map_err(|e| format!("{}: {e}", fixture.name))?;
     for i in 0..store.len() {
         let n = store.get(ParamId(i)).tensor.shape().0;
         store.set_values(ParamId(i), fixed_values(100 + i as u64, n, 0.5));

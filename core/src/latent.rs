@@ -2,9 +2,32 @@
 //! and knows its prior: none (a plain autoencoder), a flat Gaussian, a spatial C×h×w Gaussian.
 //! A quantized kind adds a variant here without touching the trainer.
 
+use crate::nn::BuildError;
 use crate::nn::{Act, Backend, Ctx, FeatShape, Init, NoBlocks, ParamId, ParamStore, Role, Sequential, Tensor2, OT};
 use crate::spec::{Latent, Layer};
 use dfdx::prelude::*;
+
+/// Which prior codes to draw: `count` codes from the random stream (seed, purpose, `index`).
+/// Evaluation and the explorer draw index 0; training draws a fresh index per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PriorDraw<'a> {
+    pub seed: u64,
+    pub purpose: &'a str,
+    pub index: u64,
+    pub count: usize,
+}
+
+impl<'a> PriorDraw<'a> {
+    /// `count` codes from the stream's index 0.
+    pub fn new(seed: u64, purpose: &'a str, count: usize) -> PriorDraw<'a> {
+        PriorDraw { seed, purpose, index: 0, count }
+    }
+
+    /// The same draw from stream index `index`.
+    pub fn at(self, index: u64) -> PriorDraw<'a> {
+        PriorDraw { index, ..self }
+    }
+}
 
 pub enum LatentModel {
     /// The encoder's output is the code.
@@ -90,12 +113,12 @@ impl LatentModel {
         spec: &Latent,
         features: FeatShape,
         store: &mut ParamStore<D>,
-    ) -> Result<LatentModel, (String, String)> {
+    ) -> Result<LatentModel, BuildError> {
         match *spec {
             Latent::None => Ok(LatentModel::Identity(features)),
             Latent::Quantized { codes, dim, beta, ema } => {
                 let FeatShape::Image(_, h, w) = features else {
-                    return Err((
+                    return Err(BuildError::new(
                         "model.encoder".into(),
                         format!("the Quantized latent needs an image-shaped encoder output (C, H, W), got {features}; drop the Flatten"),
                     ));
@@ -118,7 +141,7 @@ impl LatentModel {
             }
             Latent::Spatial { channels } => {
                 let FeatShape::Image(_, h, w) = features else {
-                    return Err((
+                    return Err(BuildError::new(
                         "model.encoder".into(),
                         format!(
                             "the Spatial latent needs an image-shaped encoder output (C, H, W), got {features}; drop the Flatten"
@@ -132,7 +155,7 @@ impl LatentModel {
             }
             Latent::Gaussian { dim } => {
                 if let FeatShape::Image(..) = features {
-                    return Err((
+                    return Err(BuildError::new(
                         "model.encoder".into(),
                         format!(
                             "the Gaussian latent needs a flat encoder output (N), got {features}; end the encoder with Flatten"
@@ -162,14 +185,8 @@ impl LatentModel {
     /// step. Each latent kind owns its prior: N(0, I) over the code's shape for the Gaussian kinds.
     /// An autoencoder has no prior; N(0, I) is drawn all the same, so its samples show what the
     /// decoder makes of codes it was never trained on.
-    pub fn sample_prior_at<D: Device<f32>>(
-        &self,
-        store: &ParamStore<D>,
-        seed: u64,
-        purpose: &str,
-        index: u64,
-        count: usize,
-    ) -> Tensor<(usize, usize), f32, D> {
+    pub fn sample_prior<D: Device<f32>>(&self, store: &ParamStore<D>, draw: PriorDraw) -> Tensor<(usize, usize), f32, D> {
+        let PriorDraw { seed, purpose, index, count } = draw;
         let dev = &store.dev;
         let LatentModel::Quantized(q) = self else {
             return crate::data::normal_noise(dev, seed, purpose, index, self.code_shape().len(), count);

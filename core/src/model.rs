@@ -1,6 +1,7 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
-use crate::latent::{Encoded, LatentModel, Posterior};
+use crate::latent::{Encoded, LatentModel, Posterior, PriorDraw};
+use crate::nn::BuildError;
 use crate::nn::{
     infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT,
 };
@@ -60,7 +61,7 @@ impl Model {
         data_shape: FeatShape,
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
-    ) -> Result<Model, (String, String)> {
+    ) -> Result<Model, BuildError> {
         let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store, blocks)?;
         let latent = match spec.noise_dim {
             Some(noise) => LatentModel::Identity(FeatShape::Flat(noise)),
@@ -78,7 +79,7 @@ impl Model {
             _ => None,
         };
         if decoder.output != data_shape {
-            return Err((
+            return Err(BuildError::new(
                 "model.decoder".into(),
                 format!("the decoder outputs {} but the data are {data_shape}", decoder.output),
             ));
@@ -103,11 +104,7 @@ impl Model {
     }
 
     /// The rows of `vaelab check`'s summary table, without allocating any parameter.
-    pub fn summary(
-        spec: &spec::Model,
-        data_shape: FeatShape,
-        blocks: &dyn BlockSource,
-    ) -> Result<Vec<SummaryRow>, (String, String)> {
+    pub fn summary(spec: &spec::Model, data_shape: FeatShape, blocks: &dyn BlockSource) -> Result<Vec<SummaryRow>, BuildError> {
         let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder", blocks)?;
         // Building the latent and likelihood into a scratch store gives their rows exactly.
         let mut scratch = ParamStore::new(Cpu::default(), 0);
@@ -149,43 +146,28 @@ impl Model {
             }
         }
         if dec_out != data_shape {
-            return Err(("model.decoder".into(), format!("the decoder outputs {dec_out} but the data are {data_shape}")));
+            return Err(BuildError::new(
+                "model.decoder".into(),
+                format!("the decoder outputs {dec_out} but the data are {data_shape}"),
+            ));
         }
         Ok(rows)
     }
 
-    /// `count` codes from the model's prior, batch-last, from the stream (seed, purpose, `index`): the
-    /// learned prior once trained, else the latent's own (see [`LatentModel::sample_prior_at`]).
-    pub fn sample_prior_at<D: Backend>(
-        &self,
-        store: &ParamStore<D>,
-        seed: u64,
-        purpose: &str,
-        index: u64,
-        count: usize,
-    ) -> Tensor<(usize, usize), f32, D> {
+    /// Codes from the model's prior, batch-last: the learned prior once trained, else the latent's
+    /// own (see [`LatentModel::sample_prior`]).
+    pub fn sample_prior<D: Backend>(&self, store: &ParamStore<D>, draw: PriorDraw) -> Tensor<(usize, usize), f32, D> {
         if let (Some(net), LatentModel::Quantized(q)) = (self.fitted_prior(store), &self.latent) {
-            let grids = net.sample(store, seed, purpose, index, count);
+            let grids = net.sample(store, draw);
             return q.codes_to_z(store, &grids);
         }
-        self.latent.sample_prior_at(store, seed, purpose, index, count)
+        self.latent.sample_prior(store, draw)
     }
 
     /// The PixelCNN prior, once `train-prior` has fitted it (its step counter is above 0).
     pub fn fitted_prior<D: Device<f32>>(&self, store: &ParamStore<D>) -> Option<&crate::prior::PixelCnn> {
         let prior = self.prior.as_ref()?;
         (store.get(prior.trained_steps).tensor.as_vec()[0] > 0.0).then_some(&prior.net)
-    }
-
-    /// As [`Model::sample_prior_at`] with index 0, the stream evaluation and the explorer use.
-    pub fn sample_prior<D: Backend>(
-        &self,
-        store: &ParamStore<D>,
-        seed: u64,
-        purpose: &str,
-        count: usize,
-    ) -> Tensor<(usize, usize), f32, D> {
-        self.sample_prior_at(store, seed, purpose, 0, count)
     }
 
     /// Decoder output (logits or means) for codes `z`.

@@ -2,6 +2,7 @@
 //! atomic checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
 
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
+use crate::latent::PriorDraw;
 use crate::model::Model;
 use crate::nn::{Backend, Ctx, ParamStore};
 use crate::optim::Optimizer;
@@ -94,10 +95,9 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
     let shape = data_shape(dataset.as_ref());
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| TrainError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let model =
-        Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
+    let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|e| TrainError::Model(e.to_string()))?;
     let gan = crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &plugins)
-        .map_err(|(p, m)| TrainError::Model(format!("{p}: {m}")))?;
+        .map_err(|e| TrainError::Model(e.to_string()))?;
     let total = spec.train.steps;
     let split = crate::adversarial::SplitObjective::from_spec(&spec.adversarial);
     // The first optimizer updates the model (only the encoder under a split objective); the
@@ -179,7 +179,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
             // Prior codes for the adversarial terms, from the latent's own prior (code frequencies for
             // a quantized latent), drawn before any update of this step changes them.
             let prior = (gan.is_some() || split.is_some())
-                .then(|| model.sample_prior_at(&store, spec.seed, "gan-prior", step as u64, batch));
+                .then(|| model.sample_prior(&store, PriorDraw::new(spec.seed, "gan-prior", batch).at(step as u64)));
             let prior_z = || prior.clone().expect("drawn for adversarial and split objectives");
             if let (Some(gan), Some(opt_aux)) = (&gan, opt_aux.as_mut()) {
                 // Phase 1: the discriminator, on fakes made without gradient.

@@ -7,6 +7,7 @@
 //! 2. the generator (encoder and decoder): the model's losses plus `weight ×` the generator loss of
 //!    its fakes under the updated discriminator; gradients reaching the discriminator are dropped.
 
+use crate::nn::BuildError;
 use crate::nn::{Act, Backend, BlockSource, Ctx, FeatShape, ParamStore, Sequential, Tensor2, OT};
 use crate::spec::{Adversarial, GanLoss, Layer};
 use dfdx::prelude::*;
@@ -34,7 +35,7 @@ impl Gan {
         data_shape: FeatShape,
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
-    ) -> Result<Option<Gan>, (String, String)> {
+    ) -> Result<Option<Gan>, BuildError> {
         let Adversarial::Gan { discriminator, loss, weight, d_steps, r1_gamma, gan_trains_encoder, feature_layer, .. } =
             adversarial
         else {
@@ -52,7 +53,7 @@ impl Gan {
         layers: &[Layer],
         data_shape: FeatShape,
         blocks: &dyn BlockSource,
-    ) -> Result<Vec<crate::nn::SummaryRow>, (String, String)> {
+    ) -> Result<Vec<crate::nn::SummaryRow>, BuildError> {
         let (output, rows) = crate::nn::infer(layers, data_shape, "discriminator", "adversarial.discriminator", blocks)?;
         check_one_logit(output)?;
         Ok(rows)
@@ -154,12 +155,12 @@ impl Gan {
 }
 
 /// A discriminator must end in one logit per image.
-fn check_one_logit(output: FeatShape) -> Result<(), (String, String)> {
+fn check_one_logit(output: FeatShape) -> Result<(), BuildError> {
     if output == FeatShape::Flat(1) {
         return Ok(());
     }
     let message = format!("the discriminator must output one logit per image, but its layers output {output}");
-    Err(("adversarial.discriminator".into(), message))
+    Err(BuildError::new("adversarial.discriminator".into(), message))
 }
 
 fn mean<D: Backend>(t: Tensor2<D>) -> Scalar<D> {

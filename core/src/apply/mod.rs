@@ -93,7 +93,7 @@ impl Trained {
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
         let model = Model::build(&spec.model, FeatShape::Image(c, h, w), &mut store, &plugins)
-            .map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+            .map_err(|e| EvalError::Model(e.to_string()))?;
         let ckpt = match checkpoint {
             Some(p) => p.to_path_buf(),
             None => checkpoint::latest(&crate::runs::paths::checkpoints_dir(run_dir))?,

@@ -10,6 +10,7 @@
 use super::frechet::{frechet_distance, Gaussian};
 use super::EvalError;
 use crate::data::{normal_noise, to_tensor};
+use crate::latent::PriorDraw;
 use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
@@ -30,7 +31,7 @@ pub fn load_reference<D: Backend>(dev: &D, run_dir: &Path, shape: FeatShape) -> 
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let model = Model::build(&spec.model, shape, &mut store, &plugins)
-        .map_err(|(p, m)| EvalError::Model(format!("domain encoder {}: {p}: {m}", run_dir.display())))?;
+        .map_err(|e| EvalError::Model(format!("domain encoder {}: {e}", run_dir.display())))?;
     checkpoint::load(&checkpoint::latest(&crate::runs::paths::checkpoints_dir(run_dir))?, &mut store, &mut [])?;
     Ok((model, store, spec.seed))
 }
@@ -62,7 +63,7 @@ impl<'a, D: Backend> FeatureEncoder<'a, D> {
 /// `count` images decoded from the evaluated model's prior, in batches.
 pub fn prior_samples<D: Backend>(model: &Model, store: &ParamStore<D>, seed: u64, like: &ImageBatch, batch: usize) -> ImageBatch {
     let count = like.n;
-    let z = model.sample_prior(store, seed, "eval-domain-fd", count).as_vec();
+    let z = model.sample_prior(store, PriorDraw::new(seed, "eval-domain-fd", count)).as_vec();
     let code = model.latent.code_shape().len();
     let mut pixels = Vec::with_capacity(count * like.image_len());
     for start in (0..count).step_by(batch.max(1)) {

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod ssim;
 
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
+use crate::latent::PriorDraw;
 use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, ParamStore};
 use crate::plugin::PluginSet;
@@ -185,7 +186,7 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
     let shape = data_shape(dataset.as_ref());
     let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| EvalError::Model(format!("{p}: {m}")))?;
+    let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|e| EvalError::Model(e.to_string()))?;
     let latest = checkpoint::latest(&paths::checkpoints_dir(run_dir));
     let ckpt = match checkpoint {
         Some(p) => p.to_path_buf(),
@@ -697,7 +698,7 @@ fn write_grids<D: Backend>(
     let decode = |z: Vec<f32>, count: usize| decode_codes(dev, model, &ctx, z, count, real.image_len());
     // Samples from the prior: grid_images × grid_images.
     let g = spec.eval.grid_images;
-    let z = model.sample_prior(store, spec.seed, "eval-samples", g * g).as_vec();
+    let z = model.sample_prior(store, PriorDraw::new(spec.seed, "eval-samples", g * g)).as_vec();
     save(&grid::grid(&decode(z, g * g), shape, g), &out_dir.join(paths::SAMPLES_PNG))?;
 
     // Traversal: start from the first test image's code; row d sweeps dimension order[d] over −3…3.

@@ -201,7 +201,7 @@ fn decode_worker(run: LoadedRun, shared: &Shared) {
                 let _ = reply.send(Some(png(&img, shape)));
             }
             Job::Prior(seed, reply) => {
-                let z = run.model.sample_prior(&run.store, seed, "explore-prior", 1).as_vec();
+                let z = run.model.sample_prior(&run.store, crate::latent::PriorDraw::new(seed, "explore-prior", 1)).as_vec();
                 let _ = reply.send(z);
             }
             Job::Save(z, reply) => {

@@ -1,6 +1,7 @@
 //! Shape inference over a layer list. The same function drives `vaelab check`'s summary table,
 //! spec validation and model building, so the three can never disagree.
 
+use super::build_error::BuildError;
 use super::external::BlockSource;
 use super::geom::ConvGeom;
 use super::params::{Init, Role};
@@ -121,7 +122,7 @@ pub fn infer(
     name: &str,
     spec_path: &str,
     blocks: &dyn BlockSource,
-) -> Result<(FeatShape, Vec<SummaryRow>), (String, String)> {
+) -> Result<(FeatShape, Vec<SummaryRow>), BuildError> {
     let mut shape = input;
     let mut rows = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
@@ -129,12 +130,15 @@ pub fn infer(
         if let Layer::Residual(inner) = layer {
             let (out, inner_rows) = infer(inner, shape, &lname, &format!("{lpath}[0]"), blocks)?;
             if out != shape {
-                return Err((lpath, format!("Residual block must keep its input shape {shape}, but its layers output {out}")));
+                return Err(BuildError::new(
+                    lpath,
+                    format!("Residual block must keep its input shape {shape}, but its layers output {out}"),
+                ));
             }
             rows.push(SummaryRow { name: lname, kind: "Residual".into(), output: out, params: vec![] });
             rows.extend(inner_rows);
         } else {
-            let (out, params) = layer_shape(layer, shape, blocks).map_err(|m| (lpath, m))?;
+            let (out, params) = layer_shape(layer, shape, blocks).map_err(|m| BuildError::new(lpath, m))?;
             let kind = match layer {
                 Layer::Plugin(block, _) => format!("Plugin({block})"),
                 other => other.kind().into(),

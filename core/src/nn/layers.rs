@@ -1,6 +1,7 @@
 //! Built layers: a layer list from the spec, with its parameters in a [`ParamStore`], and the
 //! forward pass over batch-last activations `(features, batch)`.
 
+use super::build_error::BuildError;
 use super::external::{external_op, BlockSource, ExternalBlock, Failures};
 use super::geom::ConvGeom;
 use super::infer::layer_shape;
@@ -127,7 +128,7 @@ impl Sequential {
         spec_path: &str,
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
-    ) -> Result<Sequential, (String, String)> {
+    ) -> Result<Sequential, BuildError> {
         let mut ops = Vec::new();
         let mut shape = input;
         for (i, layer) in layers.iter().enumerate() {
@@ -135,7 +136,7 @@ impl Sequential {
             if let Layer::Residual(inner) = layer {
                 let block = Sequential::build(inner, shape, &lname, &format!("{lpath}[0]"), store, blocks)?;
                 if block.output != shape {
-                    return Err((
+                    return Err(BuildError::new(
                         lpath,
                         format!("Residual block must keep its input shape {shape}, but its layers output {}", block.output),
                     ));
@@ -144,7 +145,7 @@ impl Sequential {
                 continue;
             }
             if let Layer::Plugin(block_name, config) = layer {
-                let block = blocks.instantiate(block_name, config, shape).map_err(|m| (lpath.clone(), m))?;
+                let block = blocks.instantiate(block_name, config, shape).map_err(|m| BuildError::new(lpath.clone(), m))?;
                 let params = block
                     .params()
                     .iter()
@@ -155,7 +156,7 @@ impl Sequential {
                 shape = out;
                 continue;
             }
-            let (out, decls) = layer_shape(layer, shape, blocks).map_err(|m| (lpath, m))?;
+            let (out, decls) = layer_shape(layer, shape, blocks).map_err(|m| BuildError::new(lpath, m))?;
             let ids: Vec<ParamId> =
                 decls.into_iter().map(|d| store.add(format!("{lname}.{}", d.suffix), d.shape, d.init, d.role)).collect();
             // A spectrally normalised layer is its inner layer with the power-iteration vector u (its

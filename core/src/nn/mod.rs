@@ -3,6 +3,7 @@
 //! Layout: activations are batch-last matrices `(C·H·W, B)` everywhere inside models; data enter
 //! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
 
+pub mod build_error;
 pub mod external;
 pub mod fused;
 pub mod fused_optim;
@@ -15,6 +16,7 @@ pub mod params;
 pub mod shape;
 pub mod update;
 
+pub use build_error::BuildError;
 pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
 pub use geom::ConvGeom;
 pub use infer::{infer, SummaryRow};

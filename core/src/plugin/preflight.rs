@@ -116,8 +116,8 @@ pub fn worker_main() -> i32 {
         let mut store = ParamStore::new(Cpu::default(), spec.seed);
         let (c, h, w) = crate::data::spec_image_shape(&spec);
         let shape = FeatShape::Image(c, h, w);
-        Model::build(&spec.model, shape, &mut store, &source).map_err(|(p, m)| format!("{p}: {m}"))?;
-        crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &source).map_err(|(p, m)| format!("{p}: {m}"))?;
+        Model::build(&spec.model, shape, &mut store, &source).map_err(|e| e.to_string())?;
+        crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &source).map_err(|e| e.to_string())?;
         let seen = source.seen.into_inner().unwrap_or_else(|p| p.into_inner());
         for (block, _) in &seen {
             say(format!("name {}", block.describe()));

@@ -101,14 +101,8 @@ impl PixelCnn {
 
     /// `count` code grids drawn position by position in raster order from the stream
     /// (seed, purpose, index); each position's code from the softmax of its logits.
-    pub fn sample<D: Backend>(
-        &self,
-        store: &ParamStore<D>,
-        seed: u64,
-        purpose: &str,
-        index: u64,
-        count: usize,
-    ) -> Vec<Vec<usize>> {
+    pub fn sample<D: Backend>(&self, store: &ParamStore<D>, draw: crate::latent::PriorDraw) -> Vec<Vec<usize>> {
+        let crate::latent::PriorDraw { seed, purpose, index, count } = draw;
         let mut rng = vaelab_datasets::StreamRng::new(seed, &[vaelab_datasets::tag(purpose), index]);
         let ctx = Ctx::new(store, false, seed, index);
         // One stream for the whole batch: grid b's draws interleave with the others'.

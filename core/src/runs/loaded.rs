@@ -37,8 +37,7 @@ impl LoadedRun {
         let shape = data_shape(dataset.as_ref());
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| RunError::Invalid(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
-        let model =
-            Model::build(&spec.model, shape, &mut store, &plugins).map_err(|(p, m)| RunError::Invalid(format!("{p}: {m}")))?;
+        let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|e| RunError::Invalid(e.to_string()))?;
         if model.generator_only {
             return Err(RunError::Invalid(format!(
                 "{} is a generator from noise (no encoder): latent analysis and the explorer need codes of images; \
