@@ -123,7 +123,7 @@ pub fn format_summary(input: &str, rows: &[SummaryRow]) -> String {
 }
 
 /// The full `vaelab check` report for a valid spec.
-pub fn report(c: &Checked) -> String {
+pub fn describe(c: &Checked) -> String {
     format!(
         "# Resolved spec\n{}\n\n# Model summary\n{}",
         crate::spec::format_resolved(&c.loaded.experiment),

@@ -260,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::PluginWorker { blocks: true } => Ok(ExitCode::from(plugin::preflight::worker_main() as u8)),
         Command::Check { spec, plugins } => match check::check_file(&spec, &extra_plugins(&plugins)) {
             Ok(checked) => {
-                print!("{}", check::report(&checked));
+                print!("{}", check::describe(&checked));
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -357,8 +357,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             // A learned prior is part of the model the spec describes: fit it to the final codes.
             if matches!(experiment.model.prior, vaelab_core::spec::Prior::PixelCnn { .. }) {
-                let opts = vaelab_core::prior::train::PriorOptions { progress: true, force: true };
-                let r = vaelab_core::prior::train::train_prior(&run_dir, &opts)?;
+                let opts = vaelab_core::prior::fit::PriorOptions { progress: true, force: true };
+                let r = vaelab_core::prior::fit::fit_prior(&run_dir, &opts)?;
                 eprintln!(
                     "fitted the PixelCNN prior: held-out {:.4} nats per code position (code frequencies: {:.4})",
                     r.nll_pixelcnn, r.nll_frequencies
@@ -419,8 +419,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::TrainPrior { run_dir, force, threads } => {
             set_threads(threads)?;
-            let opts = vaelab_core::prior::train::PriorOptions { progress: true, force };
-            let r = vaelab_core::prior::train::train_prior(&run_dir, &opts)?;
+            let opts = vaelab_core::prior::fit::PriorOptions { progress: true, force };
+            let r = vaelab_core::prior::fit::fit_prior(&run_dir, &opts)?;
             println!(
                 "fitted the PixelCNN prior of {} (model step {}) for {} steps on {} training code grids",
                 run_dir.display(),
@@ -552,7 +552,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Prints the evaluation; a metric that failed makes the exit status 1 (everything else is written).
-fn print_report(report: &vaelab_core::runs::EvalReport) -> ExitCode {
+fn print_report(report: &vaelab_core::runs::EvalRecord) -> ExitCode {
     for note in &report.notes {
         eprintln!("note: {note}");
     }

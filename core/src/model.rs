@@ -57,7 +57,7 @@ pub struct GanTerms<D: Backend> {
 impl Model {
     /// Builds the model's layers into `store`. Errors are (spec path, message).
     pub fn build<D: Device<f32>>(
-        spec: &spec::Model,
+        spec: &spec::ModelSpec,
         data_shape: FeatShape,
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
@@ -104,7 +104,11 @@ impl Model {
     }
 
     /// The rows of `vaelab check`'s summary table, without allocating any parameter.
-    pub fn summary(spec: &spec::Model, data_shape: FeatShape, blocks: &dyn BlockSource) -> Result<Vec<SummaryRow>, BuildError> {
+    pub fn summary(
+        spec: &spec::ModelSpec,
+        data_shape: FeatShape,
+        blocks: &dyn BlockSource,
+    ) -> Result<Vec<SummaryRow>, BuildError> {
         let (enc_out, mut rows) = infer(&spec.encoder, data_shape, "encoder", "model.encoder", blocks)?;
         // Building the latent and likelihood into a scratch store gives their rows exactly.
         let mut scratch = ParamStore::new(Cpu::default(), 0);

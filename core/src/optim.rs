@@ -4,7 +4,7 @@
 
 use crate::nn::update::{Rule, State};
 use crate::nn::{Backend, Flat, ParamStore, Role};
-use crate::spec::{GradClip, Optimizer as OptSpec, Schedule};
+use crate::spec::{GradClip, OptimizerSpec, Schedule};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
 
@@ -57,7 +57,7 @@ impl Group {
 pub struct Optimizer<D: Device<f32>> {
     /// The parameters this optimizer updates.
     pub group: Group,
-    spec: OptSpec,
+    spec: OptimizerSpec,
     schedule: Schedule,
     total_steps: usize,
     clip: GradClip,
@@ -69,7 +69,7 @@ pub struct Optimizer<D: Device<f32>> {
 }
 
 impl<D: Device<f32>> Optimizer<D> {
-    pub fn new(spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
+    pub fn new(spec: OptimizerSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
         Optimizer {
             group: Group::Model,
             spec,
@@ -83,7 +83,7 @@ impl<D: Device<f32>> Optimizer<D> {
     }
 
     /// An optimizer for one parameter group only.
-    pub fn for_group(group: Group, spec: OptSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
+    pub fn for_group(group: Group, spec: OptimizerSpec, schedule: Schedule, clip: GradClip, total_steps: usize) -> Self {
         Optimizer { group, ..Self::new(spec, schedule, clip, total_steps) }
     }
 
@@ -124,10 +124,10 @@ impl<D: Backend> Optimizer<D> {
         };
         self.updates += 1;
         let rule = match self.spec {
-            OptSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
+            OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
                 Rule::Adam { lr, beta1, beta2, eps, weight_decay, t: self.updates.min(i32::MAX as u64) as i32 }
             }
-            OptSpec::Sgd { momentum, .. } => Rule::Sgd { lr, momentum },
+            OptimizerSpec::Sgd { momentum, .. } => Rule::Sgd { lr, momentum },
         };
         for id in ids {
             let name = store.get(id).name.clone();

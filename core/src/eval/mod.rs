@@ -24,7 +24,7 @@ use crate::model::Model;
 use crate::nn::{from_batch_last, Backend, Ctx, ParamStore};
 use crate::plugin::PluginSet;
 use crate::runs::checkpoint::{self, CheckpointError};
-use crate::runs::{evaluations, paths, read_run_spec, EvalReport, MetricEntry};
+use crate::runs::{evaluations, paths, read_run_spec, EvalRecord, MetricEntry};
 use crate::spec::Experiment;
 use dfdx::prelude::*;
 use metric::MetricError;
@@ -142,7 +142,7 @@ fn other_data(spec: &Experiment, path: &Path) -> Result<(Experiment, String), Ev
     Ok((other, name))
 }
 
-pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalReport, EvalError> {
+pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalRecord, EvalError> {
     let mut spec = read_run_spec(run_dir)?;
     if let Some(d) = opts.device {
         spec.device = d;
@@ -180,7 +180,7 @@ struct Target<'a> {
     plugin_notes: Vec<String>,
 }
 
-fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &Target) -> Result<EvalReport, EvalError> {
+fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &Target) -> Result<EvalRecord, EvalError> {
     let (checkpoint, split) = (target.checkpoint, target.split);
     let dataset = build_dataset(spec)?;
     let shape = data_shape(dataset.as_ref());
@@ -439,7 +439,7 @@ fn evaluate_on<D: Backend>(dev: D, spec: &Experiment, run_dir: &Path, target: &T
         write_factor_grids(&dev, &model, &store, spec, &fake, &codes, &dataset.factor_names(), &out_dir)?
     };
 
-    let mut report = EvalReport {
+    let mut report = EvalRecord {
         run: spec.name.clone(),
         checkpoint_step: info.step,
         split,
@@ -490,9 +490,9 @@ fn make_room(
     step: usize,
     split: Split,
     data: Option<&str>,
-) -> Result<(Vec<String>, Option<EvalReport>), EvalError> {
+) -> Result<(Vec<String>, Option<EvalRecord>), EvalError> {
     let Ok(text) = std::fs::read_to_string(paths::metrics_file(out_dir)) else { return Ok((vec![], None)) };
-    let Ok(mut earlier) = serde_json::from_str::<EvalReport>(&text) else {
+    let Ok(mut earlier) = serde_json::from_str::<EvalRecord>(&text) else {
         return Err(EvalError::Write(format!(
             "{} holds a metrics.json this version cannot read; move it away or choose another folder with --out",
             out_dir.display()
@@ -524,7 +524,7 @@ fn make_room(
 
 /// Metrics of an earlier evaluation of the same checkpoint, split and data in the same folder are
 /// kept beside the new ones (a newer value replaces an older one of the same name).
-fn merge_earlier(report: &mut EvalReport, earlier: EvalReport) {
+fn merge_earlier(report: &mut EvalRecord, earlier: EvalRecord) {
     let mut kept = Vec::new();
     for (name, entry) in earlier.metrics {
         if !report.metrics.contains_key(&name) && !report.failed.contains_key(&name) {

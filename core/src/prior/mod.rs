@@ -8,7 +8,7 @@
 //! the centre. One mask-A convolution, then mask-B convolutions, see exactly the positions before
 //! each output position.
 
-pub mod train;
+pub mod fit;
 
 use crate::nn::{Backend, ConvGeom, Ctx, Flat, Init, ParamId, ParamStore, Role, Tensor2, OT};
 use crate::spec::Prior;

@@ -7,7 +7,7 @@ pub mod heatmap;
 pub mod plot;
 
 use crate::runs::LogLine;
-use crate::runs::{evaluations, paths, EvalReport};
+use crate::runs::{evaluations, paths, EvalRecord};
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -52,7 +52,7 @@ fn value(v: f64) -> String {
 
 /// Writes `out_dir/loss-curves.png` (when the run has a log) and `out_dir/report.html`, embedding
 /// the PNG grids that evaluation wrote into `out_dir`.
-pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), String> {
+pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalRecord) -> Result<(), String> {
     let series = loss_series(&crate::runs::read_log(run_dir));
     if !series.is_empty() {
         crate::eval::grid::save_png(&plot::plot(&series), &paths::loss_curves_file(out_dir))?;
@@ -62,13 +62,13 @@ pub fn write(run_dir: &Path, out_dir: &Path, report: &EvalReport) -> Result<(), 
 
 /// Renders `out_dir/report.html` again (its pictures are already there), listing `all` the run's
 /// evaluations.
-pub fn rewrite_html(out_dir: &Path, report: &EvalReport, all: &[(String, EvalReport)]) -> Result<(), String> {
+pub fn rewrite_html(out_dir: &Path, report: &EvalRecord, all: &[(String, EvalRecord)]) -> Result<(), String> {
     let html = render(out_dir, report, all);
     let path = paths::report_file(out_dir);
     crate::runs::checkpoint::write_atomic(&path, html.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> String {
+fn render(out_dir: &Path, r: &EvalRecord, all: &[(String, EvalRecord)]) -> String {
     let mut h = String::new();
     let title = format!("vaelab report: {}", r.run);
     let _ = write!(
@@ -150,7 +150,7 @@ fn render(out_dir: &Path, r: &EvalReport, all: &[(String, EvalReport)]) -> Strin
 }
 
 /// Every evaluation of the run (each folder with a metrics.json), linked, this one marked.
-fn evaluations_table(h: &mut String, out_dir: &Path, all: &[(String, EvalReport)]) {
+fn evaluations_table(h: &mut String, out_dir: &Path, all: &[(String, EvalRecord)]) {
     let this = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if all.iter().all(|(name, _)| *name == this) {
         return;

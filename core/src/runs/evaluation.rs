@@ -15,7 +15,7 @@ pub struct MetricEntry {
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct EvalReport {
+pub struct EvalRecord {
     pub run: String,
     pub checkpoint_step: usize,
     /// The split scored (`test` unless `--split` says otherwise).
@@ -66,15 +66,15 @@ fn test_split() -> Split {
 }
 
 /// Every evaluation of a run: `(folder name, report)` for each `eval*/metrics.json`, by name.
-pub fn evaluations(run_dir: &Path) -> Vec<(String, EvalReport)> {
+pub fn evaluations(run_dir: &Path) -> Vec<(String, EvalRecord)> {
     let Ok(entries) = std::fs::read_dir(run_dir) else { return vec![] };
-    let mut found: Vec<(String, EvalReport)> = entries
+    let mut found: Vec<(String, EvalRecord)> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(super::paths::metrics_file(&e.path())).ok()?;
-            let mut report: EvalReport = serde_json::from_str(&text).ok()?;
+            let mut report: EvalRecord = serde_json::from_str(&text).ok()?;
             report.folder = e.path();
             Some((name, report))
         })

@@ -11,7 +11,7 @@ pub mod paths;
 pub mod prior_file;
 pub mod recorded_plugins;
 
-pub use evaluation::{evaluations, EvalReport, MetricEntry};
+pub use evaluation::{evaluations, EvalRecord, MetricEntry};
 pub use loaded::LoadedRun;
 pub use log::{read_log, LogLine};
 

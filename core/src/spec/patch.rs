@@ -14,7 +14,7 @@ macro_rules! section {
         #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         // A field missing from a resolved spec takes its default: a run directory's `spec.ron`
         // written before the field existed still loads.
-        #[serde(deny_unknown_fields, default)]
+        #[serde(deny_unknown_fields, default, rename = $written)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }

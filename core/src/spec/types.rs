@@ -11,7 +11,7 @@ pub struct Experiment {
     pub seed: u64,
     pub device: Device,
     pub data: Data,
-    pub model: Model,
+    pub model: ModelSpec,
     pub losses: Vec<Loss>,
     pub train: Train,
     pub eval: Eval,
@@ -95,7 +95,7 @@ pub enum Adversarial {
         d_steps: usize,
         /// The discriminator's optimizer [default: the training optimizer].
         #[serde(default)]
-        optimizer: Option<Optimizer>,
+        optimizer: Option<OptimizerSpec>,
         /// γ of the R1 gradient penalty on real images (Mescheder et al. 2018, eq. 9):
         /// γ/2 · E‖∇ₓ D(x)‖² added to the discriminator's loss; 0 (the default) leaves it out.
         #[serde(default)]
@@ -362,7 +362,7 @@ section! {
     /// `noise_dim` and no encoder is a generator alone (a plain GAN): its decoder maps N(0, I) noise
     /// of that size to images. `prior` is how a quantized latent's codes are sampled: the training
     /// frequencies, or a PixelCNN trained after the model by `vaelab train-prior RUN_DIR`.
-    pub struct Model / ModelPatch as "Model" {
+    pub struct ModelSpec / ModelPatch as "Model" {
         encoder: Vec<Layer> = Vec::new(),
         latent: Latent = Latent::Gaussian { dim: 10 },
         decoder: Vec<Layer> = Vec::new(),
@@ -631,7 +631,7 @@ section! {
     /// The training loop.
     pub struct Train / TrainPatch as "Train" {
         steps: usize = 3_000,
-        optimizer: Optimizer = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        optimizer: OptimizerSpec = OptimizerSpec::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
         schedule: Schedule = Schedule::Constant,
         grad_clip: GradClip = GradClip::Off,
         /// Write a log line every this many steps.
@@ -652,8 +652,9 @@ fn adam_eps() -> f32 {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum Optimizer {
+// Written without its name (`Adam(…)`); the rename keeps serde's type name what it always was.
+#[serde(deny_unknown_fields, rename = "Optimizer")]
+pub enum OptimizerSpec {
     /// Kingma & Ba 2015; `weight_decay` is decoupled (AdamW, Loshchilov & Hutter 2019).
     Adam {
         lr: f32,
@@ -673,10 +674,10 @@ pub enum Optimizer {
     },
 }
 
-impl Optimizer {
+impl OptimizerSpec {
     pub fn lr(&self) -> f32 {
         match self {
-            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => *lr,
+            OptimizerSpec::Adam { lr, .. } | OptimizerSpec::Sgd { lr, .. } => *lr,
         }
     }
 }

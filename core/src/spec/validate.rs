@@ -143,13 +143,13 @@ pub fn validate_values(e: &Experiment) -> Vec<(String, String)> {
     let lr = t.optimizer.lr();
     v.check(lr > 0.0 && lr.is_finite(), "train.optimizer.lr", format!("learning rate must be > 0, got {lr}"));
     match t.optimizer {
-        Optimizer::Adam { beta1, beta2, eps, weight_decay, .. } => {
+        OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. } => {
             v.unit_interval("train.optimizer.beta1", beta1);
             v.unit_interval("train.optimizer.beta2", beta2);
             v.check(eps > 0.0, "train.optimizer.eps", format!("eps must be > 0, got {eps}"));
             v.check(weight_decay >= 0.0, "train.optimizer.weight_decay", format!("must be ≥ 0, got {weight_decay}"));
         }
-        Optimizer::Sgd { momentum, .. } => v.unit_interval("train.optimizer.momentum", momentum),
+        OptimizerSpec::Sgd { momentum, .. } => v.unit_interval("train.optimizer.momentum", momentum),
     }
     match t.schedule {
         Schedule::Constant => {}

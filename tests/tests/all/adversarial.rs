@@ -160,7 +160,7 @@ pub(crate) mod intro {
 
     /// The device, parameter store and model of a tiny spec on 1×2×2 images.
     fn tiny_model(spec: &str) -> (Cpu, ParamStore<Cpu>, Model) {
-        let spec: vaelab_core::spec::Model = ron::from_str(spec).unwrap();
+        let spec: vaelab_core::spec::ModelSpec = ron::from_str(spec).unwrap();
         let dev = Cpu::default();
         let mut store = ParamStore::new(dev.clone(), 11);
         let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
@@ -170,9 +170,10 @@ pub(crate) mod intro {
     /// Plain SGD for the encoder and the decoder groups.
     fn sgd_pair(lr: f32, steps: usize) -> (vaelab_core::optim::Optimizer<Cpu>, vaelab_core::optim::Optimizer<Cpu>) {
         use vaelab_core::optim::{Group, Optimizer};
-        use vaelab_core::spec::{GradClip, Optimizer as OptSpec, Schedule};
-        let sgd =
-            |group| Optimizer::for_group(group, OptSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, steps);
+        use vaelab_core::spec::{GradClip, OptimizerSpec, Schedule};
+        let sgd = |group| {
+            Optimizer::for_group(group, OptimizerSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, steps)
+        };
         (sgd(Group::Encoder), sgd(Group::Decoder))
     }
 

@@ -53,8 +53,8 @@ fn trained(kind: &str, dir: &Path) {
     let spec = spec_of(kind);
     vaelab_core::train::train(&spec, &options(dir)).unwrap();
     if matches!(spec.model.prior, Prior::PixelCnn { .. }) {
-        let opts = vaelab_core::prior::train::PriorOptions { progress: false, force: true };
-        vaelab_core::prior::train::train_prior(dir, &opts).unwrap();
+        let opts = vaelab_core::prior::fit::PriorOptions { progress: false, force: true };
+        vaelab_core::prior::fit::fit_prior(dir, &opts).unwrap();
     }
 }
 

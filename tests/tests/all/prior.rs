@@ -4,7 +4,7 @@
 use crate::training::{options, scratch, tiny};
 use dfdx::prelude::*;
 use vaelab_core::nn::{Ctx, ParamStore};
-use vaelab_core::prior::train::{train_prior, PriorOptions};
+use vaelab_core::prior::fit::{fit_prior, PriorOptions};
 use vaelab_core::prior::PixelCnn;
 use vaelab_core::spec::{Latent, Layer::*, Loss, Prior};
 
@@ -82,7 +82,7 @@ fn train_prior_fits_better_than_frequencies_and_eval_samples_from_it() {
     assert!(before.prior.contains("frequencies"), "{}", before.prior);
 
     let opts = PriorOptions { progress: false, force: false };
-    let report = train_prior(&dir, &opts).unwrap();
+    let report = fit_prior(&dir, &opts).unwrap();
     assert_eq!((report.train_grids, report.test_grids, report.model_step), (512, 128, 150));
     assert!(
         report.nll_pixelcnn < report.nll_frequencies,
@@ -91,9 +91,9 @@ fn train_prior_fits_better_than_frequencies_and_eval_samples_from_it() {
         report.nll_frequencies
     );
     let first = std::fs::read(dir.join("prior.safetensors")).unwrap();
-    let refused = train_prior(&dir, &opts).unwrap_err().to_string();
+    let refused = fit_prior(&dir, &opts).unwrap_err().to_string();
     assert!(refused.contains("--force"), "{refused}");
-    train_prior(&dir, &PriorOptions { progress: false, force: true }).unwrap();
+    fit_prior(&dir, &PriorOptions { progress: false, force: true }).unwrap();
     assert!(first == std::fs::read(dir.join("prior.safetensors")).unwrap(), "fitting twice gave different files");
 
     let after = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();

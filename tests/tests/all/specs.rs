@@ -50,7 +50,7 @@ fn every_spec_resolves_and_builds() {
         let reparsed: vaelab_core::spec::Experiment = ron::from_str(&vaelab_core::spec::format_resolved(experiment)).unwrap();
         assert_eq!(&reparsed, experiment, "the resolved form of {} must parse back to the same experiment", rel.display());
         let name = file.strip_prefix(&root).unwrap().to_string_lossy().replace(['/', '.'], "_");
-        insta::assert_snapshot!(name, super::plugins::redact(&check::report(&checked), &[]));
+        insta::assert_snapshot!(name, super::plugins::redact(&check::describe(&checked), &[]));
     }
 }
 

@@ -170,7 +170,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = scratch("nan");
     let mut spec = tiny();
     // A huge SGD step makes the weights explode within a few steps.
-    spec.train.optimizer = vaelab_core::spec::Optimizer::Sgd { lr: 1e12, momentum: 0.0 };
+    spec.train.optimizer = vaelab_core::spec::OptimizerSpec::Sgd { lr: 1e12, momentum: 0.0 };
     spec.train.checkpoint_every = 1;
     let err = train(&spec, &options(&dir)).unwrap_err();
     let TrainError::NonFinite { step, ref term, .. } = err else { panic!("{err}") };

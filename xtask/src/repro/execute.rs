@@ -92,8 +92,8 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
     let t1 = Instant::now();
     pool.install(|| -> Result<(), String> {
         if matches!(p.experiment.model.prior, vaelab_core::spec::Prior::PixelCnn { .. }) {
-            let opts = vaelab_core::prior::train::PriorOptions { progress: false, force: true };
-            vaelab_core::prior::train::train_prior(&p.run_dir, &opts).map_err(|e| format!("{}: {e}", p.task.slug()))?;
+            let opts = vaelab_core::prior::fit::PriorOptions { progress: false, force: true };
+            vaelab_core::prior::fit::fit_prior(&p.run_dir, &opts).map_err(|e| format!("{}: {e}", p.task.slug()))?;
         }
         vaelab_core::eval::evaluate(&p.run_dir, &Default::default()).map_err(|e| format!("{}: {e}", p.task.slug()))?;
         Ok(())

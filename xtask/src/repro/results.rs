@@ -5,12 +5,12 @@ use super::execute::{Prepared, RunRecord};
 use super::suite::{Expect, Suite};
 use std::fmt::Write as _;
 use std::path::Path;
-use vaelab_core::runs::{paths, EvalReport, LogLine};
+use vaelab_core::runs::{paths, EvalRecord, LogLine};
 
 /// One finished run, as read back from its directory.
 pub struct RunResult {
     pub seed: u64,
-    pub report: EvalReport,
+    pub report: EvalRecord,
     pub log: Vec<LogLine>,
     pub record: RunRecord,
     pub batch: usize,
@@ -36,7 +36,7 @@ pub fn read_run(p: &Prepared) -> Result<RunResult, String> {
     let dir = &p.run_dir;
     let read = |path: std::path::PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
     let metrics = paths::metrics_file(&paths::eval_dir(dir));
-    let report: EvalReport = serde_json::from_str(&read(metrics)?).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let report: EvalRecord = serde_json::from_str(&read(metrics)?).map_err(|e| format!("{}: {e}", dir.display()))?;
     let record: RunRecord =
         serde_json::from_str(&read(paths::repro_record(dir))?).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = read(paths::log_file(dir))?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();

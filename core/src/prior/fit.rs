@@ -6,7 +6,7 @@ use crate::latent::LatentModel;
 use crate::nn::{Ctx, ParamStore};
 use crate::optim::{Group, Optimizer};
 use crate::runs::{paths, prior_file, LoadedRun, RunError};
-use crate::spec::{GradClip, Optimizer as OptSpec, Prior, Schedule};
+use crate::spec::{GradClip, OptimizerSpec, Prior, Schedule};
 use dfdx::prelude::*;
 
 use std::path::Path;
@@ -35,7 +35,7 @@ pub struct PriorOptions {
 /// What fitting gave: the held-out negative log-likelihood per code position, under the PixelCNN
 /// and under the independent code-frequency prior it replaces.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct PriorReport {
+pub struct PriorFit {
     pub model_step: usize,
     pub steps: usize,
     pub train_grids: usize,
@@ -45,7 +45,7 @@ pub struct PriorReport {
 }
 
 /// Fits the prior of the run in `run_dir`.
-pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, PriorError> {
+pub fn fit_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorFit, PriorError> {
     let path = paths::prior_file(run_dir);
     if path.exists() && !opts.force {
         return Err(PriorError::Input(format!("{} already holds a fitted prior; pass --force to fit it again", path.display())));
@@ -79,7 +79,7 @@ pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, P
     let net = &prior.net;
     let mut opt = Optimizer::for_group(
         Group::Prior,
-        OptSpec::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        OptimizerSpec::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
         Schedule::Constant,
         GradClip::Off,
         steps,
@@ -109,7 +109,7 @@ pub fn train_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorReport, P
     let nll_frequencies =
         test_grids.iter().flat_map(|g| g.iter()).map(|&k| -((freq[k] / total).max(f32::MIN_POSITIVE) as f64).ln()).sum::<f64>()
             / (test_grids.len() * net.h * net.w).max(1) as f64;
-    let report = PriorReport {
+    let report = PriorFit {
         model_step: run.step,
         steps,
         train_grids: train_grids.len(),
