@@ -279,28 +279,21 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                         Some(acc) => acc + weighted,
                     });
                 }
-                if let (Some(adv), Some(gan)) = (adversarial, &gan) {
-                    let v = adv.as_vec()[0] / gan.weight.max(f32::MIN_POSITIVE);
+                // The terms beside the spec's losses, logged unweighted: the generator loss (its
+                // weight divided back out) and the reconstruction in discriminator features.
+                let gan_weight = gan.as_ref().map_or(1.0, |g| g.weight.max(f32::MIN_POSITIVE));
+                let extra =
+                    adversarial.map(|t| ("generator", t, gan_weight)).into_iter().chain(feature.map(|t| ("feature", t, 1.0)));
+                for (name, term, weight) in extra {
+                    let v = term.as_vec()[0] / weight;
                     if !v.is_finite() {
                         bar.abandon();
-                        return Err(non_finite(step, "generator", v, &last_checkpoint));
+                        return Err(non_finite(step, name, v, &last_checkpoint));
                     }
-                    values.insert("generator".to_string(), v);
+                    values.insert(name.to_string(), v);
                     total_loss = Some(match total_loss {
-                        None => adv,
-                        Some(acc) => acc + adv,
-                    });
-                }
-                if let Some(feature) = feature {
-                    let v = feature.as_vec()[0];
-                    if !v.is_finite() {
-                        bar.abandon();
-                        return Err(non_finite(step, "feature", v, &last_checkpoint));
-                    }
-                    values.insert("feature".to_string(), v);
-                    total_loss = Some(match total_loss {
-                        None => feature,
-                        Some(acc) => acc + feature,
+                        None => term,
+                        Some(acc) => acc + term,
                     });
                 }
                 // Validation guarantees a loss term or a discriminator (a generator from noise).

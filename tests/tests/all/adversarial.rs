@@ -659,23 +659,55 @@ fn r1_penalty_value_and_gradient() {
     }
 }
 
+/// A tiny VAE-GAN built on the CPU with a fixed batch of four 32×32 images and posterior noise.
+struct GanFixture {
+    store: vaelab_core::nn::ParamStore<dfdx::prelude::Cpu>,
+    model: vaelab_core::model::Model,
+    gan: vaelab_core::adversarial::Gan,
+    x: dfdx::prelude::Tensor<(usize, usize), f32, dfdx::prelude::Cpu>,
+    noise: dfdx::prelude::Tensor<(usize, usize), f32, dfdx::prelude::Cpu>,
+}
+
+impl GanFixture {
+    fn new(spec: &Experiment) -> GanFixture {
+        use dfdx::prelude::*;
+        use vaelab_core::nn::{NoBlocks, ParamStore};
+        let dev = Cpu::default();
+        let mut store = ParamStore::new(dev.clone(), 3);
+        let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
+        let model = vaelab_core::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+        let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
+        let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
+        let code = model.latent.code_shape().len();
+        let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
+        GanFixture { store, model, gan, x, noise }
+    }
+}
+
+/// Σ g² over the trainable parameters whose names start with `prefix` (0 for those without a gradient).
+fn grad_norm(
+    store: &vaelab_core::nn::ParamStore<dfdx::prelude::Cpu>,
+    prefix: &str,
+    grads: &mut dfdx::prelude::Gradients<f32, dfdx::prelude::Cpu>,
+) -> f64 {
+    store
+        .iter()
+        .filter(|p| p.role == vaelab_core::nn::Role::Trainable && p.name.starts_with(prefix))
+        .map(|p| {
+            grads.try_alloc_for(&p.tensor).unwrap();
+            grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
+        })
+        .sum()
+}
+
 /// VAE-GAN after Larsen et al. (2016, Algorithm 1): with `gan_trains_encoder: false` the generator
 /// loss on the step's fakes gives the encoder no gradient and the decoder some; with `true` (VQGAN's
 /// way) the encoder gets it too.
 #[test]
 fn the_gan_loss_reaches_the_encoder_only_when_asked() {
     use dfdx::prelude::*;
-    use vaelab_core::model::Model;
-    use vaelab_core::nn::{Ctx, NoBlocks, ParamStore, Role};
-    let spec = tiny_gan(0.1, 1);
-    let dev = Cpu::default();
-    let mut store = ParamStore::new(dev.clone(), 3);
-    let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
-    let model = Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
-    let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
-    let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
-    let code = model.latent.code_shape().len();
-    let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
+    use vaelab_core::nn::Ctx;
+    let GanFixture { store, model, gan, x, noise } = GanFixture::new(&tiny_gan(0.1, 1));
     for reach in [false, true] {
         let ctx = Ctx::new(&store, true, 0, 0);
         let step = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise.clone(), reach, false);
@@ -684,17 +716,7 @@ fn the_gan_loss_reaches_the_encoder_only_when_asked() {
         let loss = gan.generator_loss(&ctx, fakes) + (terms.rec + terms.reg.1) * 0.0;
         let mut grads = loss.backward();
         drop(ctx);
-        let norm = |prefix: &str, grads: &mut Gradients<f32, Cpu>| -> f64 {
-            store
-                .iter()
-                .filter(|p| p.role == Role::Trainable && p.name.starts_with(prefix))
-                .map(|p| {
-                    grads.try_alloc_for(&p.tensor).unwrap();
-                    grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
-                })
-                .sum()
-        };
-        let (encoder, decoder) = (norm("encoder.", &mut grads), norm("decoder.", &mut grads));
+        let (encoder, decoder) = (grad_norm(&store, "encoder.", &mut grads), grad_norm(&store, "decoder.", &mut grads));
         assert!(decoder > 0.0, "the decoder always learns from the GAN loss");
         assert_eq!(encoder > 0.0, reach, "gan_trains_encoder: {reach}, encoder gradient {encoder}");
     }
@@ -771,16 +793,8 @@ fn feature_reconstruction_trains_the_encoder_and_is_logged() {
     assert!(feature.is_finite() && feature > 0.0, "feature term {feature}");
 
     use dfdx::prelude::*;
-    use vaelab_core::model::Model;
-    use vaelab_core::nn::{Ctx, NoBlocks, ParamStore, Role};
-    let dev = Cpu::default();
-    let mut store = ParamStore::new(dev.clone(), 3);
-    let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
-    let model = Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
-    let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
-    let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
-    let code = model.latent.code_shape().len();
-    let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
+    use vaelab_core::nn::Ctx;
+    let GanFixture { store, model, gan, x, noise } = GanFixture::new(&spec);
     let ctx = Ctx::new(&store, true, 0, 0);
     let step = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise, false, true);
     let feature = gan.feature_loss(&ctx, &x, step.recon.expect("asked for")).unwrap();
@@ -788,15 +802,7 @@ fn feature_reconstruction_trains_the_encoder_and_is_logged() {
     let mut grads = loss.backward();
     drop(ctx);
     for prefix in ["encoder.", "decoder."] {
-        let norm: f64 = store
-            .iter()
-            .filter(|p| p.role == Role::Trainable && p.name.starts_with(prefix))
-            .map(|p| {
-                grads.try_alloc_for(&p.tensor).unwrap();
-                grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
-            })
-            .sum();
-        assert!(norm > 0.0, "the feature term reaches {prefix}*");
+        assert!(grad_norm(&store, prefix, &mut grads) > 0.0, "the feature term reaches {prefix}*");
     }
 
     let base = std::fs::canonicalize("../specs/shapes/vae-gan.ron").unwrap();
