@@ -1,10 +1,10 @@
 //! A model built from a spec: encoder → latent → decoder → likelihood, with its loss terms.
 
 use crate::latent::{Encoded, LatentModel, Posterior, PriorDraw};
-use crate::nn::BuildError;
 use crate::nn::{
     infer, Act, Backend, BlockSource, Ctx, FeatShape, Init, ParamId, ParamStore, Role, Sequential, SummaryRow, Tensor2, OT,
 };
+use crate::nn::{BuildError, ParamGroup};
 use crate::spec::{self, Likelihood, Sigma};
 use dfdx::prelude::*;
 
@@ -62,18 +62,25 @@ impl Model {
         store: &mut ParamStore<D>,
         blocks: &dyn BlockSource,
     ) -> Result<Model, BuildError> {
-        let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store, blocks)?;
-        let latent = match spec.noise_dim {
-            Some(noise) => LatentModel::Identity(FeatShape::Flat(noise)),
-            None => LatentModel::build(&spec.latent, encoder.output, store)?,
-        };
-        let decoder = Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store, blocks)?;
+        let (encoder, latent) = store.in_group(ParamGroup::Encoder, |store| {
+            let encoder = Sequential::build(&spec.encoder, data_shape, "encoder", "model.encoder", store, blocks)?;
+            let latent = match spec.noise_dim {
+                Some(noise) => LatentModel::Identity(FeatShape::Flat(noise)),
+                None => LatentModel::build(&spec.latent, encoder.output, store)?,
+            };
+            Ok::<_, BuildError>((encoder, latent))
+        })?;
+        let decoder = store.in_group(ParamGroup::Decoder, |store| {
+            Sequential::build(&spec.decoder, latent.code_shape(), "decoder", "model.decoder", store, blocks)
+        })?;
         let prior = match (&latent, &spec.prior) {
             (LatentModel::Quantized(q), spec::Prior::PixelCnn { .. }) => {
                 let FeatShape::Image(_, h, w) = q.shape else { unreachable!("a quantized code is an image") };
-                crate::prior::PixelCnn::build(&spec.prior, q.codes, h, w, store).map(|net| LearnedPrior {
-                    net,
-                    trained_steps: store.add("prior.trained_steps".into(), vec![1], Init::Zeros, Role::Buffer),
+                store.in_group(ParamGroup::Prior, |store| {
+                    crate::prior::PixelCnn::build(&spec.prior, q.codes, h, w, store).map(|net| LearnedPrior {
+                        net,
+                        trained_steps: store.add("prior.trained_steps".into(), vec![1], Init::Zeros, Role::Buffer),
+                    })
                 })
             }
             _ => None,
@@ -88,7 +95,9 @@ impl Model {
             Likelihood::Bernoulli => LikelihoodHead::Bernoulli,
             Likelihood::Gaussian { sigma: Sigma::Fixed(sigma) } => LikelihoodHead::Gaussian { sigma },
             Likelihood::Gaussian { sigma: Sigma::Learned } => LikelihoodHead::GaussianLearned {
-                log_sigma: store.add("likelihood.log_sigma".into(), vec![1], Init::Zeros, Role::Trainable),
+                log_sigma: store.in_group(ParamGroup::Decoder, |store| {
+                    store.add("likelihood.log_sigma".into(), vec![1], Init::Zeros, Role::Trainable)
+                }),
             },
         };
         Ok(Model {

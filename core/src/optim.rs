@@ -3,42 +3,36 @@
 //! parameter name so that checkpoints can save and restore them.
 
 use crate::nn::update::{Rule, State};
-use crate::nn::{Backend, Flat, ParamStore, Role};
+use crate::nn::{Backend, Flat, ParamGroup, ParamStore, Role};
 use crate::spec::{GradClip, OptimizerSpec, Schedule};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
 
-/// Names of the discriminator's parameters start with this.
-pub const DISCRIMINATOR_PREFIX: &str = "discriminator.";
-/// Names of a learned prior's parameters start with this.
-pub const PRIOR_PREFIX: &str = "prior.";
-
-/// The parameters an optimizer updates, by the prefix of their names. Losses routed to one group
-/// (IntroVAE's encoder and decoder losses, a GAN's discriminator loss) get one optimizer each.
+/// The parameters an optimizer updates. Losses routed to one group (IntroVAE's encoder and decoder
+/// losses, a GAN's discriminator loss) get one optimizer each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
-    /// Everything but the discriminator and a learned prior.
+    /// The encoder and the decoder groups together: everything but a discriminator and a learned prior.
     Model,
-    /// `encoder.*` and the latent's heads (`latent.*`).
+    /// [`ParamGroup::Encoder`]: the encoder and the latent's parameters.
     Encoder,
-    /// `decoder.*` and the likelihood's parameters (`likelihood.*`).
+    /// [`ParamGroup::Decoder`]: the decoder and the likelihood's parameters.
     Decoder,
-    /// `discriminator.*`.
+    /// [`ParamGroup::Discriminator`].
     Discriminator,
-    /// A learned prior over codes (`prior.*`), trained after the model by `vaelab train-prior`.
+    /// [`ParamGroup::Prior`]: a learned prior over codes, fitted after the model by `vaelab train-prior`.
     Prior,
 }
 
 impl Group {
-    pub fn contains(self, name: &str) -> bool {
-        let disc = name.starts_with(DISCRIMINATOR_PREFIX);
-        let prior = name.starts_with(PRIOR_PREFIX);
+    /// Whether parameters of `group` are this optimizer's.
+    pub fn contains(self, group: ParamGroup) -> bool {
         match self {
-            Group::Model => !disc && !prior,
-            Group::Prior => prior,
-            Group::Discriminator => disc,
-            Group::Encoder => name.starts_with("encoder.") || name.starts_with("latent."),
-            Group::Decoder => name.starts_with("decoder.") || name.starts_with("likelihood."),
+            Group::Model => matches!(group, ParamGroup::Encoder | ParamGroup::Decoder),
+            Group::Encoder => group == ParamGroup::Encoder,
+            Group::Decoder => group == ParamGroup::Decoder,
+            Group::Discriminator => group == ParamGroup::Discriminator,
+            Group::Prior => group == ParamGroup::Prior,
         }
     }
 
@@ -87,9 +81,9 @@ impl<D: Device<f32>> Optimizer<D> {
         Optimizer { group, ..Self::new(spec, schedule, clip, total_steps) }
     }
 
-    /// Whether this optimizer updates the parameter called `name`.
-    pub fn owns(&self, name: &str) -> bool {
-        self.group.contains(name)
+    /// Whether this optimizer updates parameters of `group`.
+    pub fn owns(&self, group: ParamGroup) -> bool {
+        self.group.contains(group)
     }
 
     /// The learning rate at `step` (0-based), after the schedule.
@@ -115,7 +109,7 @@ impl<D: Backend> Optimizer<D> {
         let lr = self.lr(step);
         let ids: Vec<_> = (0..store.len())
             .map(crate::nn::ParamId)
-            .filter(|&id| store.get(id).role == Role::Trainable && self.owns(&store.get(id).name))
+            .filter(|&id| store.get(id).role == Role::Trainable && self.owns(store.get(id).group))
             .collect();
         let norm = ids.iter().map(|&id| D::grad_sq_sum(grads, &store.get(id).tensor)).sum::<f64>().sqrt() as f32;
         let scale = match self.clip {

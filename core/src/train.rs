@@ -4,7 +4,7 @@
 use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
 use crate::latent::PriorDraw;
 use crate::model::Model;
-use crate::nn::{Backend, Ctx, ParamStore};
+use crate::nn::{Backend, Ctx, ParamGroup, ParamStore};
 use crate::optim::Optimizer;
 use crate::plugin::PluginSet;
 use crate::runs::checkpoint::{self, CheckpointError, CheckpointInfo};
@@ -212,7 +212,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                     let updates = ctx_d.buffer_updates.take();
                     drop(ctx_d);
                     for (id, v) in updates {
-                        if store.get(id).name.starts_with(crate::optim::DISCRIMINATOR_PREFIX) {
+                        if store.get(id).group == ParamGroup::Discriminator {
                             store.set_values(id, v);
                         }
                     }
@@ -308,7 +308,7 @@ fn train_on<D: Backend>(dev: D, spec: &Experiment, opts: &TrainOptions) -> Resul
                 drop(ctx);
                 for (id, v) in updates {
                     // The discriminator saw only fakes in this phase: its statistics move in its own.
-                    if !store.get(id).name.starts_with(crate::optim::DISCRIMINATOR_PREFIX) {
+                    if store.get(id).group != ParamGroup::Discriminator {
                         store.set_values(id, v);
                     }
                 }

@@ -7,8 +7,8 @@
 //! 2. the generator (encoder and decoder): the model's losses plus `weight ×` the generator loss of
 //!    its fakes under the updated discriminator; gradients reaching the discriminator are dropped.
 
-use crate::nn::BuildError;
 use crate::nn::{Act, Backend, BlockSource, Ctx, FeatShape, ParamStore, Sequential, Tensor2, OT};
+use crate::nn::{BuildError, ParamGroup};
 use crate::spec::{Adversarial, GanLoss, Layer};
 use dfdx::prelude::*;
 
@@ -41,7 +41,9 @@ impl Gan {
         else {
             return Ok(None);
         };
-        let net = Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)?;
+        let net = store.in_group(ParamGroup::Discriminator, |store| {
+            Sequential::build(discriminator, data_shape, "discriminator", "adversarial.discriminator", store, blocks)
+        })?;
         check_one_logit(net.output)?;
         let (loss, weight, d_steps, r1_gamma, trains_encoder) = (*loss, *weight, *d_steps, *r1_gamma, *gan_trains_encoder);
         let feature_layer = *feature_layer;

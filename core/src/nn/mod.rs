@@ -21,7 +21,7 @@ pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
 pub use geom::ConvGeom;
 pub use infer::{infer, SummaryRow};
 pub use layers::{Act, Ctx, Sequential, SpectralNorm, WeightLayout};
-pub use params::{Flat, Init, Param, ParamId, ParamStore, Role};
+pub use params::{Flat, Init, Param, ParamGroup, ParamId, ParamStore, Role};
 pub use shape::FeatShape;
 
 use dfdx::prelude::*;

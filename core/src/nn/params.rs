@@ -31,11 +31,27 @@ pub enum Role {
     Buffer,
 }
 
+/// The part of a model a parameter belongs to, set by the builder that creates it (the store's
+/// current group, [`ParamStore::in_group`]) and never read from its name: optimizers choose their
+/// parameters by group, so renaming a layer cannot move a parameter to another optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamGroup {
+    /// The encoder and the latent's heads and codebook (also what a store builds outside any group).
+    Encoder,
+    /// The decoder and the likelihood's parameters.
+    Decoder,
+    /// A GAN's discriminator.
+    Discriminator,
+    /// A learned prior over codes, fitted after the model.
+    Prior,
+}
+
 pub struct Param<D: Device<f32>> {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
     pub role: Role,
+    pub group: ParamGroup,
     pub tensor: Flat<D>,
 }
 
@@ -47,13 +63,23 @@ pub struct ParamStore<D: Device<f32>> {
     pub dev: D,
     seed: u64,
     params: Vec<Param<D>>,
+    /// The group new parameters join.
+    group: ParamGroup,
 }
 
 impl<D: Device<f32>> ParamStore<D> {
     /// An empty store whose initial values derive from `seed` and each parameter's name, so adding
     /// a layer never changes the initial values of the others.
     pub fn new(dev: D, seed: u64) -> Self {
-        ParamStore { dev, seed, params: Vec::new() }
+        ParamStore { dev, seed, params: Vec::new(), group: ParamGroup::Encoder }
+    }
+
+    /// Runs `build` with every parameter it creates in `group`.
+    pub fn in_group<R>(&mut self, group: ParamGroup, build: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = std::mem::replace(&mut self.group, group);
+        let built = build(self);
+        self.group = outer;
+        built
     }
 
     /// Creates a parameter. Names must be unique.
@@ -61,7 +87,7 @@ impl<D: Device<f32>> ParamStore<D> {
         assert!(self.params.iter().all(|p| p.name != name), "duplicate parameter name {name}");
         let values = initial_values(self.seed, &name, shape.iter().product(), init);
         let tensor = self.dev.tensor_from_vec(values, (shape.iter().product::<usize>(),));
-        self.params.push(Param { name, shape, init, role, tensor });
+        self.params.push(Param { name, shape, init, role, group: self.group, tensor });
         ParamId(self.params.len() - 1)
     }
 

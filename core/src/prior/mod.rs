@@ -14,7 +14,8 @@ use crate::nn::{Backend, ConvGeom, Ctx, Flat, Init, ParamId, ParamStore, Role, T
 use crate::spec::Prior;
 use dfdx::prelude::*;
 
-/// The parameter-name prefix (`prior.0.weight`, …): the optimizer group `Group::Prior`.
+/// The parameter-name prefix (`prior.0.weight`, …); the parameters' group is `ParamGroup::Prior`,
+/// set by `Model::build`.
 pub const PREFIX: &str = "prior";
 
 /// One masked convolution.

@@ -151,7 +151,8 @@ pub fn load<D: Device<f32>>(
         opt.second.clear();
         for name in st.names() {
             for (prefix, second) in [("optim.first.", false), ("optim.second.", true)] {
-                if let Some(param) = name.strip_prefix(prefix).filter(|p| opt.owns(p)) {
+                let owned = |p: &&str| store.find(p).is_some_and(|id| opt.owns(store.get(id).group));
+                if let Some(param) = name.strip_prefix(prefix).filter(owned) {
                     let v = read(name).expect("listed tensor");
                     let n = v.len();
                     let t = store.dev.tensor_from_vec(v, (n,));

@@ -11,7 +11,7 @@ use std::path::Path;
 pub fn save(path: &Path, store: &ParamStore<Cpu>, report: &impl serde::Serialize) -> Result<(), RunError> {
     let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = store
         .iter()
-        .filter(|p| p.name.starts_with(crate::optim::PRIOR_PREFIX))
+        .filter(|p| p.group == crate::nn::ParamGroup::Prior)
         .map(|p| (p.name.clone(), p.tensor.as_vec().iter().flat_map(|v| v.to_le_bytes()).collect(), p.shape.clone()))
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors

@@ -53,3 +53,46 @@ fn adam_first_step_is_lr_times_the_gradient_sign() {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 }
+
+/// Optimizer groups come from the builder that creates a parameter, never from its name: every
+/// parameter of the VAE-GAN and of the VQ-VAE with its PixelCNN prior lands in its builder's group,
+/// and a layer named `encoder` built inside the decoder's group belongs to the decoder's optimizer.
+#[test]
+fn parameter_groups_come_from_the_builder_not_the_name() {
+    use std::path::Path;
+    use vaelab_core::nn::{FeatShape, NoBlocks, ParamGroup, ParamStore, Sequential};
+    use vaelab_core::optim::{Group, Optimizer};
+    let expected = |name: &str| match name.split('.').next().unwrap() {
+        "encoder" | "latent" => ParamGroup::Encoder,
+        "decoder" | "likelihood" => ParamGroup::Decoder,
+        "discriminator" => ParamGroup::Discriminator,
+        "prior" => ParamGroup::Prior,
+        other => panic!("unexpected component {other}"),
+    };
+    let shape = FeatShape::Image(1, 64, 64);
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in ["../specs/shapes/vae-gan.ron", "../specs/shapes/vqvae.ron"] {
+        let spec = vaelab_core::spec::load_spec(Path::new(spec)).unwrap().experiment;
+        let mut store = ParamStore::new(Cpu::default(), 1);
+        vaelab_core::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+        vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap();
+        for p in store.iter() {
+            assert_eq!(p.group, expected(&p.name), "{}", p.name);
+            seen.insert(format!("{:?}", p.group));
+        }
+    }
+    assert_eq!(seen.len(), 4, "the fixtures cover every group: {seen:?}");
+
+    let mut store = ParamStore::new(Cpu::default(), 1);
+    let layers: Vec<vaelab_core::spec::Layer> = ron::from_str("[Dense(out: 3)]").unwrap();
+    store
+        .in_group(ParamGroup::Decoder, |s| Sequential::build(&layers, FeatShape::Flat(2), "encoder", "x", s, &NoBlocks))
+        .unwrap();
+    use vaelab_core::spec::{GradClip, OptimizerSpec, Schedule};
+    let opt =
+        |g| Optimizer::<Cpu>::for_group(g, OptimizerSpec::Sgd { lr: 0.1, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 1);
+    for p in store.iter() {
+        assert_eq!(p.group, ParamGroup::Decoder, "{} was built in the decoder's group", p.name);
+        assert!(opt(Group::Decoder).owns(p.group) && opt(Group::Model).owns(p.group) && !opt(Group::Encoder).owns(p.group));
+    }
+}
