@@ -21,6 +21,7 @@ pub mod latent;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod pipeline;
 pub mod plugin;
 pub mod prior;
 pub mod report;

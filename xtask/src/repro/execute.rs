@@ -6,7 +6,7 @@ use super::suite::Task;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use vaelab_core::pipeline::{PipelineOptions, PipelineOutcome};
 use vaelab_core::runs::paths;
 use vaelab_core::spec::Experiment;
 
@@ -68,7 +68,7 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
     let partial: Option<RunRecord> =
         std::fs::read_to_string(paths::repro_partial(&p.run_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
     let resume = vaelab_core::runs::checkpoint::latest(&paths::checkpoints_dir(&p.run_dir)).is_ok();
-    let opts = vaelab_core::train::TrainOptions {
+    let train = vaelab_core::train::TrainOptions {
         run_dir: p.run_dir.clone(),
         resume,
         progress: false,
@@ -76,29 +76,25 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
         stop_at: None,
         threads,
     };
-    let t0 = Instant::now();
-    let outcome =
-        pool.install(|| vaelab_core::train::train(&p.experiment, &opts)).map_err(|e| format!("{}: {e}", p.task.slug()))?;
-    let train_s = partial.as_ref().map_or(0.0, |r| r.train_s) + t0.elapsed().as_secs_f64();
-    let record = RunRecord { hash: run_hash(&p.experiment), threads, train_s, eval_s: 0.0 };
+    let opts = PipelineOptions { train, eval: Some(Default::default()), prior_progress: false };
+    let outcome = pool
+        .install(|| vaelab_core::pipeline::run(&p.experiment, &opts, |_| {}))
+        .map_err(|e| format!("{}: {e}", p.task.slug()))?;
+    let earlier_s = partial.as_ref().map_or(0.0, |r| r.train_s);
     let write = |path: &Path, r: &RunRecord| {
         std::fs::write(path, serde_json::to_string_pretty(r).expect("records serialize"))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
-    if let vaelab_core::train::TrainOutcome::Interrupted { .. } = outcome {
-        write(&paths::repro_partial(&p.run_dir), &record)?;
-        return Err(format!("{}: interrupted; run the suite again to continue it", p.task.slug()));
-    }
-    let t1 = Instant::now();
-    pool.install(|| -> Result<(), String> {
-        if matches!(p.experiment.model.prior, vaelab_core::spec::Prior::PixelCnn { .. }) {
-            let opts = vaelab_core::prior::fit::PriorOptions { progress: false, force: true };
-            vaelab_core::prior::fit::fit_prior(&p.run_dir, &opts).map_err(|e| format!("{}: {e}", p.task.slug()))?;
+    let hash = run_hash(&p.experiment);
+    match outcome {
+        PipelineOutcome::Interrupted { train_s, .. } => {
+            write(&paths::repro_partial(&p.run_dir), &RunRecord { hash, threads, train_s: earlier_s + train_s, eval_s: 0.0 })?;
+            Err(format!("{}: interrupted; run the suite again to continue it", p.task.slug()))
         }
-        vaelab_core::eval::evaluate(&p.run_dir, &Default::default()).map_err(|e| format!("{}: {e}", p.task.slug()))?;
-        Ok(())
-    })?;
-    write(&record_path, &RunRecord { eval_s: t1.elapsed().as_secs_f64(), ..record })?;
-    let _ = std::fs::remove_file(paths::repro_partial(&p.run_dir));
-    Ok(true)
+        PipelineOutcome::Finished { train_s, eval_s, .. } => {
+            write(&record_path, &RunRecord { hash, threads, train_s: earlier_s + train_s, eval_s })?;
+            let _ = std::fs::remove_file(paths::repro_partial(&p.run_dir));
+            Ok(true)
+        }
+    }
 }
