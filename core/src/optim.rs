@@ -138,3 +138,65 @@ impl<D: Backend> Optimizer<D> {
         norm
     }
 }
+
+/// Why a step stopped before changing a parameter group.
+#[derive(Debug)]
+pub enum StepFailure {
+    /// A loss term is NaN or infinite.
+    NonFinite(String, f32),
+    /// A plugin block failed; its message.
+    Plugin(String),
+}
+
+/// A loss taken backward: its value, its gradients and the running statistics (BatchNorm, a VQ
+/// codebook's EMA) its forward pass computed, not yet written.
+pub struct BackwardPass<D: Backend> {
+    pub value: f32,
+    pub grads: Gradients<f32, D>,
+    buffers: Vec<(crate::nn::ParamId, Vec<f32>)>,
+}
+
+/// Takes `loss` backward, or says why the step stops: its value is not finite (named `name`), or a
+/// plugin block failed in the pass. Consumes `ctx`, whose borrow of the store ends here so that
+/// [`BackwardPass::step`] can change it.
+pub fn backward<D: Backend>(
+    loss: Tensor<(), f32, D, crate::nn::OT<D>>,
+    name: &str,
+    ctx: crate::nn::Ctx<D>,
+) -> Result<BackwardPass<D>, StepFailure> {
+    let value = loss.as_vec()[0];
+    if !value.is_finite() {
+        return Err(StepFailure::NonFinite(name.into(), value));
+    }
+    let grads = loss.backward();
+    if let Some(failure) = ctx.failures.take() {
+        return Err(StepFailure::Plugin(failure));
+    }
+    let buffers = ctx.buffer_updates.take();
+    Ok(BackwardPass { value, grads, buffers })
+}
+
+impl<D: Backend> BackwardPass<D> {
+    /// Writes the running statistics of the groups `keep` accepts, then steps each optimizer on
+    /// these gradients in turn. Returns the first optimizer's learning rate and gradient norm.
+    pub fn step(
+        mut self,
+        store: &mut ParamStore<D>,
+        keep: impl Fn(ParamGroup) -> bool,
+        optimizers: &mut [&mut Optimizer<D>],
+        step: usize,
+    ) -> (f32, f32) {
+        for (id, v) in std::mem::take(&mut self.buffers) {
+            if keep(store.get(id).group) {
+                store.set_values(id, v);
+            }
+        }
+        let mut first = None;
+        for opt in optimizers.iter_mut() {
+            let lr = opt.lr(step);
+            let norm = opt.step(store, &mut self.grads, step);
+            first.get_or_insert((lr, norm));
+        }
+        first.unwrap_or((0.0, 0.0))
+    }
+}

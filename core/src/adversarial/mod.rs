@@ -15,6 +15,7 @@ pub use vpga::Vpga;
 
 use crate::model::Model;
 use crate::nn::{Backend, Ctx, Tensor2, OT};
+use crate::optim::{backward, StepFailure};
 use crate::spec::Adversarial;
 use dfdx::prelude::*;
 
@@ -36,15 +37,6 @@ pub struct StepData<'a, D: Device<f32>> {
 
 /// The stream names of [`StepData::renoise`] (`crate::data::normal_noise` purposes).
 pub const RENOISE_PURPOSES: [&str; 4] = ["renoise-rec-e", "renoise-fake-e", "renoise-rec-d", "renoise-fake-d"];
-
-/// Why a step stopped before changing a parameter group.
-#[derive(Debug)]
-pub enum StepFailure {
-    /// A loss term is NaN or infinite.
-    NonFinite(String, f32),
-    /// A plugin block failed; its message.
-    Plugin(String),
-}
 
 /// A finished step of a [`SplitObjective`].
 pub struct SplitStep {
@@ -132,45 +124,26 @@ impl SplitObjective {
             }
             values.insert(name.to_string(), v);
         }
-        let (e_value, mut e_grads) = backward(encoder.loss, "encoder", &ctx)?;
-        let updates = ctx.buffer_updates.take();
-        drop(ctx);
-        for (id, v) in updates {
-            store.set_values(id, v);
-        }
-        let lr = opt_encoder.lr(step);
-        let grad_norm = opt_encoder.step(store, &mut e_grads, step);
+        // Running statistics move from the encoder's pass only.
+        let e = backward(encoder.loss, "encoder", ctx)?;
+        let e_value = e.value;
         let Some(z) = z else {
             // VPGA: one loss, whose `encoder` and `decoder` terms it logs itself.
-            opt_decoder.step(store, &mut e_grads, step);
+            let (lr, grad_norm) = e.step(store, |_| true, &mut [opt_encoder, opt_decoder], step);
             return Ok(SplitStep { values, lr, grad_norm });
         };
-        drop(e_grads);
+        let (lr, grad_norm) = e.step(store, |_| true, &mut [opt_encoder], step);
         let ctx = Ctx::new(store, true, seed, step as u64);
         let decoder = match self {
             SplitObjective::Intro(iv) => iv.decoder_loss(model, &ctx, data, &z),
             SplitObjective::SoftIntro(s) => s.decoder_loss(model, &ctx, data, &z),
             SplitObjective::Vpga(_) => unreachable!("VPGA returned above"),
         };
-        let (d_value, mut d_grads) = backward(decoder.loss, "decoder", &ctx)?;
-        drop(ctx);
-        opt_decoder.step(store, &mut d_grads, step);
+        let d = backward(decoder.loss, "decoder", ctx)?;
+        let d_value = d.value;
+        d.step(store, |_| false, &mut [opt_decoder], step);
         values.insert("encoder".into(), e_value);
         values.insert("decoder".into(), d_value);
         Ok(SplitStep { values, lr, grad_norm })
-    }
-}
-
-/// A group's loss value and gradients, or why the step stops: the loss is not finite, or a plugin
-/// block failed in the pass.
-fn backward<D: Backend>(loss: Scalar<D>, group: &str, ctx: &Ctx<D>) -> Result<(f32, Gradients<f32, D>), StepFailure> {
-    let v = value(&loss);
-    if !v.is_finite() {
-        return Err(StepFailure::NonFinite(group.into(), v));
-    }
-    let grads = loss.backward();
-    match ctx.failures.take() {
-        Some(failure) => Err(StepFailure::Plugin(failure)),
-        None => Ok((v, grads)),
     }
 }
