@@ -19,16 +19,31 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
 }
 
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot open the dataset: {0}")]
+    Data(#[from] vaelab_datasets::DataError),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
+    #[error(transparent)]
+    Build(#[from] crate::nn::BuildError),
+    #[error(transparent)]
+    Metric(#[from] crate::eval::metric::MetricError),
+    #[error("{0}")]
+    Plugin(String),
+}
+
 /// Times `steps` training steps on the spec's device; the first two are warm-up and not counted.
-pub fn time_steps(spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
+pub fn time_steps(spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
     crate::device::on_device!(spec.device, spec.seed, |dev| time_steps_on(dev, spec, steps))
 }
 
-fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> anyhow::Result<BenchResult> {
+fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
     let ds = build_dataset(spec)?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
-    let plugins = crate::plugin::PluginSet::load(&spec.plugins).map_err(|(_, e)| anyhow::anyhow!("{e}"))?;
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &plugins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plugins = crate::plugin::PluginSet::load(&spec.plugins).map_err(|(_, e)| BenchError::Plugin(e.to_string()))?;
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &plugins)?;
     let mut opt = Optimizer::new(spec.train.optimizer.clone(), spec.train.schedule.clone(), spec.train.grad_clip.clone(), steps);
     let batch = spec.data.batch;
     let images = train_batch(ds.as_ref(), spec.seed, 0, batch, &spec.data.augment);
@@ -90,7 +105,7 @@ pub struct LoaderResult {
 
 /// One pass over an image folder's training split as a run sees it: open (decode and resize every
 /// file, in parallel) and assemble every batch.
-pub fn time_loader(root: &std::path::Path, size: usize, batch: usize) -> anyhow::Result<LoaderResult> {
+pub fn time_loader(root: &std::path::Path, size: usize, batch: usize) -> Result<LoaderResult, BenchError> {
     use vaelab_datasets::{Dataset, FolderConfig, FolderDataset, Split};
     let t0 = Instant::now();
     let ds = FolderDataset::open(FolderConfig {
@@ -138,7 +153,7 @@ pub fn ms_ssim_pairs(pairs: usize, size: usize) -> (vaelab_datasets::ImageBatch,
 }
 
 /// Seconds to score `pairs` MS-SSIM pairs of `size`² grey images, and the mean value.
-pub fn time_ms_ssim(pairs: usize, size: usize) -> anyhow::Result<(f64, f64)> {
+pub fn time_ms_ssim(pairs: usize, size: usize) -> Result<(f64, f64), BenchError> {
     use crate::eval::metric::Metric;
     let (a, b) = ms_ssim_pairs(pairs, size);
     let t0 = Instant::now();
