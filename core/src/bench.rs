@@ -1,8 +1,9 @@
 //! Step timing for `cargo xtask bench`: full training steps (forward, backward, optimizer) on
 //! one fixed batch, the same protocol as the PyTorch reference script in `shared/bench/`.
 
-use crate::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
+use crate::data::{build_dataset, data_shape, train_batch};
 use crate::model::Model;
+use crate::nn::batch::{normal_noise, to_tensor};
 use crate::nn::{Backend, Ctx, ParamStore};
 use crate::optim::Optimizer;
 use crate::spec::Experiment;

@@ -1,8 +1,8 @@
 //! From the spec's data section to a dataset, and from dataset images to model tensors.
 
-use crate::nn::{to_batch_last, FeatShape};
+use crate::nn::FeatShape;
 use crate::spec::{self, Experiment};
-use dfdx::prelude::*;
+
 use vaelab_datasets::{
     tag, Augment, DataError, Dataset, DicomConfig, DicomDataset, FolderConfig, FolderDataset, IdxConfig, IdxDataset, ImageBatch,
     KneeConfig, KneePhantom, Shapes, ShapesConfig, Split, SplitSizes, StreamRng,
@@ -54,15 +54,6 @@ pub fn size_mismatch(e: &Experiment, ds: &dyn Dataset) -> Option<String> {
     })
 }
 
-/// The image shape a spec's data have, read from the spec alone (no dataset opened).
-pub fn spec_image_shape(spec: &Experiment) -> (usize, usize, usize) {
-    let c = match &spec.data.dataset {
-        spec::Dataset::Folder { channels: vaelab_datasets::Channels::Rgb, .. } => 3,
-        _ => 1,
-    };
-    (c, spec.data.size, spec.data.size)
-}
-
 pub fn data_shape(ds: &dyn Dataset) -> FeatShape {
     let (c, h, w) = ds.image_shape();
     FeatShape::Image(c, h, w)
@@ -77,23 +68,4 @@ pub fn train_batch(ds: &dyn Dataset, seed: u64, step: usize, batch: usize, augme
     let mut images = ds.batch(Split::Train, &indices);
     augment.apply_batch(&mut images, seed, step as u64);
     images
-}
-
-/// Standard-normal noise of `rows × batch` from the stream (seed, purpose, step).
-pub fn normal_noise<D: Device<f32>>(
-    dev: &D,
-    seed: u64,
-    purpose: &str,
-    step: u64,
-    rows: usize,
-    batch: usize,
-) -> Tensor<(usize, usize), f32, D> {
-    let mut rng = StreamRng::new(seed, &[tag(purpose), step]);
-    let v: Vec<f32> = (0..rows * batch).map(|_| rng.normal() as f32).collect();
-    dev.tensor_from_vec(v, (rows, batch))
-}
-
-/// A batch as the batch-last matrix models consume.
-pub fn to_tensor<D: Device<f32>>(dev: &D, b: &ImageBatch) -> Tensor<(usize, usize), f32, D> {
-    dev.tensor_from_vec(to_batch_last(&b.pixels, b.n), (b.image_len(), b.n))
 }

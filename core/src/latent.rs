@@ -189,7 +189,7 @@ impl LatentModel {
         let PriorDraw { seed, purpose, index, count } = draw;
         let dev = &store.dev;
         let LatentModel::Quantized(q) = self else {
-            return crate::data::normal_noise(dev, seed, purpose, index, self.code_shape().len(), count);
+            return crate::nn::batch::normal_noise(dev, seed, purpose, index, self.code_shape().len(), count);
         };
         // Each position's code drawn from the training code frequencies (uniform before any training).
         let freq = store.get(q.frequency).tensor.as_vec();

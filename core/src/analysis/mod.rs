@@ -8,9 +8,9 @@ pub mod embed;
 pub mod interpolate;
 pub mod traverse;
 
-use crate::data::{normal_noise, to_tensor};
 use crate::eval::EvalError;
 use crate::latent::LatentModel;
+use crate::nn::batch::{normal_noise, to_tensor};
 use crate::nn::{from_batch_last, Ctx, FeatShape};
 use crate::runs::checkpoint;
 use crate::runs::{LoadedRun, RunError};

@@ -14,10 +14,10 @@ pub mod output;
 pub mod reconstruct;
 pub mod sample;
 
-use crate::data::normal_noise;
 use crate::eval::EvalError;
 use crate::latent::LatentModel;
 use crate::model::Model;
+use crate::nn::batch::normal_noise;
 use crate::nn::{from_batch_last, to_batch_last, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
 use crate::runs::checkpoint;
@@ -71,8 +71,6 @@ pub struct BatchCodes {
     pub indices: Vec<Vec<usize>>,
 }
 
-pub use crate::data::spec_image_shape;
-
 impl Trained {
     /// Loads `run_dir`'s spec and its latest checkpoint (or `checkpoint`), with a fitted PixelCNN
     /// prior where the run has one.
@@ -89,7 +87,7 @@ impl Trained {
     ) -> Result<(Trained, Vec<String>), ApplyError> {
         let mut spec = read_run_spec(run_dir)?;
         let notes = crate::runs::recorded_plugins::reconcile(run_dir, &mut spec.plugins, plugins).map_err(ApplyError::Input)?;
-        let (c, h, w) = spec_image_shape(&spec);
+        let (c, h, w) = crate::spec::image_shape(&spec);
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| EvalError::Plugin(e.to_string()))?;
         let mut store = ParamStore::new(Cpu::seed_from_u64(spec.seed), spec.seed);
         let model = Model::build(&spec.model, FeatShape::Image(c, h, w), &mut store, &plugins)
@@ -104,7 +102,7 @@ impl Trained {
     }
 
     pub fn image_shape(&self) -> (usize, usize, usize) {
-        spec_image_shape(&self.spec)
+        crate::spec::image_shape(&self.spec)
     }
 
     pub fn image_len(&self) -> usize {

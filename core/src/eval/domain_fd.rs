@@ -9,9 +9,9 @@
 
 use super::frechet::{frechet_distance, Gaussian};
 use super::EvalError;
-use crate::data::{normal_noise, to_tensor};
 use crate::latent::PriorDraw;
 use crate::model::Model;
+use crate::nn::batch::{normal_noise, to_tensor};
 use crate::nn::{from_batch_last, Backend, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
 use crate::runs::checkpoint;

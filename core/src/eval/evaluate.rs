@@ -6,8 +6,9 @@ use super::{
     domain_fd, factors, fid, generator_metrics_apply, make_room, mean_training_image, merge_earlier, metric, other_data,
     prior_description, write_factor_grids, write_grids, EvalError, EvalOptions, MetricRegistry, MODEL_METRICS, TRAVERSAL_ROWS,
 };
-use crate::data::{build_dataset, data_shape, normal_noise, to_tensor};
+use crate::data::{build_dataset, data_shape};
 use crate::model::Model;
+use crate::nn::batch::{normal_noise, to_tensor};
 use crate::nn::{from_batch_last, Backend, Ctx, FeatShape, ParamStore};
 use crate::plugin::PluginSet;
 use crate::runs::checkpoint;

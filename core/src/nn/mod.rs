@@ -3,6 +3,7 @@
 //! Layout: activations are batch-last matrices `(C·H·W, B)` everywhere inside models; data enter
 //! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
 
+pub mod batch;
 pub mod build_error;
 pub mod external;
 pub mod fused;

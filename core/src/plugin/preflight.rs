@@ -114,7 +114,7 @@ pub fn worker_main() -> i32 {
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| e.to_string())?;
         let source = Recording { inner: &plugins, seen: Mutex::new(Vec::new()) };
         let mut store = ParamStore::new(Cpu::default(), spec.seed);
-        let (c, h, w) = crate::data::spec_image_shape(&spec);
+        let (c, h, w) = crate::spec::image_shape(&spec);
         let shape = FeatShape::Image(c, h, w);
         Model::build(&spec.model, shape, &mut store, &source).map_err(|e| e.to_string())?;
         crate::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &source).map_err(|e| e.to_string())?;

@@ -67,7 +67,7 @@ pub fn fit_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorFit, PriorE
         let idx: Vec<usize> = (0..n).collect();
         for (bi, chunk) in idx.chunks(run.spec.data.batch).enumerate() {
             let images = run.dataset.batch(split, chunk);
-            let x = crate::data::to_tensor(&run.store.dev, &images);
+            let x = crate::nn::batch::to_tensor(&run.store.dev, &images);
             let ctx = Ctx::new(&run.store, false, run.spec.seed, bi as u64);
             let ze = run.model.pre_quantization(&ctx, x).expect("checked: a quantized latent");
             out.extend(q.nearest_codes(&run.store, &ze, chunk.len()));

@@ -24,3 +24,12 @@ pub fn format_resolved(e: &Experiment) -> String {
     let config = ron::ser::PrettyConfig::default().struct_names(true).depth_limit(3);
     ron::ser::to_string_pretty(e, config).expect("specs serialize")
 }
+
+/// The image shape a spec's data have, read from the spec alone (no dataset opened).
+pub fn image_shape(spec: &Experiment) -> (usize, usize, usize) {
+    let c = match &spec.data.dataset {
+        Dataset::Folder { channels: vaelab_datasets::Channels::Rgb, .. } => 3,
+        _ => 1,
+    };
+    (c, spec.data.size, spec.data.size)
+}

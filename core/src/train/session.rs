@@ -4,9 +4,9 @@
 
 use super::{term_weights, TrainError};
 use crate::adversarial::{Gan, SplitObjective, StepData, RENOISE_PURPOSES};
-use crate::data::{normal_noise, to_tensor};
 use crate::latent::PriorDraw;
 use crate::model::Model;
+use crate::nn::batch::{normal_noise, to_tensor};
 use crate::nn::{Backend, BlockSource, Ctx, FeatShape, ParamGroup, ParamStore, OT};
 use crate::optim::{backward, Group, Optimizer, StepFailure};
 use crate::runs::checkpoint::{self, CheckpointError, CheckpointInfo};

@@ -4,8 +4,9 @@
 
 use dfdx::prelude::*;
 use std::path::Path;
-use vaelab_core::data::{build_dataset, data_shape, normal_noise, to_tensor, train_batch};
+use vaelab_core::data::{build_dataset, data_shape, train_batch};
 use vaelab_core::model::Model;
+use vaelab_core::nn::batch::{normal_noise, to_tensor};
 use vaelab_core::nn::{Ctx, ParamId, ParamStore, Role};
 use vaelab_core::spec::{load_spec, Latent, Likelihood, Sigma};
 
