@@ -1,14 +1,14 @@
 //! `vaelab check`: a spec fully validated (syntax, values, shapes) before any work starts, its
 //! resolved form, and a model summary table.
 
-use crate::data::{build_dataset, data_shape, size_mismatch};
-use crate::eval::registry::MetricRegistry;
-use crate::model::Model;
-use crate::nn::{FeatShape, SummaryRow};
-use crate::plugin::PluginSet;
-use crate::spec::{load_spec, LoadedSpec, SpecError, SpecErrors};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use vaelab_metrics::registry::MetricRegistry;
+use vaelab_models::model::Model;
+use vaelab_nn::{FeatShape, SummaryRow};
+use vaelab_plugin_host::PluginSet;
+use vaelab_runs::data::{build_dataset, data_shape, size_mismatch};
+use vaelab_spec::{load_spec, LoadedSpec, SpecError, SpecErrors};
 
 /// A spec that passed every check, with the data's shape and the model summary.
 pub struct Checked {
@@ -53,7 +53,7 @@ pub fn load_plugins(loaded: &LoadedSpec, written: usize) -> Result<PluginSet, Sp
 fn check_metric_names(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(), SpecErrors> {
     let builtin = MetricRegistry::builtin();
     let mut known: Vec<&str> = builtin.names();
-    known.extend(crate::eval::MODEL_METRICS);
+    known.extend(vaelab_eval::MODEL_METRICS);
     known.extend(plugins.libraries.iter().flat_map(|l| l.metrics.iter().map(|m| m.name.as_str())));
     let errors: Vec<SpecError> = loaded
         .experiment
@@ -83,8 +83,8 @@ pub fn check_shapes(loaded: &LoadedSpec, plugins: &PluginSet) -> Result<(FeatSha
     let input = data_shape(ds.as_ref());
     let mut rows =
         Model::summary(&e.model, input, plugins).map_err(|e| SpecErrors::from(loaded.error_at(&e.spec_path, e.message)))?;
-    if let crate::spec::Adversarial::Gan { discriminator, .. } = &e.adversarial {
-        let d_rows = crate::adversarial::Gan::summary(discriminator, input, plugins)
+    if let vaelab_spec::Adversarial::Gan { discriminator, .. } = &e.adversarial {
+        let d_rows = vaelab_models::adversarial::Gan::summary(discriminator, input, plugins)
             .map_err(|e| SpecErrors::from(loaded.error_at(&e.spec_path, e.message)))?;
         rows.extend(d_rows);
     }
@@ -126,7 +126,7 @@ pub fn format_summary(input: &str, rows: &[SummaryRow]) -> String {
 pub fn describe(c: &Checked) -> String {
     format!(
         "# Resolved spec\n{}\n\n# Model summary\n{}",
-        crate::spec::format_resolved(&c.loaded.experiment),
+        vaelab_spec::format_resolved(&c.loaded.experiment),
         format_summary(&c.input.to_string(), &c.rows)
     )
 }

@@ -2,13 +2,13 @@
 //! (or resume) it, fit its learned prior when the spec has one, and evaluate it. One function, so the
 //! two never drift apart.
 
-use crate::eval::{EvalError, EvalOptions};
-use crate::prior::fit::{PriorError, PriorFit, PriorOptions};
-use crate::runs::EvalRecord;
-use crate::spec::{Experiment, Prior};
-use crate::train::{TrainError, TrainOptions, TrainOutcome};
 use std::path::PathBuf;
 use std::time::Instant;
+use vaelab_eval::{EvalError, EvalOptions};
+use vaelab_runs::EvalRecord;
+use vaelab_spec::{Experiment, Prior};
+use vaelab_train::prior_fit::{PriorError, PriorFit, PriorOptions};
+use vaelab_train::{TrainError, TrainOptions, TrainOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -56,7 +56,7 @@ pub enum PipelineOutcome {
 pub fn run(spec: &Experiment, opts: &PipelineOptions, mut on_stage: impl FnMut(Stage)) -> Result<PipelineOutcome, PipelineError> {
     let run_dir = &opts.train.run_dir;
     let t0 = Instant::now();
-    let (steps, checkpoint) = match crate::train::train(spec, &opts.train)? {
+    let (steps, checkpoint) = match vaelab_train::train(spec, &opts.train)? {
         TrainOutcome::Interrupted { step, checkpoint } => {
             return Ok(PipelineOutcome::Interrupted { step, checkpoint, train_s: t0.elapsed().as_secs_f64() });
         }
@@ -67,14 +67,14 @@ pub fn run(spec: &Experiment, opts: &PipelineOptions, mut on_stage: impl FnMut(S
     let t1 = Instant::now();
     let prior = match spec.model.prior {
         Prior::PixelCnn { .. } => {
-            let fit = crate::prior::fit::fit_prior(run_dir, &PriorOptions { progress: opts.prior_progress, force: true })?;
+            let fit = vaelab_train::prior_fit::fit_prior(run_dir, &PriorOptions { progress: opts.prior_progress, force: true })?;
             on_stage(Stage::PriorFitted(&fit));
             Some(fit)
         }
         Prior::Frequencies => None,
     };
     let eval = match &opts.eval {
-        Some(eval_opts) => Some(Box::new(crate::eval::evaluate(run_dir, eval_opts)?)),
+        Some(eval_opts) => Some(Box::new(vaelab_eval::evaluate(run_dir, eval_opts)?)),
         None => None,
     };
     Ok(PipelineOutcome::Finished { steps, checkpoint, prior, eval, train_s, eval_s: t1.elapsed().as_secs_f64() })

@@ -53,7 +53,7 @@ pub fn cuda_build(opts: &BuildOptions) -> Result<u64, String> {
     let target_dir = root().join("target/cuda");
     let mut build = Command::new("cargo");
     build
-        .args(["build", "-p", "vaelab-core", "--bin", "vaelab", "--features", "cuda", "--profile", &opts.profile])
+        .args(["build", "-p", "vaelab-cli", "--bin", "vaelab", "--features", "cuda", "--profile", &opts.profile])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("PATH", path)
@@ -208,7 +208,7 @@ pub fn device_check(args: &[String]) -> Result<(), String> {
         return Err(format!("the dry run's report lacks the parity table:\n{report}"));
     }
     // The CUDA binary on a machine without a driver. (A binary built without CUDA is refused the same
-    // way: core/tests/cli.rs, device_cuda_in_a_build_without_cuda_says_how_to_build_it.)
+    // way: core/cli/tests/cli.rs, device_cuda_in_a_build_without_cuda_says_how_to_build_it.)
     let spec = root().join("specs/shapes/beta-vae.ron");
     let scratch = out.join("no-driver-run");
     let no_driver = Command::new("bash")

@@ -6,7 +6,7 @@ use crate::{alternate, flag, median, root, run, Side};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vaelab_datasets::{Dataset, KneeConfig, KneePhantom, Split, SplitSizes};
+use vaelab::datasets::{Dataset, KneeConfig, KneePhantom, Split, SplitSizes};
 
 const IMAGES: usize = 5_000;
 const SIDE: usize = 256;
@@ -45,7 +45,7 @@ pub fn bench_loader(args: &[String], python: &str) -> Result<(), String> {
     let rounds: usize = flag(args, "--rounds").map_or(Ok(5), |s| s.parse()).map_err(|_| "--rounds takes a number")?;
     let threads = flag(args, "--threads").unwrap_or_else(|| "2".into());
     let dir = ensure_folder()?;
-    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-core"]))?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli"]))?;
     let vaelab = root().join("target/release/vaelab");
     let script = root().join("xtask/bench/torch_loader.py");
     let torch_ok = Path::new(python).exists();

@@ -236,7 +236,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let python = python(args);
     let script = root().join("../shared/bench/torch_betavae_step.py");
 
-    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-core"]))?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli"]))?;
     let vaelab = root().join("target/release/vaelab");
     let torch_ok = Path::new(&python).exists() && script.exists();
     if !torch_ok {

@@ -10,7 +10,7 @@ pub fn bench_msssim(args: &[String], python: &str) -> Result<(), String> {
     let rounds: usize = flag(args, "--rounds").map_or(Ok(5), |s| s.parse()).map_err(|_| "--rounds takes a number")?;
     let threads = flag(args, "--threads").unwrap_or_else(|| "2".into());
     let pairs = "256";
-    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-core"]))?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli"]))?;
     let vaelab = root().join("target/release/vaelab");
     let script = root().join("xtask/bench/torch_msssim.py");
     let torch_ok = Path::new(python).exists();

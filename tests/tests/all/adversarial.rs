@@ -2,8 +2,8 @@
 //! deterministic and resumable, and the losses follow their formulas.
 
 use crate::training::{checkpoint_tensors, deterministic_trace, options, scratch, tiny, within, TRACE};
-use vaelab_core::spec::{Adversarial, Experiment, GanLoss};
-use vaelab_core::train::{train, TrainOutcome};
+use vaelab::spec::{Adversarial, Experiment, GanLoss};
+use vaelab::train::{train, TrainOutcome};
 
 /// The tiny VAE with a small convolutional discriminator.
 fn tiny_gan(weight: f32, d_steps: usize) -> Experiment {
@@ -87,9 +87,9 @@ fn vae_gan_trace() {
 
 pub(crate) mod intro {
     use dfdx::prelude::*;
-    use vaelab_core::adversarial::IntroVae;
-    use vaelab_core::model::Model;
-    use vaelab_core::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
+    use vaelab::adversarial::IntroVae;
+    use vaelab::model::Model;
+    use vaelab::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
 
     const B: usize = 3;
 
@@ -160,7 +160,7 @@ pub(crate) mod intro {
 
     /// The device, parameter store and model of a tiny spec on 1×2×2 images.
     fn tiny_model(spec: &str) -> (Cpu, ParamStore<Cpu>, Model) {
-        let spec: vaelab_core::spec::ModelSpec = ron::from_str(spec).unwrap();
+        let spec: vaelab::spec::ModelSpec = ron::from_str(spec).unwrap();
         let dev = Cpu::default();
         let mut store = ParamStore::new(dev.clone(), 11);
         let model = Model::build(&spec, FeatShape::Image(1, 2, 2), &mut store, &NoBlocks).unwrap();
@@ -168,9 +168,9 @@ pub(crate) mod intro {
     }
 
     /// Plain SGD for the encoder and the decoder groups.
-    fn sgd_pair(lr: f32, steps: usize) -> (vaelab_core::optim::Optimizer<Cpu>, vaelab_core::optim::Optimizer<Cpu>) {
-        use vaelab_core::optim::{Group, Optimizer};
-        use vaelab_core::spec::{GradClip, OptimizerSpec, Schedule};
+    fn sgd_pair(lr: f32, steps: usize) -> (vaelab::optim::Optimizer<Cpu>, vaelab::optim::Optimizer<Cpu>) {
+        use vaelab::optim::{Group, Optimizer};
+        use vaelab::spec::{GradClip, OptimizerSpec, Schedule};
         let sgd = |group| {
             Optimizer::for_group(group, OptimizerSpec::Sgd { lr, momentum: 0.0 }, Schedule::Constant, GradClip::Off, steps)
         };
@@ -218,7 +218,7 @@ pub(crate) mod intro {
             warmup: 0,
         };
         let ctx = Ctx::new(&store, true, 0, 0);
-        let data = vaelab_core::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
+        let data = vaelab::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
         let (e, z) = iv.encoder_loss(&model, &ctx, &data);
         let got_e = e.loss.as_vec()[0] as f64;
         assert!((got_e - want_e).abs() < 1e-5 * want_e.abs().max(1.0), "L_E {got_e} vs {want_e}");
@@ -284,7 +284,7 @@ pub(crate) mod intro {
     /// the last pass, of the prior samples' images, won).
     #[test]
     fn batch_norm_statistics_come_from_the_real_data_pass() {
-        use vaelab_core::adversarial::{SplitObjective, StepData};
+        use vaelab::adversarial::{SplitObjective, StepData};
         let (dev, mut store, model) = tiny_model(
             "(encoder: [Flatten, Dense(out: 3), BatchNorm(momentum: 0.5, eps: 1e-5), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)",
         );
@@ -318,7 +318,7 @@ pub(crate) mod intro {
     #[test]
     fn intro_vae_two_steps_follow_the_official_order() {
         use crate::split_objectives::{mean, sse, Net};
-        use vaelab_core::adversarial::{SplitObjective, StepData};
+        use vaelab::adversarial::{SplitObjective, StepData};
 
         let (dev, mut store, model) = tiny_model(TINY);
         let lr = 0.3;
@@ -443,15 +443,11 @@ fn intro_vae_trace_and_resume() {
 fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
     let mut spec = tiny_gan(1.0, 1);
     spec.model.encoder = vec![];
-    spec.model.latent = vaelab_core::spec::Latent::None;
+    spec.model.latent = vaelab::spec::Latent::None;
     spec.model.noise_dim = Some(4);
     spec.losses = vec![];
     spec.train.steps = 20;
-    assert!(
-        vaelab_core::spec::validate::validate_values(&spec).is_empty(),
-        "{:?}",
-        vaelab_core::spec::validate::validate_values(&spec)
-    );
+    assert!(vaelab::spec::validate::validate_values(&spec).is_empty(), "{:?}", vaelab::spec::validate::validate_values(&spec));
     let (lines, trace) = deterministic_trace(&spec, "plain-gan");
     within(TRACE, || insta::assert_snapshot!(trace));
     for l in &lines {
@@ -460,21 +456,20 @@ fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
 
     let dir = scratch("plain-gan-eval");
     train(&spec, &options(&dir)).unwrap();
-    let refused = vaelab_core::eval::evaluate(
+    let refused = vaelab::eval::evaluate(
         &dir,
-        &vaelab_core::eval::EvalOptions { metrics: Some(vec!["mse".into(), "fid".into()]), ..Default::default() },
+        &vaelab::eval::EvalOptions { metrics: Some(vec!["mse".into(), "fid".into()]), ..Default::default() },
     )
     .unwrap_err()
     .to_string();
     assert!(refused.contains("mse") && refused.contains("no encoder") && !refused.contains("fid,"), "{refused}");
     let report =
-        vaelab_core::eval::evaluate(&dir, &vaelab_core::eval::EvalOptions { metrics: Some(vec![]), ..Default::default() })
-            .unwrap();
+        vaelab::eval::evaluate(&dir, &vaelab::eval::EvalOptions { metrics: Some(vec![]), ..Default::default() }).unwrap();
     assert!(report.metrics.is_empty());
     let eval_dir = dir.join("eval");
     assert!(eval_dir.join("samples.png").exists() && eval_dir.join("traversal.png").exists());
     assert!(!eval_dir.join("reconstructions.png").exists());
-    let analysis = vaelab_core::runs::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
+    let analysis = vaelab::runs::LoadedRun::open(&dir, None).err().expect("no encoder to analyse").to_string();
     assert!(analysis.contains("generator from noise"), "{analysis}");
 }
 
@@ -483,7 +478,7 @@ fn plain_gan_trains_from_noise_and_evaluates_its_samples() {
 /// every fake is made of codebook vectors), and a spatial latent with IntroVAE's critic.
 #[test]
 fn cross_family_compositions_train() {
-    use vaelab_core::spec::{Latent, Layer::*, Loss};
+    use vaelab::spec::{Latent, Layer::*, Loss};
     let mut vq_gan = tiny_gan(0.1, 1);
     vq_gan.model.encoder = vec![Conv { out: 8, k: 4, s: 2, p: 1 }, Relu, Conv { out: 16, k: 4, s: 2, p: 1 }, Relu];
     vq_gan.model.latent = Latent::Quantized { codes: 8, dim: 4, beta: 0.25, ema: false };
@@ -495,7 +490,7 @@ fn cross_family_compositions_train() {
     svae_intro.losses = vec![Loss::Reconstruction { weight: 1.0 }, Loss::Kl { weight: 1.0, warmup: 0 }];
     svae_intro.adversarial = Adversarial::IntroVae { margin: 10.0, weight_rec: 2.0, weight_kl: 1.0, weight_neg: 0.5, warmup: 5 };
     for (spec, name) in [(vq_gan, "vq_gan"), (svae_intro, "spatial_introvae")] {
-        assert!(vaelab_core::spec::validate::validate_values(&spec).is_empty(), "{name}");
+        assert!(vaelab::spec::validate::validate_values(&spec).is_empty(), "{name}");
         let (lines, trace) = deterministic_trace(&spec, name);
         within(TRACE, || insta::assert_snapshot!(name, trace));
         let last = &lines[19].terms;
@@ -519,9 +514,9 @@ fn cross_family_compositions_train() {
 #[test]
 fn discriminator_and_generator_losses_match_the_formulas() {
     use dfdx::prelude::*;
-    use vaelab_core::adversarial::Gan;
-    use vaelab_core::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
-    use vaelab_core::spec::Layer;
+    use vaelab::adversarial::Gan;
+    use vaelab::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
+    use vaelab::spec::Layer;
     let dev = Cpu::default();
     let (w, b) = ([0.7f32, -1.2, 0.4], 0.3f32);
     let logit = |x: &[f32]| -> f64 { w.iter().zip(x).map(|(w, x)| *w as f64 * *x as f64).sum::<f64>() + b as f64 };
@@ -598,8 +593,8 @@ fn discriminator_and_generator_losses_match_the_formulas() {
 #[test]
 fn r1_penalty_value_and_gradient() {
     use dfdx::prelude::*;
-    use vaelab_core::adversarial::Gan;
-    use vaelab_core::nn::{FeatShape, NoBlocks, ParamStore};
+    use vaelab::adversarial::Gan;
+    use vaelab::nn::{FeatShape, NoBlocks, ParamStore};
     let dev = Cpu::default();
     let gamma = 3.0f32;
     let spec = Adversarial::Gan {
@@ -617,15 +612,15 @@ fn r1_penalty_value_and_gradient() {
     let real = dev.tensor_from_vec(vec![0.1f32, 0.9, 0.5, 0.0, 0.3, 0.2, 0.8, 1.0, 0.6, 0.4, 0.7, 0.2], (3, 4));
     // P(θ) = γ/2·mean_i ‖∇ₓ D(x_i)‖², the input gradient by vaelab's own (first-order) backward pass.
     let penalty = |store: &ParamStore<Cpu>| {
-        let ctx = vaelab_core::nn::Ctx::new(store, true, 0, 0);
+        let ctx = vaelab::nn::Ctx::new(store, true, 0, 0);
         let (_, p) = gan.r1(&ctx, &real).unwrap();
         p as f64
     };
     let c = {
-        let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+        let ctx = vaelab::nn::Ctx::new(&store, true, 0, 0);
         let logits = gan
             .discriminator
-            .forward(&ctx, vaelab_core::nn::Act { t: real.clone().retaped(), shape: FeatShape::Flat(3), needs_grad: true })
+            .forward(&ctx, vaelab::nn::Act { t: real.clone().retaped(), shape: FeatShape::Flat(3), needs_grad: true })
             .t;
         logits.sum::<(), _>().backward().get(&real).as_vec()
     };
@@ -633,7 +628,7 @@ fn r1_penalty_value_and_gradient() {
     assert!((penalty(&store) - want).abs() < 1e-6 * want.max(1e-3), "P {} vs {want}", penalty(&store));
     assert!(want > 1e-3, "the fixture's penalty is not negligible: {want}");
 
-    let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+    let ctx = vaelab::nn::Ctx::new(&store, true, 0, 0);
     let (surrogate, _) = gan.r1(&ctx, &real).unwrap();
     let mut grads = surrogate.backward();
     drop(ctx);
@@ -661,9 +656,9 @@ fn r1_penalty_value_and_gradient() {
 
 /// A tiny VAE-GAN built on the CPU with a fixed batch of four 32×32 images and posterior noise.
 struct GanFixture {
-    store: vaelab_core::nn::ParamStore<dfdx::prelude::Cpu>,
-    model: vaelab_core::model::Model,
-    gan: vaelab_core::adversarial::Gan,
+    store: vaelab::nn::ParamStore<dfdx::prelude::Cpu>,
+    model: vaelab::model::Model,
+    gan: vaelab::adversarial::Gan,
     x: dfdx::prelude::Tensor<(usize, usize), f32, dfdx::prelude::Cpu>,
     noise: dfdx::prelude::Tensor<(usize, usize), f32, dfdx::prelude::Cpu>,
 }
@@ -671,12 +666,12 @@ struct GanFixture {
 impl GanFixture {
     fn new(spec: &Experiment) -> GanFixture {
         use dfdx::prelude::*;
-        use vaelab_core::nn::{NoBlocks, ParamStore};
+        use vaelab::nn::{NoBlocks, ParamStore};
         let dev = Cpu::default();
         let mut store = ParamStore::new(dev.clone(), 3);
-        let shape = vaelab_core::nn::FeatShape::Image(1, 32, 32);
-        let model = vaelab_core::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
-        let gan = vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
+        let shape = vaelab::nn::FeatShape::Image(1, 32, 32);
+        let model = vaelab::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+        let gan = vaelab::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap().unwrap();
         let x = dev.tensor_from_vec((0..1024 * 4).map(|i| ((i * 7) % 11) as f32 / 10.0).collect(), (1024, 4));
         let code = model.latent.code_shape().len();
         let noise = dev.tensor_from_vec((0..code * 4).map(|i| ((i * 5) % 7) as f32 / 3.0 - 1.0).collect(), (code, 4));
@@ -686,13 +681,13 @@ impl GanFixture {
 
 /// Σ g² over the trainable parameters whose names start with `prefix` (0 for those without a gradient).
 fn grad_norm(
-    store: &vaelab_core::nn::ParamStore<dfdx::prelude::Cpu>,
+    store: &vaelab::nn::ParamStore<dfdx::prelude::Cpu>,
     prefix: &str,
     grads: &mut dfdx::prelude::Gradients<f32, dfdx::prelude::Cpu>,
 ) -> f64 {
     store
         .iter()
-        .filter(|p| p.role == vaelab_core::nn::Role::Trainable && p.name.starts_with(prefix))
+        .filter(|p| p.role == vaelab::nn::Role::Trainable && p.name.starts_with(prefix))
         .map(|p| {
             grads.try_alloc_for(&p.tensor).unwrap();
             grads.get(&p.tensor).as_vec().iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
@@ -706,7 +701,7 @@ fn grad_norm(
 #[test]
 fn the_gan_loss_reaches_the_encoder_only_when_asked() {
     use dfdx::prelude::*;
-    use vaelab_core::nn::Ctx;
+    use vaelab::nn::Ctx;
     let GanFixture { store, model, gan, x, noise } = GanFixture::new(&tiny_gan(0.1, 1));
     for reach in [false, true] {
         let ctx = Ctx::new(&store, true, 0, 0);
@@ -729,8 +724,8 @@ fn the_gan_loss_reaches_the_encoder_only_when_asked() {
 #[test]
 fn feature_reconstruction_matches_the_formula() {
     use dfdx::prelude::*;
-    use vaelab_core::adversarial::Gan;
-    use vaelab_core::nn::{FeatShape, NoBlocks, ParamStore};
+    use vaelab::adversarial::Gan;
+    use vaelab::nn::{FeatShape, NoBlocks, ParamStore};
     let dev = Cpu::default();
     let build = |layer: usize, store: &mut ParamStore<Cpu>| {
         let spec = Adversarial::Gan {
@@ -750,7 +745,7 @@ fn feature_reconstruction_matches_the_formula() {
     let (xs, rs) = (vec![0.1f32, 0.9, 0.5, 0.0, 0.3, 0.2], vec![0.4f32, 0.7, 0.1, 0.3, 0.2, 0.9]);
     let real = dev.tensor_from_vec(xs.clone(), (3, 2));
     let recon = dev.tensor_from_vec(rs.clone(), (3, 2));
-    let ctx = vaelab_core::nn::Ctx::new(&store, true, 0, 0);
+    let ctx = vaelab::nn::Ctx::new(&store, true, 0, 0);
     let loss = gan.feature_loss(&ctx, &real, recon.retaped()).unwrap();
     let value = loss.as_vec()[0] as f64;
     let grad = loss.backward().get(&recon).as_vec();
@@ -770,7 +765,7 @@ fn feature_reconstruction_matches_the_formula() {
     }
     let mut store1 = ParamStore::new(dev.clone(), 5);
     let gan1 = build(1, &mut store1);
-    let ctx = vaelab_core::nn::Ctx::new(&store1, true, 0, 0);
+    let ctx = vaelab::nn::Ctx::new(&store1, true, 0, 0);
     let after_relu = gan1.feature_loss(&ctx, &real, recon.retaped()).unwrap().as_vec()[0] as f64;
     assert!((after_relu - value).abs() > 1e-6, "layer 1 reads the ReLU's output: {after_relu} vs {value}");
 }
@@ -793,7 +788,7 @@ fn feature_reconstruction_trains_the_encoder_and_is_logged() {
     assert!(feature.is_finite() && feature > 0.0, "feature term {feature}");
 
     use dfdx::prelude::*;
-    use vaelab_core::nn::Ctx;
+    use vaelab::nn::Ctx;
     let GanFixture { store, model, gan, x, noise } = GanFixture::new(&spec);
     let ctx = Ctx::new(&store, true, 0, 0);
     let step = model.terms_and_fakes(&ctx, x.clone(), noise.clone(), noise, false, true);
@@ -810,10 +805,10 @@ fn feature_reconstruction_trains_the_encoder_and_is_logged() {
         "Experiment(name: \"f\", extends: {:?}, adversarial: Gan(discriminator: [Flatten, Dense(out: 1)], feature_layer: Some(1)))",
         base.display().to_string()
     );
-    let dir = crate::scratch::Scratch::created("test", "gan-feature-spec");
+    let dir = vaelab_tests::scratch::Scratch::created("test", "gan-feature-spec");
     let file = dir.join("spec.ron");
     std::fs::write(&file, text).unwrap();
-    let Err(err) = vaelab_core::spec::load_spec(&file) else { panic!("layer 1 is the logit: the spec must be refused") };
+    let Err(err) = vaelab::spec::load_spec(&file) else { panic!("layer 1 is the logit: the spec must be refused") };
     let err = err.to_string();
     assert!(err.contains("adversarial.feature_layer") && err.contains("before the last"), "{err}");
 }

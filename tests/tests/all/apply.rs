@@ -3,16 +3,16 @@
 //! reading the NPY files, the DICOM reconstruction scored as `eval` scores it, and the messages of
 //! bad inputs. Also `eval`'s folders: an evaluation never erases another, and `--data`.
 
-use crate::scratch::Scratch;
 use crate::training::{options, tiny};
 use std::path::{Path, PathBuf};
-use vaelab_core::apply::encode::{decode, encode, DecodeOptions, EncodeInput, EncodeOptions};
-use vaelab_core::apply::output::ImageFormat;
-use vaelab_core::apply::reconstruct::{reconstruct, ReconstructOptions};
-use vaelab_core::apply::sample::{sample, SampleOptions};
-use vaelab_core::apply::Trained;
-use vaelab_core::spec::{Experiment, Latent, Layer::*, Loss, Prior};
+use vaelab::apply::encode::{decode, encode, DecodeOptions, EncodeInput, EncodeOptions};
+use vaelab::apply::output::ImageFormat;
+use vaelab::apply::reconstruct::{reconstruct, ReconstructOptions};
+use vaelab::apply::sample::{sample, SampleOptions};
+use vaelab::apply::Trained;
+use vaelab::spec::{Experiment, Latent, Layer::*, Loss, Prior};
 use vaelab_datasets::{Dataset, Shapes, ShapesConfig, Split, SplitSizes};
+use vaelab_tests::scratch::Scratch;
 
 /// A tiny run of each latent kind: Gaussian, spatial, quantized (with a fitted PixelCNN prior) and
 /// none (an autoencoder), trained a few steps (the values do not matter here, only the plumbing).
@@ -21,7 +21,7 @@ fn spec_of(kind: &str) -> Experiment {
     spec.train.steps = 4;
     spec.train.checkpoint_every = 4;
     let convs = vec![Conv { out: 8, k: 4, s: 2, p: 1 }, Relu, Conv { out: 16, k: 4, s: 2, p: 1 }, Relu];
-    let up = |cin_layers: Vec<vaelab_core::spec::Layer>| {
+    let up = |cin_layers: Vec<vaelab::spec::Layer>| {
         let mut d = cin_layers;
         d.extend([ConvT { out: 8, k: 4, s: 2, p: 1 }, Relu, ConvT { out: 1, k: 4, s: 2, p: 1 }]);
         d
@@ -51,10 +51,10 @@ fn spec_of(kind: &str) -> Experiment {
 
 fn trained(kind: &str, dir: &Path) {
     let spec = spec_of(kind);
-    vaelab_core::train::train(&spec, &options(dir)).unwrap();
+    vaelab::train::train(&spec, &options(dir)).unwrap();
     if matches!(spec.model.prior, Prior::PixelCnn { .. }) {
-        let opts = vaelab_core::prior::fit::PriorOptions { progress: false, force: true };
-        vaelab_core::prior::fit::fit_prior(dir, &opts).unwrap();
+        let opts = vaelab::prior_fit::PriorOptions { progress: false, force: true };
+        vaelab::prior_fit::fit_prior(dir, &opts).unwrap();
     }
 }
 
@@ -193,10 +193,10 @@ fn samples_are_the_same_across_calls_and_batch_sizes() {
             // The default spec (64 px, batch 64): its decoder sums in another order at widths 1–8 than
             // at 9 or more (measured), which only padding to one width hides.
             let path = crate::specs::workspace().join("specs/shapes/beta-vae.ron");
-            let mut spec = vaelab_core::spec::load_spec(&path).unwrap().experiment;
+            let mut spec = vaelab::spec::load_spec(&path).unwrap().experiment;
             spec.train.steps = 2;
             spec.train.checkpoint_every = 2;
-            vaelab_core::train::train(&spec, &options(&run_dir)).unwrap();
+            vaelab::train::train(&spec, &options(&run_dir)).unwrap();
         } else {
             trained(kind, &run_dir);
         }
@@ -264,7 +264,7 @@ fn reconstructing_a_radiograph_scores_it_as_eval_does() {
     let work = Scratch::created("apply", "dicom");
     let mut spec = tiny();
     spec.train.steps = 3;
-    spec.data.dataset = vaelab_core::spec::Dataset::Dicom {
+    spec.data.dataset = vaelab::spec::Dataset::Dicom {
         root: file.clone(),
         fit: vaelab_datasets::Fit::Resize,
         window: None,
@@ -275,8 +275,8 @@ fn reconstructing_a_radiograph_scores_it_as_eval_does() {
     spec.eval.test_images = 1;
     spec.eval.metrics = vec!["mse".into(), "psnr".into(), "ssim".into()];
     let run_dir = work.join("run");
-    vaelab_core::train::train(&spec, &options(&run_dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&run_dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&run_dir)).unwrap();
+    let report = vaelab::eval::evaluate(&run_dir, &Default::default()).unwrap();
     let run = Trained::open(&run_dir, None).unwrap();
     let out = work.join("rec");
     let opts = ReconstructOptions {
@@ -421,8 +421,8 @@ fn an_evaluation_never_erases_another() {
     spec.train.steps = 4;
     spec.train.checkpoint_every = 2;
     spec.eval.metrics = vec!["mse".into(), "psnr".into(), "ssim".into()];
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    use vaelab_core::eval::{evaluate, EvalOptions};
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    use vaelab::eval::{evaluate, EvalOptions};
     let full = evaluate(&dir, &Default::default()).unwrap();
     assert_eq!(full.folder, dir.join("eval"));
     // One metric again, same checkpoint, split and data: merged, the others kept and said so.
@@ -461,7 +461,7 @@ fn eval_scores_another_folder_of_images() {
     let mut spec = tiny();
     spec.train.steps = 2;
     spec.eval.metrics = vec!["mse".into()];
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
     // 40×40 images in a flat folder: a procedural run's model gets them resized to 32×32.
     let other = work.join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -470,15 +470,15 @@ fn eval_scores_another_folder_of_images() {
             .save(other.join(format!("{i}.png")))
             .unwrap();
     }
-    let opts = vaelab_core::eval::EvalOptions { data: Some(other.clone()), ..Default::default() };
-    let r = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    let opts = vaelab::eval::EvalOptions { data: Some(other.clone()), ..Default::default() };
+    let r = vaelab::eval::evaluate(&dir, &opts).unwrap();
     assert_eq!(r.folder, dir.join("eval-2-test-other"));
     assert_eq!(r.data.as_deref(), Some(other.display().to_string().as_str()));
     assert_eq!(r.test_images, 5, "a flat folder holds out half its images at most");
     assert!(!dir.join("eval").exists(), "the run's own evaluation folder was touched");
     let wrong = work.join("big.ron");
     std::fs::write(&wrong, std::fs::read_to_string("specs/tiny.ron").unwrap().replace("size: 32", "size: 64")).unwrap();
-    let opts = vaelab_core::eval::EvalOptions { data: Some(wrong), ..Default::default() };
-    let err = vaelab_core::eval::evaluate(&dir, &opts).unwrap_err().to_string();
+    let opts = vaelab::eval::EvalOptions { data: Some(wrong), ..Default::default() };
+    let err = vaelab::eval::evaluate(&dir, &opts).unwrap_err().to_string();
     assert!(err.ends_with("its images are 64×64 but the run's are 32×32; a model scores images of its own size"), "{err}");
 }

@@ -117,12 +117,12 @@ fn fashion_mnist_spec_trains() {
     if !have_real_data(FASHION) {
         return;
     }
-    let mut spec = vaelab_core::spec::load_spec(Path::new("../specs/fashion-mnist/vae.ron")).unwrap().experiment;
+    let mut spec = vaelab::spec::load_spec(Path::new("../specs/fashion-mnist/vae.ron")).unwrap().experiment;
     spec.train.steps = 5;
     spec.eval.test_images = 64;
     let dir = scratch("fashion");
-    vaelab_core::train::train(&spec, &crate::training::options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &crate::training::options(&dir)).unwrap();
+    let report = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     assert!(report.metrics["mse"].value.is_finite());
     assert_eq!(report.test_images, 64);
 }

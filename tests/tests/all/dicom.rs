@@ -160,8 +160,8 @@ fn write_dicom(
     obj.with_meta(meta).unwrap().write_to_file(path).unwrap();
 }
 
-fn scratch(name: &str) -> crate::scratch::Scratch {
-    crate::scratch::Scratch::created("dicom", name)
+fn scratch(name: &str) -> vaelab_tests::scratch::Scratch {
+    vaelab_tests::scratch::Scratch::created("dicom", name)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! independent noise, and codes that mix two factors. MIG is also checked against disentanglement_lib's
 //! computation (numpy + scikit-learn) on the same points.
 
-use vaelab_core::eval::disentangle::{
+use vaelab::metrics::disentangle::{
     beta_vae_score, dci, dci_linear, dci_scores, factor_vae_score, mig, sap, BetaVaeSettings, FactorVaeSettings,
 };
 use vaelab_datasets::StreamRng;

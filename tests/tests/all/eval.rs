@@ -1,8 +1,8 @@
 //! Evaluation: metric formulas on fixed inputs, and `vaelab eval` on a trained run.
 
 use crate::training::{options, scratch, tiny};
-use vaelab_core::eval::metric::{Metric, Mse, Psnr};
-use vaelab_core::eval::MetricRegistry;
+use vaelab::eval::MetricRegistry;
+use vaelab::metrics::metric::{Metric, Mse, Psnr};
 use vaelab_datasets::ImageBatch;
 
 fn batch(pixels: Vec<f32>, n: usize) -> ImageBatch {
@@ -20,7 +20,7 @@ fn mse_and_psnr_follow_their_formulas() {
     let psnr = Psnr.compute(&real, &fake).unwrap();
     assert!((psnr - (13.010_299_956_639_812 + 6.020_599_913_279_624) / 2.0).abs() < 1e-5, "{psnr}");
     // Identical images hit the documented cap instead of +∞.
-    assert_eq!(Psnr.compute(&real, &real).unwrap(), vaelab_core::eval::metric::PSNR_CAP_DB);
+    assert_eq!(Psnr.compute(&real, &real).unwrap(), vaelab::metrics::metric::PSNR_CAP_DB);
     let odd = batch(vec![0.0; 6], 2);
     insta::assert_snapshot!(Mse.compute(&real, &odd).unwrap_err().to_string(), @"metric `mse`: batches differ: 2×1×1×2 vs 2×1×1×3");
 }
@@ -37,8 +37,8 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     let dir = scratch("eval");
     let mut spec = tiny();
     spec.train.steps = 300;
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let report = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     for name in ["mse", "psnr", "elbo", "rec_nll", "kl"] {
         assert!(report.metrics.contains_key(name), "{name} missing");
     }
@@ -54,7 +54,7 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     assert_eq!(json["checkpoint_step"], 300);
     assert_eq!(json["test_images"], 64);
     // Same run directory, same numbers.
-    assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
+    assert_eq!(vaelab::eval::evaluate(&dir, &Default::default()).unwrap(), report);
     // 300 steps of the tiny model already beat predicting the mean image by a wide margin.
     assert!(report.metrics["mse"].value < 0.5 * report.mean_image_mse, "{report:?}");
     // The shapes' discrete factors get one grid each: a row per value, grid_images + 1 columns.
@@ -62,8 +62,8 @@ fn eval_writes_metrics_and_grids_and_is_deterministic() {
     let shapes = image::open(dir.join("eval/factor-shape.png")).unwrap();
     assert_eq!(((shapes.width() - 2) / cell, (shapes.height() - 2) / cell), (5, 3));
     // No validation split was held out: asking for one says how to get it.
-    let opts = vaelab_core::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
-    let err = vaelab_core::eval::evaluate(&dir, &opts).unwrap_err().to_string();
+    let opts = vaelab::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
+    let err = vaelab::eval::evaluate(&dir, &opts).unwrap_err().to_string();
     assert!(err.contains("the val split is empty") && err.contains("data.val_size"), "{err}");
 }
 
@@ -75,7 +75,7 @@ fn the_evaluated_subset_holds_every_class_in_proportion() {
     crate::datasets::folders::three_constant_classes(&data, 32);
     let dir = scratch("eval-classes");
     let mut spec = tiny();
-    spec.data.dataset = vaelab_core::spec::Dataset::Folder {
+    spec.data.dataset = vaelab::spec::Dataset::Folder {
         root: data.to_path_buf(),
         channels: Default::default(),
         fit: Default::default(),
@@ -84,8 +84,8 @@ fn the_evaluated_subset_holds_every_class_in_proportion() {
     };
     spec.train.steps = 2;
     spec.eval.test_images = 9;
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let report = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     assert_eq!(report.label_counts, [(0, 3), (1, 3), (2, 3)].into_iter().collect());
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval/metrics.json")).unwrap()).unwrap();
     assert_eq!(json["label_counts"], serde_json::json!({"0": 3, "1": 3, "2": 3}));
@@ -101,10 +101,10 @@ fn the_validation_split_is_scored_into_its_own_folder() {
     let mut spec = tiny();
     spec.train.steps = 5;
     spec.data.val_size = 32;
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let opts = vaelab_core::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
-    let val = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
-    let test = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let opts = vaelab::eval::EvalOptions { split: vaelab_datasets::Split::Val, ..Default::default() };
+    let val = vaelab::eval::evaluate(&dir, &opts).unwrap();
+    let test = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     assert_eq!((val.split, val.test_images, test.test_images), (vaelab_datasets::Split::Val, 32, 64));
     assert_ne!(val.metrics["mse"].value, test.metrics["mse"].value, "different images");
     assert!(dir.join("eval-5-val/metrics.json").exists() && dir.join("eval/metrics.json").exists());
@@ -116,13 +116,13 @@ fn unknown_metric_names_list_the_available_ones() {
     let mut spec = tiny();
     spec.train.steps = 1;
     spec.eval.metrics = vec!["mse".into(), "lpips".into()];
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let err = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let err = vaelab::eval::evaluate(&dir, &Default::default()).unwrap_err();
     insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, mig, sap, dci, dci_linear, factor_vae, beta_vae");
     // FID without a weight file fails before any image is scored, saying where weights come from.
-    assert!(std::env::var_os(vaelab_core::eval::fid::WEIGHTS_VAR).is_none());
-    let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["fid".into()]), ..Default::default() };
-    let err = vaelab_core::eval::evaluate(&dir, &opts).unwrap_err().to_string();
+    assert!(std::env::var_os(vaelab::metrics::fid::WEIGHTS_VAR).is_none());
+    let opts = vaelab::eval::EvalOptions { metrics: Some(vec!["fid".into()]), ..Default::default() };
+    let err = vaelab::eval::evaluate(&dir, &opts).unwrap_err().to_string();
     assert!(
         err.starts_with("FID needs pytorch-fid's Inception weights") && err.contains("fid_weights_to_safetensors.py"),
         "{err}"
@@ -133,7 +133,7 @@ fn unknown_metric_names_list_the_available_ones() {
 fn eval_of_a_directory_that_is_not_a_run_says_so() {
     let dir = scratch("not-a-run");
     std::fs::create_dir_all(&dir).unwrap();
-    let message = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap_err().to_string();
+    let message = vaelab::eval::evaluate(&dir, &Default::default()).unwrap_err().to_string();
     assert!(message.contains("is not a vaelab run directory"), "{message}");
 }
 
@@ -167,7 +167,7 @@ fn reference_pair(n: usize, c: usize, h: usize, w: usize) -> (ImageBatch, ImageB
 /// shipped, whose float32 window moves results by ~2e-6.
 #[test]
 fn ssim_and_ms_ssim_match_pytorch_msssim() {
-    use vaelab_core::eval::ssim::{scales_for, MsSsim, Ssim};
+    use vaelab::metrics::ssim::{scales_for, MsSsim, Ssim};
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("fixtures/ssim_reference.json").unwrap()).unwrap();
     let cases = fixture["cases"].as_array().unwrap();
@@ -199,7 +199,7 @@ fn ssim_and_ms_ssim_match_pytorch_msssim() {
 /// mismatched inputs are clear errors.
 #[test]
 fn comparing_two_folders_of_images() {
-    use vaelab_core::eval::compare::{compare as compare_with, CompareOptions};
+    use vaelab::eval::compare::{compare as compare_with, CompareOptions};
     let compare =
         |a: &std::path::Path, b: &std::path::Path, _: vaelab_datasets::Channels, names: &[String], registry: &MetricRegistry| {
             let opts = CompareOptions {
@@ -261,21 +261,21 @@ fn domain_frechet_distance_from_the_runs_own_or_a_reference_encoder() {
     let mut spec = tiny();
     spec.train.steps = 40;
     spec.eval.metrics = vec!["mse".into(), "domain_fd".into()];
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let own = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let own = vaelab::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
     assert!(own.value.is_finite() && own.value >= 0.0 && own.definition.contains("not FID"), "{own:?}");
 
     // A second run of another seed serves as the reference encoder for the first.
     let other = scratch("domain-fd-reference");
     let mut reference = spec.clone();
     reference.seed = 99;
-    vaelab_core::train::train(&reference, &options(&other)).unwrap();
+    vaelab::train::train(&reference, &options(&other)).unwrap();
     let text = std::fs::read_to_string(dir.join("spec.ron")).unwrap();
     let with_reference =
         text.replace("domain_encoder: None", &format!("domain_encoder: Some({:?})", other.display().to_string()));
     assert_ne!(text, with_reference, "the resolved spec writes domain_encoder");
     std::fs::write(dir.join("spec.ron"), &with_reference).unwrap();
-    let referenced = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
+    let referenced = vaelab::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].clone();
     assert!(referenced.definition.contains("the encoder of run"), "{referenced:?}");
     assert_ne!(referenced.value, own.value);
     // Naming the run itself reproduces the implicit value.
@@ -284,7 +284,7 @@ fn domain_frechet_distance_from_the_runs_own_or_a_reference_encoder() {
         text.replace("domain_encoder: None", &format!("domain_encoder: Some({:?})", dir.display().to_string())),
     )
     .unwrap();
-    let itself = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].value;
+    let itself = vaelab::eval::evaluate(&dir, &Default::default()).unwrap().metrics["domain_fd"].value;
     assert_eq!(itself, own.value);
 }
 
@@ -296,8 +296,8 @@ fn disentanglement_metrics_in_eval() {
     let mut spec = tiny();
     spec.train.steps = 30;
     spec.eval.metrics = vec!["mse".into(), "mig".into(), "sap".into(), "dci".into(), "dci_linear".into()];
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let report = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let report = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     let dci_keys =
         ["dci", "dci_linear"].map(|m| ["disentanglement", "completeness", "informativeness"].map(|p| format!("{m}.{p}")));
     for key in ["mig", "sap"].iter().map(|k| k.to_string()).chain(dci_keys.into_iter().flatten()) {
@@ -306,11 +306,11 @@ fn disentanglement_metrics_in_eval() {
         assert!((-0.05..=1.0).contains(&v), "{key} = {v}");
     }
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_eq!(vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap(), report);
+    assert_eq!(vaelab::eval::evaluate(&dir, &Default::default()).unwrap(), report);
     // `vaelab eval --metrics` computes another list without touching the spec; the earlier
     // evaluation's other metrics are kept beside it.
-    let opts = vaelab_core::eval::EvalOptions { metrics: Some(vec!["psnr".into(), "mig".into()]), ..Default::default() };
-    let other = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    let opts = vaelab::eval::EvalOptions { metrics: Some(vec!["psnr".into(), "mig".into()]), ..Default::default() };
+    let other = vaelab::eval::evaluate(&dir, &opts).unwrap();
     assert_eq!(other.metrics.len(), report.metrics.len() + 1, "psnr added, nothing dropped");
     assert!(other.metrics.contains_key("psnr"));
     assert_eq!(other.metrics["mig"], report.metrics["mig"]);

@@ -1,6 +1,6 @@
 //! The Fréchet distance against pytorch-fid's formula (scipy `sqrtm`) on fixed feature sets.
 
-use vaelab_core::eval::frechet::{frechet_distance, Gaussian};
+use vaelab::metrics::frechet::{frechet_distance, Gaussian};
 
 /// The closed-form features of `xtask/fixtures/frechet_reference.py`.
 fn features(which: usize, n: usize, d: usize) -> Vec<Vec<f64>> {

@@ -2,8 +2,8 @@
 //! CPU convolutions against the gather-based path that dfdx computes on any device.
 
 use dfdx::prelude::*;
-use vaelab_core::nn::{gather, Act, BlockSource, ConvGeom, Ctx, FeatShape, NoBlocks, ParamStore, Sequential};
-use vaelab_core::spec::Layer;
+use vaelab::nn::{gather, Act, BlockSource, ConvGeom, Ctx, FeatShape, NoBlocks, ParamStore, Sequential};
+use vaelab::spec::Layer;
 use vaelab_datasets::StreamRng;
 
 fn values(seed: u64, n: usize, scale: f64) -> Vec<f32> {
@@ -45,7 +45,7 @@ pub(crate) fn check_layers_with(layers: Vec<Layer>, shape: FeatShape, batch: usi
     let block = Sequential::build(&layers, shape, "block", "layers", &mut store, blocks).expect("layers build");
     // Make biases and norm affines non-trivial so their gradients are exercised.
     for i in 0..store.len() {
-        let id = vaelab_core::nn::ParamId(i);
+        let id = vaelab::nn::ParamId(i);
         let n = store.get(id).tensor.shape().0;
         let v = values(100 + i as u64, n, 0.5);
         store.set_values(id, v);
@@ -76,8 +76,8 @@ pub(crate) fn check_layers_with(layers: Vec<Layer>, shape: FeatShape, batch: usi
         loss(&block, &store, shape, &xp, batch, &probe).0
     });
     for pi in 0..store.len() {
-        let id = vaelab_core::nn::ParamId(pi);
-        if store.get(id).role != vaelab_core::nn::Role::Trainable {
+        let id = vaelab::nn::ParamId(pi);
+        if store.get(id).role != vaelab::nn::Role::Trainable {
             continue;
         }
         let name = store.get(id).name.clone();
@@ -86,7 +86,7 @@ pub(crate) fn check_layers_with(layers: Vec<Layer>, shape: FeatShape, batch: usi
         let mut s2 = ParamStore::new(dev.clone(), 5);
         let block2 = Sequential::build(&layers, shape, "block", "layers", &mut s2, blocks).unwrap();
         for j in 0..store.len() {
-            s2.set_values(vaelab_core::nn::ParamId(j), store.get(vaelab_core::nn::ParamId(j)).tensor.as_vec());
+            s2.set_values(vaelab::nn::ParamId(j), store.get(vaelab::nn::ParamId(j)).tensor.as_vec());
         }
         check(&name, analytic, &mut |i, d| {
             let mut v = base.clone();
@@ -162,7 +162,7 @@ fn dropout_is_a_fixed_mask_per_step() {
 /// Same inputs, same weights: the fused kernels and the gather path must agree, forward and backward.
 #[test]
 fn fused_convolutions_match_the_gather_path() {
-    use vaelab_core::nn::Backend;
+    use vaelab::nn::Backend;
     let dev = Cpu::default();
     for (transposed, (c, h, w), out, k, s, p) in [
         (false, (3, 7, 6), 4, 3, 2, 1),
@@ -174,8 +174,8 @@ fn fused_convolutions_match_the_gather_path() {
         let g =
             if transposed { ConvGeom::conv_t(out, h, w, k, s, p).unwrap() } else { ConvGeom::conv(c, h, w, k, s, p).unwrap() };
         if batch == 16 {
-            let tiles = vaelab_core::nn::kernels::tiles(&g, batch).len();
-            let bands = vaelab_core::nn::kernels::bands(&g).len();
+            let tiles = vaelab::nn::kernels::tiles(&g, batch).len();
+            let bands = vaelab::nn::kernels::bands(&g).len();
             assert!(tiles >= 3 && bands >= 3, "tiles {tiles}, bands {bands}: the case should exercise tiling");
         }
         let wlen = c * out * k * k;
@@ -210,7 +210,7 @@ fn fused_convolutions_match_the_gather_path() {
 #[test]
 fn stop_gradient_blocks_only_its_branch() {
     use dfdx::prelude::*;
-    use vaelab_core::nn::{stop_gradient, OT};
+    use vaelab::nn::{stop_gradient, OT};
     let dev = Cpu::default();
     let x = dev.tensor_from_vec(vec![1.0f32, -2.0, 3.0], (3usize, 1usize)).retaped::<OT<Cpu>>();
     let y = x.with_empty_tape() * 2.0; // y on x's tape
@@ -225,8 +225,8 @@ fn stop_gradient_blocks_only_its_branch() {
 #[test]
 fn frozen_layers_pass_gradients_through_but_keep_their_parameters() {
     use dfdx::prelude::*;
-    use vaelab_core::nn::{Act, Ctx, FeatShape, NoBlocks, ParamStore, Sequential, OT};
-    use vaelab_core::spec::Layer;
+    use vaelab::nn::{Act, Ctx, FeatShape, NoBlocks, ParamStore, Sequential, OT};
+    use vaelab::spec::Layer;
     let dev = Cpu::default();
     let mut store = ParamStore::new(dev.clone(), 5);
     let net =
@@ -253,7 +253,7 @@ fn frozen_layers_pass_gradients_through_but_keep_their_parameters() {
 /// output channels), checked against nalgebra's SVD of that matrix.
 #[test]
 fn spectral_norm_power_iteration_finds_the_largest_singular_value() {
-    use vaelab_core::nn::{SpectralNorm, WeightLayout};
+    use vaelab::nn::{SpectralNorm, WeightLayout};
     let (cin, cout, kk) = (3, 4, 4);
     for (layout, rows, cols) in [
         (WeightLayout::RowMajor(5, 7), 5, 7),
@@ -267,7 +267,7 @@ fn spectral_norm_power_iteration_finds_the_largest_singular_value() {
             WeightLayout::InputMajor { .. } => w[((c / kk) * cout + r) * kk + c % kk] as f64,
         });
         let want = m.singular_values().max();
-        let sn = SpectralNorm::new(vaelab_core::nn::ParamId(0), layout);
+        let sn = SpectralNorm::new(vaelab::nn::ParamId(0), layout);
         let mut u: Vec<f32> = values(32, rows, 1.0);
         let mut sigma = 0.0;
         for _ in 0..200 {
@@ -284,7 +284,7 @@ fn spectral_norm_power_iteration_finds_the_largest_singular_value() {
 /// and PyTorch differentiate it); and the layer's u moves by one power iteration per training pass.
 #[test]
 fn spectral_norm_gradients_hold_u_and_v_constant() {
-    use vaelab_core::nn::{SpectralNorm, WeightLayout};
+    use vaelab::nn::{SpectralNorm, WeightLayout};
     let (n_in, n_out, batch) = (4, 3, 2);
     let dev = Cpu::default();
     let mut store = ParamStore::new(dev.clone(), 5);

@@ -1,7 +1,7 @@
 //! The FID network against pytorch-fid's InceptionV3 on the same deterministic weights and images
 //! (`xtask/fixtures/inception_reference.py`), and its weight loading.
 
-use vaelab_core::eval::{fid, inception};
+use vaelab::metrics::{fid, inception};
 use vaelab_datasets::ImageBatch;
 
 /// The closed-form images of the fixture script.
@@ -66,8 +66,8 @@ fn image_folder(dir: &std::path::Path, n: u32, side: u32, kind: u32) {
 /// wrong weights are errors that say what to do.
 #[test]
 fn fid_between_folders_loads_weights_from_safetensors() {
-    use vaelab_core::eval::compare::{compare, CompareOptions};
-    use vaelab_core::eval::MetricRegistry;
+    use vaelab::eval::compare::{compare, CompareOptions};
+    use vaelab::eval::MetricRegistry;
     let dir = crate::training::scratch("fid-compare");
     std::fs::create_dir_all(&dir).unwrap();
     let weights = dir.join("inception-fid.safetensors");

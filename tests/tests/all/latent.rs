@@ -10,8 +10,8 @@ use crate::training::{options, scratch, tiny, within, Tolerance};
 const GRID_STATS: Tolerance = Tolerance { rel: 0.0, abs: 0.005 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use vaelab_core::analysis::{attributes, embed, interpolate, traverse};
-use vaelab_core::runs::LoadedRun;
+use vaelab::analysis::{attributes, embed, interpolate, traverse};
+use vaelab::runs::LoadedRun;
 
 /// One β-VAE (β = 4) on 32 px shapes, trained once for every test here.
 fn trained_run() -> &'static Path {
@@ -22,18 +22,18 @@ fn trained_run() -> &'static Path {
         let _ = std::fs::remove_dir_all(&dir);
         let mut spec = tiny();
         spec.train.steps = 2500;
-        spec.model.latent = vaelab_core::spec::Latent::Gaussian { dim: 8 };
+        spec.model.latent = vaelab::spec::Latent::Gaussian { dim: 8 };
         spec.train.log_every = 100;
         spec.train.checkpoint_every = 2500;
         spec.data.batch = 32;
         spec.losses = ron::from_str("[Reconstruction(), Kl(weight: 4.0, warmup: 300)]").unwrap();
         spec.data.test_size = 600;
-        vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+        vaelab::train::train(&spec, &options(&dir)).unwrap();
         dir
     })
 }
 
-fn open() -> (LoadedRun, vaelab_core::analysis::Codes) {
+fn open() -> (LoadedRun, vaelab::analysis::Codes) {
     let run = LoadedRun::open(trained_run(), None).unwrap();
     let codes = run.encode(run.test_images(600));
     (run, codes)
@@ -140,13 +140,13 @@ fn embed_writes_one_plot_per_factor() {
 
 /// A running explorer on the shared run, stopped when dropped.
 struct Running {
-    explorer: std::sync::Arc<vaelab_core::explore::Explorer>,
+    explorer: std::sync::Arc<vaelab::explore::Explorer>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
     fn start() -> Running {
-        use vaelab_core::explore::{ExploreOptions, Explorer};
+        use vaelab::explore::{ExploreOptions, Explorer};
         let opts = ExploreOptions { port: 0, images: 16, sliders: 8, ..Default::default() };
         let explorer = std::sync::Arc::new(Explorer::start(trained_run(), &opts).unwrap());
         assert!(explorer.addr.ip().is_loopback(), "binds to loopback by default");

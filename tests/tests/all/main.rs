@@ -11,14 +11,13 @@ mod frechet;
 mod gradients;
 mod inception;
 mod latent;
+mod layering;
 mod model;
 mod optim;
 mod plugins;
 mod prior;
 mod report;
 mod repro;
-#[path = "../../support/scratch.rs"]
-mod scratch;
 mod specs;
 mod split_objectives;
 mod tolerance;

@@ -4,18 +4,18 @@
 
 use dfdx::prelude::*;
 use std::path::Path;
-use vaelab_core::data::{build_dataset, data_shape, train_batch};
-use vaelab_core::model::Model;
-use vaelab_core::nn::batch::{normal_noise, to_tensor};
-use vaelab_core::nn::{Ctx, ParamId, ParamStore, Role};
-use vaelab_core::spec::{load_spec, Latent, Likelihood, Sigma};
+use vaelab::data::{build_dataset, data_shape, train_batch};
+use vaelab::model::Model;
+use vaelab::nn::batch::{normal_noise, to_tensor};
+use vaelab::nn::{Ctx, ParamId, ParamStore, Role};
+use vaelab::spec::{load_spec, Latent, Likelihood, Sigma};
 
 fn check(likelihood: Likelihood) {
     check_with(likelihood, Latent::Gaussian { dim: 4 });
 }
 
 fn check_with(likelihood: Likelihood, latent: Latent) {
-    use vaelab_core::spec::Layer::*;
+    use vaelab::spec::Layer::*;
     let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
     spec.data.size = 8;
     let flat_decoder = vec![Dense { out: 48 }, Reshape { c: 3, h: 4, w: 4 }, Tanh, ConvT { out: 1, k: 4, s: 2, p: 1 }];
@@ -32,7 +32,7 @@ fn check_with(likelihood: Likelihood, latent: Latent) {
     let dev = Cpu::default();
     let ds = build_dataset(&spec).unwrap();
     let mut store = ParamStore::new(dev.clone(), 11);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab::nn::NoBlocks).unwrap();
     let images = train_batch(ds.as_ref(), 1, 0, 3, &Default::default());
     let code = model.latent.code_shape().len();
     let loss = |store: &ParamStore<Cpu>| {
@@ -104,14 +104,14 @@ fn autoencoder_loss_gradients() {
 #[test]
 fn spatial_kl_sums_over_elements_and_the_autoencoder_has_none() {
     let mut spec = load_spec(Path::new("specs/tiny.ron")).unwrap().experiment;
-    spec.model.encoder = vec![vaelab_core::spec::Layer::Conv { out: 3, k: 4, s: 2, p: 1 }];
+    spec.model.encoder = vec![vaelab::spec::Layer::Conv { out: 3, k: 4, s: 2, p: 1 }];
     spec.model.latent = Latent::Spatial { channels: 2 };
-    spec.model.decoder = vec![vaelab_core::spec::Layer::ConvT { out: 1, k: 4, s: 2, p: 1 }];
+    spec.model.decoder = vec![vaelab::spec::Layer::ConvT { out: 1, k: 4, s: 2, p: 1 }];
     let dev = Cpu::default();
     let ds = build_dataset(&spec).unwrap();
     let mut store = ParamStore::new(dev.clone(), 2);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
-    assert_eq!(model.latent.code_shape(), vaelab_core::nn::FeatShape::Image(2, 16, 16));
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab::nn::NoBlocks).unwrap();
+    assert_eq!(model.latent.code_shape(), vaelab::nn::FeatShape::Image(2, 16, 16));
     let x = to_tensor(&dev, &train_batch(ds.as_ref(), 1, 0, 3, &Default::default()));
     let ctx = Ctx::new(&store, false, 1, 0);
     let enc = model.encode(&ctx, x.clone(), normal_noise(&dev, 1, "noise", 0, 2 * 16 * 16, 3));
@@ -122,7 +122,7 @@ fn spatial_kl_sums_over_elements_and_the_autoencoder_has_none() {
 
     spec.model.latent = Latent::None;
     let mut store = ParamStore::new(dev.clone(), 2);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab::nn::NoBlocks).unwrap();
     let ctx = Ctx::new(&store, false, 1, 0);
     let enc = model.encode(&ctx, x, normal_noise(&dev, 1, "noise", 0, 3 * 16 * 16, 3));
     assert_eq!(enc.reg.as_vec()[0], 0.0);
@@ -146,7 +146,7 @@ fn gaussian_kl_matches_the_closed_form() {
     assert!((closed(0) - 0.866489).abs() < 1e-6, "{}", closed(0));
     let mu_leaf = dev.tensor_from_vec(mu.to_vec(), (3, 2));
     let lv_leaf = dev.tensor_from_vec(logvar.to_vec(), (3, 2));
-    let posterior = vaelab_core::latent::Posterior { mu: mu_leaf.leaky_trace(), logvar: lv_leaf.leaky_trace() };
+    let posterior = vaelab::latent::Posterior { mu: mu_leaf.leaky_trace(), logvar: lv_leaf.leaky_trace() };
     let kl = posterior.kl();
     let values = kl.as_vec();
     for (j, v) in values.iter().enumerate() {
@@ -186,11 +186,11 @@ fn vq_fixture(codes: usize, ema: bool, book: &[f32], batch: usize) -> VqFixture 
     spec.data.size = 8;
     spec.model.encoder = vec![];
     spec.model.latent = Latent::Quantized { codes, dim: 2, beta: 0.25, ema };
-    spec.model.decoder = vec![vaelab_core::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
+    spec.model.decoder = vec![vaelab::spec::Layer::Conv { out: 1, k: 1, s: 1, p: 0 }];
     let dev = Cpu::default();
     let ds = build_dataset(&spec).unwrap();
     let mut store = ParamStore::new(dev.clone(), 4);
-    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab_core::nn::NoBlocks).unwrap();
+    let model = Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab::nn::NoBlocks).unwrap();
     let book_id = store.find("latent.codebook").unwrap();
     store.set_values(book_id, book.to_vec());
     let (w, b) = (store.find("latent.pre.0.weight").unwrap(), store.find("latent.pre.0.bias").unwrap());

@@ -2,8 +2,8 @@
 //! a hand-computed first step.
 
 use dfdx::prelude::*;
-use vaelab_core::nn::update::{update_generic, Rule, State};
-use vaelab_core::nn::Backend;
+use vaelab::nn::update::{update_generic, Rule, State};
+use vaelab::nn::Backend;
 use vaelab_datasets::StreamRng;
 
 fn random(dev: &Cpu, seed: u64, n: usize) -> Tensor<(usize,), f32, Cpu> {
@@ -60,8 +60,8 @@ fn adam_first_step_is_lr_times_the_gradient_sign() {
 #[test]
 fn parameter_groups_come_from_the_builder_not_the_name() {
     use std::path::Path;
-    use vaelab_core::nn::{FeatShape, NoBlocks, ParamGroup, ParamStore, Sequential};
-    use vaelab_core::optim::{Group, Optimizer};
+    use vaelab::nn::{FeatShape, NoBlocks, ParamGroup, ParamStore, Sequential};
+    use vaelab::optim::{Group, Optimizer};
     let expected = |name: &str| match name.split('.').next().unwrap() {
         "encoder" | "latent" => ParamGroup::Encoder,
         "decoder" | "likelihood" => ParamGroup::Decoder,
@@ -72,10 +72,10 @@ fn parameter_groups_come_from_the_builder_not_the_name() {
     let shape = FeatShape::Image(1, 64, 64);
     let mut seen = std::collections::BTreeSet::new();
     for spec in ["../specs/shapes/vae-gan.ron", "../specs/shapes/vqvae.ron"] {
-        let spec = vaelab_core::spec::load_spec(Path::new(spec)).unwrap().experiment;
+        let spec = vaelab::spec::load_spec(Path::new(spec)).unwrap().experiment;
         let mut store = ParamStore::new(Cpu::default(), 1);
-        vaelab_core::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
-        vaelab_core::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap();
+        vaelab::model::Model::build(&spec.model, shape, &mut store, &NoBlocks).unwrap();
+        vaelab::adversarial::Gan::build(&spec.adversarial, shape, &mut store, &NoBlocks).unwrap();
         for p in store.iter() {
             assert_eq!(p.group, expected(&p.name), "{}", p.name);
             seen.insert(format!("{:?}", p.group));
@@ -84,11 +84,11 @@ fn parameter_groups_come_from_the_builder_not_the_name() {
     assert_eq!(seen.len(), 4, "the fixtures cover every group: {seen:?}");
 
     let mut store = ParamStore::new(Cpu::default(), 1);
-    let layers: Vec<vaelab_core::spec::Layer> = ron::from_str("[Dense(out: 3)]").unwrap();
+    let layers: Vec<vaelab::spec::Layer> = ron::from_str("[Dense(out: 3)]").unwrap();
     store
         .in_group(ParamGroup::Decoder, |s| Sequential::build(&layers, FeatShape::Flat(2), "encoder", "x", s, &NoBlocks))
         .unwrap();
-    use vaelab_core::spec::{GradClip, OptimizerSpec, Schedule};
+    use vaelab::spec::{GradClip, OptimizerSpec, Schedule};
     let opt =
         |g| Optimizer::<Cpu>::for_group(g, OptimizerSpec::Sgd { lr: 0.1, momentum: 0.0 }, Schedule::Constant, GradClip::Off, 1);
     for p in store.iter() {

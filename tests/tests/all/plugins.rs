@@ -1,20 +1,17 @@
 //! Plugins: the C header against the Rust ABI types, the example metrics against the built-in ones,
 //! the example block's gradients, and a clear message for every kind of bad plugin.
 
-#[path = "../../support/plugin_build.rs"]
-mod plugin_build;
-
 use dfdx::prelude::TensorFromVec;
-use plugin_build::{plugin_library, plugin_target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vaelab_core::eval::metric::{Metric, Psnr};
-use vaelab_core::eval::MetricRegistry;
-use vaelab_core::nn::{Act, BlockSource, Ctx, FeatShape, ParamStore, Sequential};
-use vaelab_core::plugin::{self, PluginSet};
-use vaelab_core::spec::Layer;
+use vaelab::eval::MetricRegistry;
+use vaelab::metrics::metric::{Metric, Psnr};
+use vaelab::nn::{Act, BlockSource, Ctx, FeatShape, ParamStore, Sequential};
+use vaelab::plugin::{self, PluginSet};
+use vaelab::spec::Layer;
 use vaelab_datasets::{ImageBatch, StreamRng};
 use vaelab_plugin_abi as abi;
+use vaelab_tests::plugin_build::{plugin_library, plugin_target_dir};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -24,8 +21,8 @@ fn header_dir() -> PathBuf {
     workspace().join("plugins/abi/include")
 }
 
-fn scratch(name: &str) -> crate::scratch::Scratch {
-    crate::scratch::Scratch::created("plugins", name)
+fn scratch(name: &str) -> vaelab_tests::scratch::Scratch {
+    vaelab_tests::scratch::Scratch::created("plugins", name)
 }
 
 /// Compiles C with the system compiler (as a C plugin author would).
@@ -192,7 +189,7 @@ fn plugin_block_parameters_live_in_the_store_under_the_layer_name() {
 
 /// A folder holding `spec.ron`: a spec that extends `spec` and loads the test-built example plugins
 /// instead of its own list. The folder goes when the returned guard does.
-pub(crate) fn with_test_plugins(spec: &Path) -> crate::scratch::Scratch {
+pub(crate) fn with_test_plugins(spec: &Path) -> vaelab_tests::scratch::Scratch {
     let dir = scratch(&spec.file_stem().unwrap().to_string_lossy());
     let libs = [plugin_library("vaelab-block-se"), plugin_library("vaelab-metric-psnr")];
     let list: Vec<String> = libs.iter().map(|l| format!("{:?}", l.display().to_string())).collect();

@@ -3,10 +3,10 @@
 
 use crate::training::{options, scratch, tiny};
 use dfdx::prelude::*;
-use vaelab_core::nn::{Ctx, ParamStore};
-use vaelab_core::prior::fit::{fit_prior, PriorOptions};
-use vaelab_core::prior::PixelCnn;
-use vaelab_core::spec::{Latent, Layer::*, Loss, Prior};
+use vaelab::nn::{Ctx, ParamStore};
+use vaelab::prior::PixelCnn;
+use vaelab::prior_fit::{fit_prior, PriorOptions};
+use vaelab::spec::{Latent, Layer::*, Loss, Prior};
 
 fn net(store: &mut ParamStore<Cpu>) -> PixelCnn {
     let spec = Prior::PixelCnn { channels: 6, layers: 2, kernel: 5, steps: 1, lr: 1e-3, batch: 1 };
@@ -77,8 +77,8 @@ fn train_prior_fits_better_than_frequencies_and_eval_samples_from_it() {
     spec.eval.test_images = 128;
     spec.eval.metrics = vec!["mse".into()];
     let dir = scratch("prior-run");
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
-    let before = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
+    let before = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     assert!(before.prior.contains("frequencies"), "{}", before.prior);
 
     let opts = PriorOptions { progress: false, force: false };
@@ -96,7 +96,7 @@ fn train_prior_fits_better_than_frequencies_and_eval_samples_from_it() {
     fit_prior(&dir, &PriorOptions { progress: false, force: true }).unwrap();
     assert!(first == std::fs::read(dir.join("prior.safetensors")).unwrap(), "fitting twice gave different files");
 
-    let after = vaelab_core::eval::evaluate(&dir, &Default::default()).unwrap();
+    let after = vaelab::eval::evaluate(&dir, &Default::default()).unwrap();
     assert!(after.prior.contains("PixelCNN"), "{}", after.prior);
     assert_eq!(after.metrics["mse"].value, before.metrics["mse"].value, "the prior does not touch reconstructions");
 }

@@ -23,11 +23,11 @@ fn report_html_embeds_the_table_grids_and_loss_curves_and_renders_in_chromium() 
     let mut spec = tiny();
     spec.train.steps = 120;
     spec.eval.metrics = ["mse", "psnr", "ssim", "ms_ssim", "elbo", "fid", "mig"].map(String::from).to_vec();
-    vaelab_core::train::train(&spec, &options(&dir)).unwrap();
+    vaelab::train::train(&spec, &options(&dir)).unwrap();
     let weights = dir.join("inception-fid.safetensors");
-    vaelab_core::eval::fid::write_synthetic_weights(&weights).unwrap();
-    let opts = vaelab_core::eval::EvalOptions { fid_weights: Some(weights), ..Default::default() };
-    let report = vaelab_core::eval::evaluate(&dir, &opts).unwrap();
+    vaelab::metrics::fid::write_synthetic_weights(&weights).unwrap();
+    let opts = vaelab::eval::EvalOptions { fid_weights: Some(weights), ..Default::default() };
+    let report = vaelab::eval::evaluate(&dir, &opts).unwrap();
     assert!(report.metrics["fid"].value.is_finite() && report.metrics["fid"].value >= 0.0);
 
     let html = std::fs::read_to_string(dir.join("eval/report.html")).unwrap();

@@ -157,7 +157,7 @@ fn slurm_emission_writes_a_job_array() {
     for line in tasks.lines() {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 4, "{line}");
-        let spec = vaelab_core::spec::load_spec(&emit.join(cols[1])).unwrap().experiment;
+        let spec = vaelab::spec::load_spec(&emit.join(cols[1])).unwrap().experiment;
         assert!(cols[2].starts_with("runs/") && cols[2].ends_with(cols[3]), "{line}");
         assert_eq!(xtask::repro::execute::run_hash(&spec), cols[3], "the resolved spec keeps the hash");
     }
@@ -177,7 +177,7 @@ fn committed_suites_expand_into_valid_specs() {
         let file = entry.unwrap().path();
         let suite = xtask::repro::suite::load(&file).unwrap();
         let name_of = |p: &Path| -> Result<String, String> {
-            vaelab_core::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| e.to_string())
+            vaelab::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| e.to_string())
         };
         let dir = scratch(&format!("suite-{}", suite.name));
         let reference = suite.reference_task(&file).unwrap().map(|t| xtask::repro::execute::prepare(&t, &dir).unwrap().run_dir);

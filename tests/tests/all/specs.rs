@@ -2,7 +2,7 @@
 //! summary are snapshotted), and every class of bad spec gives a located, readable error.
 
 use std::path::{Path, PathBuf};
-use vaelab_core::check;
+use vaelab::check;
 
 /// Paths relative to the tests crate, which is where cargo runs this binary.
 pub fn workspace() -> PathBuf {
@@ -34,7 +34,7 @@ fn every_spec_resolves_and_builds() {
         // cargo runs this binary in tests/, so `../specs/…` keeps paths in messages short and stable.
         let rel = Path::new("..").join(file.strip_prefix(&root).unwrap());
         // Specs naming plugins point at release builds; check them with the test-built libraries.
-        let uses_plugins = vaelab_core::spec::load_spec(&rel).is_ok_and(|l| !l.experiment.plugins.is_empty());
+        let uses_plugins = vaelab::spec::load_spec(&rel).is_ok_and(|l| !l.experiment.plugins.is_empty());
         let plugin_spec = uses_plugins.then(|| super::plugins::with_test_plugins(&rel));
         let checked_path = plugin_spec.as_ref().map_or_else(|| rel.clone(), |dir| dir.join("spec.ron"));
         let checked = match check::check_file(&checked_path, &[]) {
@@ -47,7 +47,7 @@ fn every_spec_resolves_and_builds() {
             Err(e) => panic!("{e}"),
         };
         let experiment = &checked.loaded.experiment;
-        let reparsed: vaelab_core::spec::Experiment = ron::from_str(&vaelab_core::spec::format_resolved(experiment)).unwrap();
+        let reparsed: vaelab::spec::Experiment = ron::from_str(&vaelab::spec::format_resolved(experiment)).unwrap();
         assert_eq!(&reparsed, experiment, "the resolved form of {} must parse back to the same experiment", rel.display());
         let name = file.strip_prefix(&root).unwrap().to_string_lossy().replace(['/', '.'], "_");
         insta::assert_snapshot!(name, super::plugins::redact(&check::describe(&checked), &[]));
@@ -74,11 +74,11 @@ fn bad_specs_give_located_errors() {
 
 #[test]
 fn extends_overrides_field_by_field() {
-    let base = vaelab_core::spec::load_spec(Path::new("../specs/shapes/beta-vae.ron")).unwrap().experiment;
-    let bench = vaelab_core::spec::load_spec(Path::new("../specs/bench/betavae64.ron")).unwrap().experiment;
+    let base = vaelab::spec::load_spec(Path::new("../specs/shapes/beta-vae.ron")).unwrap().experiment;
+    let bench = vaelab::spec::load_spec(Path::new("../specs/bench/betavae64.ron")).unwrap().experiment;
     // Written in the bench file:
     assert_eq!(bench.train.optimizer.lr(), 1e-4);
-    assert_eq!(bench.train.grad_clip, vaelab_core::spec::GradClip::Off);
+    assert_eq!(bench.train.grad_clip, vaelab::spec::GradClip::Off);
     // Inherited through two levels (base file → beta-vae → bench):
     assert_eq!(bench.train.steps, base.train.steps);
     assert_eq!(bench.data, base.data);
@@ -89,7 +89,7 @@ fn extends_overrides_field_by_field() {
 #[test]
 fn specs_written_in_memory_report_every_problem_at_once() {
     let text = "Experiment(name: \"x\", data: (batch: 0, size: 0), train: (steps: 0, optimizer: Sgd(lr: -1.0)))";
-    let err = vaelab_core::spec::parse_spec_str(Path::new("mem.ron"), text).unwrap_err();
+    let err = vaelab::spec::parse_spec_str(Path::new("mem.ron"), text).unwrap_err();
     let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
     for p in ["data.size", "data.batch", "train.steps", "train.optimizer.lr", "losses"] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");

@@ -5,10 +5,10 @@ use crate::adversarial::intro::dense;
 use crate::training::{deterministic_trace, tiny, within, TRACE};
 use dfdx::prelude::*;
 use std::collections::BTreeMap;
-use vaelab_core::adversarial::{SoftIntroVae, StepData, Vpga};
-use vaelab_core::model::Model;
-use vaelab_core::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
-use vaelab_core::spec::Adversarial;
+use vaelab::adversarial::{SoftIntroVae, StepData, Vpga};
+use vaelab::model::Model;
+use vaelab::nn::{Ctx, FeatShape, NoBlocks, ParamStore};
+use vaelab::spec::Adversarial;
 
 const B: usize = 3;
 const PIXELS: usize = 4;
@@ -89,7 +89,7 @@ impl Fixture {
 }
 
 fn fixture() -> Fixture {
-    let spec: vaelab_core::spec::ModelSpec = ron::from_str(
+    let spec: vaelab::spec::ModelSpec = ron::from_str(
         "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Bernoulli)",
     )
     .unwrap();
@@ -319,7 +319,7 @@ fn soft_intro_vae_and_vpga_traces() {
 /// would not scale by 4, and this fails.)
 #[test]
 fn vpga_defaults_are_the_authors_weights_rescaled_to_unit_range_images() {
-    let spec: vaelab_core::spec::ModelSpec = ron::from_str(
+    let spec: vaelab::spec::ModelSpec = ron::from_str(
         "(encoder: [Flatten, Dense(out: 3), Tanh], latent: Gaussian(dim: 2), decoder: [Dense(out: 4), Reshape(c: 1, h: 2, w: 2)], likelihood: Gaussian(sigma: Fixed(1.0)))",
     )
     .unwrap();

@@ -195,7 +195,7 @@ impl Comparator for Tolerance {
 /// build still ran AVX-512 kernels; and a run records its kernels in `run.json`.
 #[test]
 fn the_expected_gemm_kernels_run_and_the_run_records_them() {
-    let kernels = vaelab_core::nn::kernels::gemm_kernel();
+    let kernels = vaelab::nn::kernels::gemm_kernel();
     if let Ok(expected) = std::env::var("VAELAB_EXPECT_GEMM_KERNELS") {
         assert_eq!(kernels, expected, "VAELAB_EXPECT_GEMM_KERNELS");
     }
@@ -203,7 +203,7 @@ fn the_expected_gemm_kernels_run_and_the_run_records_them() {
     let dir = crate::training::scratch("run-json-kernels");
     let mut spec = crate::training::tiny();
     spec.train.steps = 2;
-    vaelab_core::train::train(&spec, &crate::training::options(&dir)).unwrap();
+    vaelab::train::train(&spec, &crate::training::options(&dir)).unwrap();
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(info["cpu_kernels"], kernels);
 }

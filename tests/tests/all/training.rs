@@ -3,16 +3,16 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vaelab_core::runs::LogLine;
-use vaelab_core::spec::{load_spec, Experiment};
-use vaelab_core::train::{train, TrainError, TrainOptions, TrainOutcome};
+use vaelab::runs::LogLine;
+use vaelab::spec::{load_spec, Experiment};
+use vaelab::train::{train, TrainError, TrainOptions, TrainOutcome};
 
 pub fn tiny() -> Experiment {
     load_spec(Path::new("specs/tiny.ron")).unwrap().experiment
 }
 
-pub use crate::scratch::Scratch;
 pub use crate::tolerance::{within, Tolerance};
+pub use vaelab_tests::scratch::Scratch;
 
 /// How far a 20-step trace may move between CPU kinds (see `tolerance.rs`). Measured between gemm's
 /// AVX-512 and AVX2 kernels: at most 1.2e-5 relative (the VPGA trace; most traces under 1e-6). The
@@ -36,7 +36,7 @@ pub fn options(run_dir: &Path) -> TrainOptions {
 }
 
 fn rayon_threads() -> usize {
-    vaelab_core::nn::kernels::threads()
+    vaelab::nn::kernels::threads()
 }
 
 fn log(run_dir: &Path) -> Vec<LogLine> {
@@ -45,7 +45,7 @@ fn log(run_dir: &Path) -> Vec<LogLine> {
 
 /// Every tensor (parameters and optimizer state) and the metadata of the latest checkpoint.
 pub fn checkpoint_tensors(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let path = vaelab_core::runs::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
+    let path = vaelab::runs::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors().into_iter().map(|(name, view)| (name, view.data().to_vec())).collect()
@@ -99,7 +99,7 @@ fn twenty_step_trace_is_deterministic() {
 /// The autoencoder, spatial-VAE and VQ-VAE kinds on the tiny architecture: deterministic 20-step traces.
 #[test]
 fn autoencoder_and_spatial_vae_traces() {
-    use vaelab_core::spec::{Latent, Layer::*, Loss};
+    use vaelab::spec::{Latent, Layer::*, Loss};
     let mut ae = tiny();
     ae.model.encoder.push(Dense { out: 4 });
     ae.model.latent = Latent::None;
@@ -170,14 +170,14 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = scratch("nan");
     let mut spec = tiny();
     // A huge SGD step makes the weights explode within a few steps.
-    spec.train.optimizer = vaelab_core::spec::OptimizerSpec::Sgd { lr: 1e12, momentum: 0.0 };
+    spec.train.optimizer = vaelab::spec::OptimizerSpec::Sgd { lr: 1e12, momentum: 0.0 };
     spec.train.checkpoint_every = 1;
     let err = train(&spec, &options(&dir)).unwrap_err();
     let TrainError::NonFinite { step, ref term, .. } = err else { panic!("{err}") };
     let message = err.to_string();
     assert!(message.contains(&format!("step {step}: loss term `{term}`")), "{message}");
     assert!(step > 1, "step 1 starts from finite initial weights");
-    let latest = vaelab_core::runs::checkpoint::latest(&dir.join("checkpoints")).unwrap();
+    let latest = vaelab::runs::checkpoint::latest(&dir.join("checkpoints")).unwrap();
     assert!(message.contains(&latest.display().to_string()), "{message}");
     assert!(latest.to_string_lossy().contains(&format!("step-{:07}", step - 1)), "{}", latest.display());
     let no_temporaries =

@@ -6,9 +6,9 @@ use super::suite::Task;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vaelab_core::pipeline::{PipelineOptions, PipelineOutcome};
-use vaelab_core::runs::paths;
-use vaelab_core::spec::Experiment;
+use vaelab::pipeline::{PipelineOptions, PipelineOutcome};
+use vaelab::runs::paths;
+use vaelab::spec::Experiment;
 
 /// A task's spec, written and resolved.
 pub struct Prepared {
@@ -39,7 +39,7 @@ pub fn prepare(task: &Task, root: &Path) -> Result<Prepared, String> {
     std::fs::create_dir_all(&spec_dir).map_err(|e| format!("cannot create {}: {e}", spec_dir.display()))?;
     let spec_file = spec_dir.join(format!("{}.ron", task.slug()));
     std::fs::write(&spec_file, task.spec_text()).map_err(|e| format!("cannot write {}: {e}", spec_file.display()))?;
-    let loaded = vaelab_core::check::check_file(&spec_file, &[]).map_err(|e| format!("{}: {e}", task.entry))?;
+    let loaded = vaelab::check::check_file(&spec_file, &[]).map_err(|e| format!("{}: {e}", task.entry))?;
     let experiment = loaded.loaded.experiment;
     let hash = run_hash(&experiment);
     let run_dir = root.join("runs").join(format!("{}-{hash}", task.slug()));
@@ -48,7 +48,7 @@ pub fn prepare(task: &Task, root: &Path) -> Result<Prepared, String> {
 
 /// The hash of a resolved experiment (which holds its seed) and this vaelab's version.
 pub fn run_hash(e: &Experiment) -> String {
-    let text = format!("{}\n{}", vaelab_core::spec::format_resolved(e), env!("CARGO_PKG_VERSION"));
+    let text = format!("{}\n{}", vaelab::spec::format_resolved(e), env!("CARGO_PKG_VERSION"));
     format!("{:016x}", fnv1a(&text))[..10].to_string()
 }
 
@@ -67,8 +67,8 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
     let record_path = paths::repro_record(&p.run_dir);
     let partial: Option<RunRecord> =
         std::fs::read_to_string(paths::repro_partial(&p.run_dir)).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let resume = vaelab_core::runs::checkpoint::latest(&paths::checkpoints_dir(&p.run_dir)).is_ok();
-    let train = vaelab_core::train::TrainOptions {
+    let resume = vaelab::runs::checkpoint::latest(&paths::checkpoints_dir(&p.run_dir)).is_ok();
+    let train = vaelab::train::TrainOptions {
         run_dir: p.run_dir.clone(),
         resume,
         progress: false,
@@ -77,9 +77,8 @@ pub fn execute(p: &Prepared, threads: usize, stop: &Arc<AtomicBool>) -> Result<b
         threads,
     };
     let opts = PipelineOptions { train, eval: Some(Default::default()), prior_progress: false };
-    let outcome = pool
-        .install(|| vaelab_core::pipeline::run(&p.experiment, &opts, |_| {}))
-        .map_err(|e| format!("{}: {e}", p.task.slug()))?;
+    let outcome =
+        pool.install(|| vaelab::pipeline::run(&p.experiment, &opts, |_| {})).map_err(|e| format!("{}: {e}", p.task.slug()))?;
     let earlier_s = partial.as_ref().map_or(0.0, |r| r.train_s);
     let write = |path: &Path, r: &RunRecord| {
         std::fs::write(path, serde_json::to_string_pretty(r).expect("records serialize"))

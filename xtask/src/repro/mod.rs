@@ -36,7 +36,7 @@ pub struct Options {
     pub filter: Option<String>,
     /// Re-run even finished runs.
     pub fresh: bool,
-    pub device: Option<vaelab_core::spec::Device>,
+    pub device: Option<vaelab::spec::Device>,
     pub progress: bool,
     /// Set by Ctrl-C: running tasks checkpoint and stop.
     pub stop: Arc<AtomicBool>,
@@ -65,7 +65,7 @@ pub fn suite_path(root: &Path, name_or_path: &str) -> PathBuf {
 fn prepare_all(opts: &Options, root: &Path) -> Result<(suite::Suite, Option<Prepared>, Vec<Prepared>), String> {
     let suite = suite::load(&opts.suite_file)?;
     let name_of = |p: &Path| -> Result<String, String> {
-        vaelab_core::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| format!("{}: {e}", p.display()))
+        vaelab::spec::load_spec(p).map(|l| l.experiment.name).map_err(|e| format!("{}: {e}", p.display()))
     };
     let reference = match suite.reference_task(&opts.suite_file)? {
         Some(mut t) => {
@@ -166,10 +166,10 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
         img.save(root.join(name)).map_err(|e| format!("cannot write {}: {e}", root.join(name).display()))
     };
     save(plots::metric_bars(&entries, &results::columns(&entries)), "metrics.png")?;
-    save(vaelab_core::report::plot::plot(&results::loss_series(&entries)), "loss-curves.png")?;
+    save(vaelab::report::plot::plot(&results::loss_series(&entries)), vaelab::runs::paths::LOSS_CURVES_PNG)?;
     // Two rows of each entry's prior samples and its originals-over-reconstructions strip.
     for (file, rows_px) in
-        [(vaelab_core::runs::paths::SAMPLES_PNG, SAMPLE_STRIP_PX), (vaelab_core::runs::paths::RECONSTRUCTIONS_PNG, u32::MAX)]
+        [(vaelab::runs::paths::SAMPLES_PNG, SAMPLE_STRIP_PX), (vaelab::runs::paths::RECONSTRUCTIONS_PNG, u32::MAX)]
     {
         if let Some(img) = plots::sheet(&entries, file, rows_px) {
             save(img, file)?;
@@ -233,7 +233,7 @@ fn machine(opts: &Options) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
         "Machine: {cpu}, {cores} cores, gemm's {} kernels; {} thread(s) per run, {} run(s) at once; vaelab {}; table written {}.",
-        vaelab_core::nn::kernels::gemm_kernel(),
+        vaelab::nn::kernels::gemm_kernel(),
         (opts.threads / opts.jobs.max(1)).max(1),
         opts.jobs.max(1),
         env!("CARGO_PKG_VERSION"),

@@ -5,7 +5,7 @@
 
 use super::results::{fmt, mean_std, EntryResult};
 use image::{Rgb, RgbImage};
-use vaelab_core::report::plot::text;
+use vaelab::report::plot::text;
 
 const PANEL_W: u32 = 440;
 const BAR_H: u32 = 18;
@@ -59,7 +59,7 @@ pub fn sheet(entries: &[EntryResult], file: &str, max_height: u32) -> Option<Rgb
     let strips: Vec<(&str, RgbImage)> = entries
         .iter()
         .filter_map(|e| {
-            let img = image::open(vaelab_core::runs::paths::eval_dir(&e.runs[0].dir).join(file)).ok()?.to_rgb8();
+            let img = image::open(vaelab::runs::paths::eval_dir(&e.runs[0].dir).join(file)).ok()?.to_rgb8();
             let h = img.height().min(max_height);
             Some((e.entry.as_str(), image::imageops::crop_imm(&img, 0, 0, img.width(), h).to_image()))
         })

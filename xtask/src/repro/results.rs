@@ -5,7 +5,7 @@ use super::execute::{Prepared, RunRecord};
 use super::suite::{Expect, Suite};
 use std::fmt::Write as _;
 use std::path::Path;
-use vaelab_core::runs::{paths, EvalRecord, LogLine};
+use vaelab::runs::{paths, EvalRecord, LogLine};
 
 /// One finished run, as read back from its directory.
 pub struct RunResult {
@@ -347,10 +347,10 @@ pub fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
 }
 
 /// Loss series per entry (its first seed), for the loss-curve plot.
-pub fn loss_series(entries: &[EntryResult]) -> Vec<vaelab_core::report::plot::Series> {
+pub fn loss_series(entries: &[EntryResult]) -> Vec<vaelab::report::plot::Series> {
     entries
         .iter()
-        .map(|e| vaelab_core::report::plot::Series {
+        .map(|e| vaelab::report::plot::Series {
             name: format!("{} (seed {})", e.entry, e.runs[0].seed),
             points: e.runs[0].log.iter().map(|l| (l.step as f64, l.loss as f64)).collect(),
         })

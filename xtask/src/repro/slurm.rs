@@ -6,6 +6,7 @@ use super::execute::Prepared;
 use super::suite::Suite;
 use std::fmt::Write as _;
 use std::path::Path;
+use vaelab::runs::paths;
 
 /// Writes `DIR/specs/<task>.ron` (each task's resolved spec), `DIR/tasks.tsv` and `DIR/job.sh`.
 pub fn emit(
@@ -25,7 +26,7 @@ pub fn emit(
     for p in prepared {
         // Resolved, so the task needs no other spec file (and the hash stays the same).
         let spec = format!("specs/{}.resolved.ron", p.task.slug());
-        write(&spec, &vaelab_core::spec::format_resolved(&p.experiment))?;
+        write(&spec, &vaelab::spec::format_resolved(&p.experiment))?;
         let run = p.run_dir.strip_prefix(dir).unwrap_or(&p.run_dir);
         let _ = writeln!(tasks, "{}\t{spec}\t{}\t{}", p.task.slug(), run.display(), super::execute::run_hash(&p.experiment));
     }
@@ -51,6 +52,11 @@ pub fn emit(
 /// The job-array script. Paths in `tasks.tsv` are relative to the script's folder (the submit
 /// directory), so the folder can move to the cluster's shared file system as a whole.
 pub fn script(suite: &str, tasks: usize, threads: usize, vaelab: &Path) -> String {
+    // The run directory's files, spelled by `vaelab::runs::paths` with the shell's `$run` as the directory.
+    let run = Path::new("$run");
+    let metrics = paths::metrics_file(&paths::eval_dir(run));
+    let record = paths::repro_record(run);
+    let latest = vaelab::runs::checkpoint::latest_pointer(&paths::checkpoints_dir(run));
     format!(
         r#"#!/bin/bash
 #SBATCH --job-name=vaelab-{suite}
@@ -64,12 +70,12 @@ cd "${{SLURM_SUBMIT_DIR:-$(dirname "$0")}}"
 VAELAB="${{VAELAB:-{vaelab}}}"
 THREADS="${{SLURM_CPUS_PER_TASK:-{threads}}}"
 IFS=$'\t' read -r name spec run hash < <(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" tasks.tsv)
-if [ -f "$run/eval/metrics.json" ] && [ -f "$run/repro.json" ]; then
+if [ -f "{metrics}" ] && [ -f "{record}" ]; then
     echo "$name: already done"
     exit 0
 fi
 start=$(date +%s.%N)
-if [ -f "$run/checkpoints/latest" ]; then
+if [ -f "{latest}" ]; then
     "$VAELAB" train --resume "$run" --threads "$THREADS" --no-eval
 else
     "$VAELAB" train "$spec" --out "$run" --threads "$THREADS" --no-eval
@@ -79,10 +85,13 @@ trained=$(date +%s.%N)
 done_at=$(date +%s.%N)
 awk -v h="$hash" -v t="$THREADS" -v a="$start" -v b="$trained" -v c="$done_at" \
     'BEGIN {{ printf "{{\"hash\": \"%s\", \"threads\": %d, \"train_s\": %.3f, \"eval_s\": %.3f}}\n", h, t, b - a, c - b }}' \
-    > "$run/repro.json"
+    > "{record}"
 echo "$name: done"
 "#,
         last = tasks.saturating_sub(1),
-        vaelab = vaelab.display()
+        vaelab = vaelab.display(),
+        metrics = metrics.display(),
+        record = record.display(),
+        latest = latest.display(),
     )
 }

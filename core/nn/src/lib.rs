@@ -1,0 +1,180 @@
+//! Run-time-shaped layers on dfdx.
+//!
+//! Layout: activations are batch-last matrices `(C·H·W, B)` everywhere inside models; data enter
+//! and leave in N×C×H×W through [`to_batch_last`] / [`from_batch_last`] only.
+
+pub mod batch;
+pub mod build_error;
+pub mod device;
+pub mod external;
+pub mod fused;
+pub mod fused_optim;
+pub mod gather;
+pub mod geom;
+pub mod infer;
+pub mod kernels;
+pub mod layers;
+pub mod optim;
+pub mod params;
+pub mod shape;
+pub mod update;
+
+pub use build_error::BuildError;
+pub use external::{BlockSource, ExternalBlock, Failures, NoBlocks};
+pub use geom::ConvGeom;
+pub use infer::{infer, SummaryRow};
+pub use layers::{Act, Ctx, Sequential, SpectralNorm, WeightLayout};
+pub use params::{Flat, Init, Param, ParamGroup, ParamId, ParamStore, Role};
+pub use shape::FeatShape;
+
+use dfdx::prelude::*;
+use update::{Rule, State};
+
+pub type OT<D> = OwnedTape<f32, D>;
+/// A batch-last activation matrix on a tape.
+pub type Tensor2<D> = Tensor<(usize, usize), f32, D, OT<D>>;
+
+/// sg(t): the values of `t` as a new tensor on a fresh tape. Gradients of whatever uses it stop
+/// here. A copy, not `split_tape()`: dfdx keys gradients by tensor id, so a tensor sharing `t`'s id
+/// would hand its gradient back to `t`'s producers whenever `t`'s own tape joins the same loss.
+pub fn stop_gradient<D: Device<f32>>(t: &Tensor2<D>) -> Tensor2<D> {
+    constant(t).retaped()
+}
+
+/// The values of `t` as a new constant: a fresh id and no tape, so not even the gradient that dfdx
+/// computes for an untaped operand can reach `t` (use it for targets such as sg(x_r) in ‖x − sg x_r‖²).
+pub fn constant<D: Device<f32>, T>(t: &Tensor<(usize, usize), f32, D, T>) -> Tensor<(usize, usize), f32, D> {
+    let shape = *t.shape();
+    t.device().tensor_from_vec(t.as_vec(), shape)
+}
+
+/// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
+/// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
+/// tests check against these generic versions.
+pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
+    /// Adds host values into device storage, e.g. a gradient (plugin blocks compute on the host).
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err>;
+
+    /// Σ g² of `p`'s gradient (0 when `p` got none).
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
+        grads.try_alloc_for(p).expect("gradient allocation");
+        grads.get(p).square().sum::<(), _>().as_vec()[0] as f64
+    }
+
+    /// One optimizer update of `p` with its gradient times `scale` (gradient clipping).
+    fn update(
+        p: &Flat<Self>,
+        grads: &mut Gradients<f32, Self>,
+        scale: f32,
+        state: State<Self>,
+        rule: Rule,
+    ) -> (Flat<Self>, State<Self>) {
+        grads.try_alloc_for(p).expect("gradient allocation");
+        update::update_generic(p, grads.get(p) * scale, state, rule)
+    }
+
+    /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B). `x_needs_grad = false` lets a kernel skip dx.
+    fn conv2d(
+        x: Tensor2<Self>,
+        _x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cout: usize,
+    ) -> Tensor2<Self> {
+        gather::conv2d(x, w, b, g, cout)
+    }
+
+    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry.
+    fn conv_t2d(
+        x: Tensor2<Self>,
+        _x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cin: usize,
+    ) -> Tensor2<Self> {
+        gather::conv_t2d(x, w, b, g, cin)
+    }
+}
+
+impl Backend for Cpu {
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err> {
+        for (a, v) in dst.iter_mut().zip(values) {
+            *a += *v;
+        }
+        Ok(())
+    }
+    fn grad_sq_sum(grads: &mut Gradients<f32, Self>, p: &Flat<Self>) -> f64 {
+        let g = grads.get_or_alloc_mut(p).expect("CPU allocation");
+        g.iter().map(|v| (*v as f64) * (*v as f64)).sum()
+    }
+    fn update(
+        p: &Flat<Self>,
+        grads: &mut Gradients<f32, Self>,
+        scale: f32,
+        state: State<Self>,
+        rule: Rule,
+    ) -> (Flat<Self>, State<Self>) {
+        fused_optim::update(p, grads, scale, state, rule)
+    }
+    fn conv2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cout: usize,
+    ) -> Tensor2<Self> {
+        fused::conv2d(x, x_needs_grad, w, b, g, cout)
+    }
+    fn conv_t2d(
+        x: Tensor2<Self>,
+        x_needs_grad: bool,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        g: ConvGeom,
+        cin: usize,
+    ) -> Tensor2<Self> {
+        fused::conv_t2d(x, x_needs_grad, w, b, g, cin)
+    }
+}
+
+/// CUDA runs the generic dfdx-op kernels (gather-based convolutions).
+#[cfg(feature = "cuda")]
+impl Backend for Cuda {
+    fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err> {
+        // Copy the device values down, add, copy them back (plugin blocks are host code).
+        let dev = dst.device();
+        let mut host: Vec<f32> = dev.dtoh_sync_copy(&**dst)?;
+        for (a, v) in host.iter_mut().zip(values) {
+            *a += *v;
+        }
+        dev.htod_sync_copy_into(&host, &mut **dst)?;
+        Ok(())
+    }
+}
+
+/// N×C×H×W values → a batch-last `(C·H·W, N)` matrix.
+pub fn to_batch_last(nchw: &[f32], n: usize) -> Vec<f32> {
+    let f = nchw.len() / n.max(1);
+    let mut out = vec![0.0; nchw.len()];
+    for (i, img) in nchw.chunks(f).enumerate() {
+        for (j, v) in img.iter().enumerate() {
+            out[j * n + i] = *v;
+        }
+    }
+    out
+}
+
+/// A batch-last `(F, N)` matrix → N×F values.
+pub fn from_batch_last(fb: &[f32], n: usize) -> Vec<f32> {
+    let f = fb.len() / n.max(1);
+    let mut out = vec![0.0; fb.len()];
+    for (j, row) in fb.chunks(n).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            out[i * f + j] = *v;
+        }
+    }
+    out
+}
