@@ -115,7 +115,13 @@ fn main() -> ExitCode {
 
 pub(crate) fn set_threads(threads: Option<usize>) -> Result<usize> {
     let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("cannot start the thread pool")?;
+    // Every compute thread flushes subnormals from its start (see `vaelab::nn::subnormal`).
+    vaelab::nn::subnormal::flush_subnormals_on_this_thread();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .start_handler(|_| vaelab::nn::subnormal::flush_subnormals_on_this_thread())
+        .build_global()
+        .context("cannot start the thread pool")?;
     Ok(n)
 }
 

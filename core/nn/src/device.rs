@@ -43,10 +43,12 @@ pub fn open_cuda(ordinal: usize, seed: u64) -> Result<dfdx::tensor::Cuda, Device
 
 /// Evaluates `$body` with `$dev` bound to the device `$device` names (a `vaelab_spec::Device`), seeded with
 /// `$seed`. The body is generic code instantiated once per backend; a device that cannot be opened
-/// returns `Err(DeviceError.into())` from the enclosing function.
+/// returns `Err(DeviceError.into())` from the enclosing function. Subnormals are flushed on the
+/// calling thread and the current rayon pool first ([`crate::subnormal`]).
 #[macro_export]
 macro_rules! on_device {
-    ($device:expr, $seed:expr, |$dev:ident| $body:expr) => {
+    ($device:expr, $seed:expr, |$dev:ident| $body:expr) => {{
+        $crate::subnormal::flush_subnormals();
         match $device {
             $crate::device::SpecDevice::Cpu => {
                 let $dev = $crate::device::Cpu::seed_from_u64($seed);
@@ -54,7 +56,7 @@ macro_rules! on_device {
             }
             $crate::device::SpecDevice::Cuda(ordinal) => $crate::on_cuda!(ordinal, $seed, |$dev| $body),
         }
-    };
+    }};
 }
 
 // The CUDA arm of `on_device!`, chosen by this crate's `cuda` feature (a `#[cfg]` inside `on_device!`

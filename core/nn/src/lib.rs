@@ -17,6 +17,7 @@ pub mod layers;
 pub mod optim;
 pub mod params;
 pub mod shape;
+pub mod subnormal;
 pub mod update;
 
 pub use build_error::BuildError;

@@ -47,6 +47,8 @@ impl<D: Backend> TrainedModel<D> {
     /// `spec` is the run's resolved spec ([`crate::read_run_spec`]) as the caller adjusted it: plugins
     /// reconciled, another device, another dataset of the same size.
     pub fn open(dev: D, run_dir: &Path, spec: &Experiment, shape: FeatShape, opts: OpenOptions) -> Result<Self, RunError> {
+        // Whatever runs the model next computes as training did (`vaelab_nn::subnormal`).
+        vaelab_nn::subnormal::flush_subnormals();
         let plugins = PluginSet::load(&spec.plugins).map_err(|(_, e)| RunError::Plugins(e.to_string()))?;
         let mut store = ParamStore::new(dev, spec.seed);
         let model = Model::build(&spec.model, shape, &mut store, &plugins).map_err(|e| RunError::Build(e.to_string()))?;
