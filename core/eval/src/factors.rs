@@ -10,7 +10,6 @@
 
 use super::domain_fd::FeatureEncoder;
 use super::MetricEntry;
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use vaelab_datasets::shapes::{ShapeFactors, FACTOR_SIZES};
 use vaelab_datasets::{ImageBatch, StreamRng};
@@ -24,14 +23,6 @@ pub const NAMES: [&str; 6] = ["mig", "sap", "dci", "dci_linear", "factor_vae", "
 
 /// (training votes, evaluation votes) of the FactorVAE and BetaVAE scores in `vaelab eval`.
 pub const VOTES: (usize, usize) = (800, 400);
-
-/// Images per encoder batch in the FactorVAE and BetaVAE scores. An image's code does not depend on
-/// the batch it is encoded in (`an_images_code_does_not_depend_on_its_encoder_batch` in
-/// `tests/tests/all/eval.rs`), so this is a speed knob.
-const ENCODE_BATCH: usize = 256;
-
-/// Bytes of rendered images held at once: 4,096 images of 64×64 px.
-const RENDER_BYTES: usize = 64 << 20;
 
 /// Class indices of each factor column.
 fn factor_classes(factors: &[Vec<f32>]) -> Vec<Vec<usize>> {
@@ -146,21 +137,13 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
     }
     let size = spec.data.size;
     let encoder = FeatureEncoder::new(model, store, spec.seed);
-    // The scores pass every point of a vote set at once (up to 102,400 factor vectors); images are
-    // rendered in parallel and encoded a chunk at a time, so memory stays at one chunk of images.
-    let batch = ENCODE_BATCH;
-    let render_chunk = (RENDER_BYTES / (size * size * 4) / batch).max(1) * batch;
     let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
-        let mut codes = Vec::with_capacity(factors.len());
-        for chunk in factors.chunks(render_chunk) {
-            let pixels: Vec<f32> = chunk
-                .par_iter()
-                .flat_map_iter(|f| ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render(size))
-                .collect();
-            let images = ImageBatch { n: chunk.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
-            codes.extend(encoder.features(&images, batch));
-        }
-        codes
+        let pixels: Vec<f32> = factors
+            .iter()
+            .flat_map(|f| ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render(size))
+            .collect();
+        let batch = ImageBatch { n: factors.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
+        encoder.features(&batch, spec.data.batch)
     };
     let mut rng = StreamRng::new(spec.seed, &[vaelab_datasets::tag(name)]);
     Ok(if name == "factor_vae" {

@@ -81,8 +81,7 @@ pub fn mig(codes: &[Vec<f64>], factors: &[Vec<usize>]) -> Result<Mig, String> {
 }
 
 /// Factor vectors (one per point, values 0 ≤ v < size) → codes (one per point): an encoder applied
-/// to images rendered from the factors, or a synthetic code for tests. The scores call it with every
-/// point of a vote set at once (up to 2·64·train points), so an encoder should work through them in chunks.
+/// to images rendered from the factors, or a synthetic code for tests.
 pub type Representation<'a> = dyn FnMut(&[Vec<usize>]) -> Vec<Vec<f64>> + 'a;
 
 /// The FactorVAE score's settings (disentanglement_lib defaults).
@@ -142,23 +141,14 @@ pub fn factor_vae_score(
     if active.is_empty() {
         return FactorVae { train_accuracy: 0.0, eval_accuracy: 0.0, active_dims: 0 };
     }
-    // All of a vote set's factor vectors are drawn first and represented in one call (the encoder
-    // then sees large batches, and `rng` is drawn in the same order as vote by vote).
     let mut votes = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
-        let mut fixed_factor = Vec::with_capacity(count);
-        let mut all = Vec::with_capacity(count * s.batch);
+        let mut v = vec![vec![0usize; active.len()]; factor_sizes.len()];
         for _ in 0..count {
             let k = rng.below(factor_sizes.len());
             let mut factors = sample(rng, s.batch);
             let fixed = factors[0][k];
             factors.iter_mut().for_each(|f| f[k] = fixed);
-            fixed_factor.push(k);
-            all.extend(factors);
-        }
-        let codes = represent(&all);
-        let mut v = vec![vec![0usize; active.len()]; factor_sizes.len()];
-        for (k, batch) in fixed_factor.into_iter().zip(codes.chunks(s.batch)) {
-            let local = variances(batch);
+            let local = variances(&represent(&factors));
             let argmin = (0..active.len())
                 .min_by(|&a, &b| (local[active[a]] / global[active[a]]).total_cmp(&(local[active[b]] / global[active[b]])))
                 .expect("active dimensions exist");
@@ -209,11 +199,9 @@ pub fn beta_vae_score(
     rng: &mut vaelab_datasets::StreamRng,
     s: BetaVaeSettings,
 ) -> BetaVae {
-    // All factor vectors are drawn first (pairs of batches, point by point, so `rng` is drawn in the
-    // same order as before) and represented in one call, so the encoder sees large batches.
     let mut points = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
+        let mut x = Vec::with_capacity(count);
         let mut y = Vec::with_capacity(count);
-        let mut all = Vec::with_capacity(count * 2 * s.batch);
         for _ in 0..count {
             let k = rng.below(factor_sizes.len());
             let mut draw = || -> Vec<Vec<usize>> {
@@ -224,19 +212,13 @@ pub fn beta_vae_score(
             for (fa, fb) in a.iter().zip(b.iter_mut()) {
                 fb[k] = fa[k];
             }
-            all.extend(a);
-            all.extend(b);
+            let (ra, rb) = (represent(&a), represent(&b));
+            let dims = ra[0].len();
+            let feature: Vec<f64> =
+                (0..dims).map(|d| ra.iter().zip(&rb).map(|(p, q)| (p[d] - q[d]).abs()).sum::<f64>() / s.batch as f64).collect();
+            x.push(feature);
             y.push(k);
         }
-        let codes = represent(&all);
-        let x = codes
-            .chunks(2 * s.batch)
-            .map(|pair| {
-                let (ra, rb) = pair.split_at(s.batch);
-                let dims = ra[0].len();
-                (0..dims).map(|d| ra.iter().zip(rb).map(|(p, q)| (p[d] - q[d]).abs()).sum::<f64>() / s.batch as f64).collect()
-            })
-            .collect::<Vec<Vec<f64>>>();
         (x, y)
     };
     let (train_x, train_y) = points(rng, s.train_points);

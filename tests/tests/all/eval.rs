@@ -316,31 +316,3 @@ fn disentanglement_metrics_in_eval() {
     assert_eq!(other.metrics["mig"], report.metrics["mig"]);
     assert_eq!(other.metrics["sap"], report.metrics["sap"]);
 }
-
-/// The FactorVAE and BetaVAE scores encode their rendered images in batches of a size chosen for
-/// speed (`factors::ENCODE_BATCH`), not the batches of 64 the scores are defined on. That is only
-/// sound if an image's code does not depend on the batch it shares: checked bit for bit on the
-/// default spec's encoder (whose convolutions split their work into tiles by batch size).
-#[test]
-fn an_images_code_does_not_depend_on_its_encoder_batch() {
-    use vaelab::data::data_shape;
-    use vaelab::eval::domain_fd::FeatureEncoder;
-    use vaelab_datasets::shapes::ShapeFactors;
-    let spec = vaelab::spec::load_spec(std::path::Path::new("../specs/shapes/beta-vae.ron")).unwrap().experiment;
-    let dev = dfdx::prelude::Cpu::default();
-    let ds = vaelab::data::build_dataset(&spec).unwrap();
-    let mut store = vaelab::nn::ParamStore::new(dev, 5);
-    let model = vaelab::model::Model::build(&spec.model, data_shape(ds.as_ref()), &mut store, &vaelab::nn::NoBlocks).unwrap();
-    let n = 300;
-    let pixels: Vec<f32> = (0..n)
-        .flat_map(|i| ShapeFactors { shape: i % 3, scale: i % 6, rotation: i % 40, x: i % 32, y: (i / 7) % 32 }.render(64))
-        .collect();
-    let images = ImageBatch { n, c: 1, h: 64, w: 64, pixels, factors: vec![], bit_depth: 8 };
-    let encoder = FeatureEncoder::new(&model, &store, 1);
-    let by64 = encoder.features(&images, 64);
-    for batch in [1, 7, 256, 300] {
-        let other = encoder.features(&images, batch);
-        let same = by64.iter().zip(&other).all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
-        assert!(same, "codes encoded in batches of {batch} differ from batches of 64");
-    }
-}
