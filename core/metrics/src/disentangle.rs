@@ -470,15 +470,24 @@ pub fn dci_scores(importance: &[Vec<f64>]) -> (f64, f64) {
 pub fn dci(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>])) -> Dci {
     let (dims, factors) = (train.0[0].len(), train.1[0].len());
     let mut importance = vec![vec![0.0; factors]; dims];
+    // The factors' classifiers are independent: fitted in parallel, then summed in factor order, so
+    // the result does not depend on the thread count.
+    use rayon::prelude::*;
+    let fitted: Vec<(Vec<f64>, f64)> = (0..factors)
+        .into_par_iter()
+        .map(|j| {
+            let y: Vec<usize> = train.1.iter().map(|f| f[j]).collect();
+            let yt: Vec<usize> = test.1.iter().map(|f| f[j]).collect();
+            let model = super::gbt::GradientBoosting::fit(train.0, &y);
+            (model.importances().to_vec(), model.accuracy(test.0, &yt))
+        })
+        .collect();
     let mut accuracy = 0.0;
-    for j in 0..factors {
-        let y: Vec<usize> = train.1.iter().map(|f| f[j]).collect();
-        let yt: Vec<usize> = test.1.iter().map(|f| f[j]).collect();
-        let model = super::gbt::GradientBoosting::fit(train.0, &y);
-        for (row, v) in importance.iter_mut().zip(model.importances()) {
+    for (j, (importances, factor_accuracy)) in fitted.into_iter().enumerate() {
+        for (row, v) in importance.iter_mut().zip(&importances) {
             row[j] = v.abs();
         }
-        accuracy += model.accuracy(test.0, &yt);
+        accuracy += factor_accuracy;
     }
     let (disentanglement, completeness) = dci_scores(&importance);
     Dci { disentanglement, completeness, informativeness: accuracy / factors as f64, importance }

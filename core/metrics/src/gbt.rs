@@ -18,6 +18,8 @@
 //! One deviation: scikit-learn visits features in a random order at each split and keeps the first
 //! of equally good splits; here features are visited in order, so exact ties go to the lower index.
 
+use rayon::prelude::*;
+
 /// A fitted classifier.
 pub struct GradientBoosting {
     classes: Vec<usize>,
@@ -171,26 +173,35 @@ impl GradientBoosting {
         for _ in 0..STAGES {
             // Probabilities at the stage's start: every tree of the stage fits the same gradient.
             let probs: Vec<Vec<f64>> = raw.iter().map(|r| probabilities(r, k)).collect();
+            // The stage's trees are independent (each fits its class's gradient at the stage's start
+            // and moves only its own column of the raw scores): fitted in parallel, then applied in
+            // class order, so the sums do not depend on the thread count.
+            let fitted: Vec<(Tree, Vec<f64>, Vec<usize>)> = (0..trees_per_stage)
+                .into_par_iter()
+                .map(|t| {
+                    let class = if k == 2 { 1 } else { t };
+                    let p: Vec<f64> = probs.iter().map(|pr| pr[class]).collect();
+                    let residual: Vec<f64> = (0..n).map(|i| f64::from(u8::from(label[i] == class)) - p[i]).collect();
+                    let (mut tree, tree_importance) = fit_tree(&x, &residual, dims);
+                    // One Newton step per leaf (scikit-learn's `_update_terminal_regions`).
+                    let leaves: Vec<usize> = x.iter().map(|xi| tree.leaf_of(xi)).collect();
+                    let mut sums = vec![(0.0, 0.0); tree.nodes.len()];
+                    for i in 0..n {
+                        sums[leaves[i]].0 += residual[i];
+                        sums[leaves[i]].1 += p[i] * (1.0 - p[i]);
+                    }
+                    for (node, (num, den)) in tree.nodes.iter_mut().zip(&sums) {
+                        if let Node::Leaf { value } = node {
+                            *value = if den.abs() < 1e-150 { 0.0 } else { scale * num / den };
+                        }
+                    }
+                    (tree, tree_importance, leaves)
+                })
+                .collect();
             let mut stage = Vec::with_capacity(trees_per_stage);
-            for t in 0..trees_per_stage {
-                let class = if k == 2 { 1 } else { t };
-                let p: Vec<f64> = probs.iter().map(|pr| pr[class]).collect();
-                let residual: Vec<f64> = (0..n).map(|i| f64::from(u8::from(label[i] == class)) - p[i]).collect();
-                let (mut tree, tree_importance) = fit_tree(&x, &residual, dims);
+            for (t, (tree, tree_importance, leaves)) in fitted.into_iter().enumerate() {
                 for (a, b) in importance.iter_mut().zip(&tree_importance) {
                     *a += b; // all 0 for a tree that did not split
-                }
-                // One Newton step per leaf (scikit-learn's `_update_terminal_regions`).
-                let leaves: Vec<usize> = x.iter().map(|xi| tree.leaf_of(xi)).collect();
-                let mut sums = vec![(0.0, 0.0); tree.nodes.len()];
-                for i in 0..n {
-                    sums[leaves[i]].0 += residual[i];
-                    sums[leaves[i]].1 += p[i] * (1.0 - p[i]);
-                }
-                for (node, (num, den)) in tree.nodes.iter_mut().zip(&sums) {
-                    if let Node::Leaf { value } = node {
-                        *value = if den.abs() < 1e-150 { 0.0 } else { scale * num / den };
-                    }
                 }
                 for i in 0..n {
                     if let Node::Leaf { value } = tree.nodes[leaves[i]] {

@@ -258,3 +258,18 @@ fn dci_linear_on_synthetic_codes() {
     }
     insta::assert_snapshot!(report);
 }
+
+/// DCI fits its classifiers (one per factor, one tree per class and stage) in parallel; the result
+/// must not depend on the thread count, bit for bit.
+#[test]
+fn dci_does_not_depend_on_the_thread_count() {
+    let (codes, factors) = points_n("mix", 600);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| dci((&codes[..400], &factors[..400]), (&codes[400..], &factors[400..])))
+    };
+    let one = run(1);
+    for threads in [2, 5] {
+        assert_eq!(run(threads), one, "DCI with {threads} threads differs from 1 thread");
+    }
+}
