@@ -8,6 +8,8 @@
 //! * [`dci`]: disentanglement, completeness and informativeness (Eastwood & Williams 2018), with a
 //!   linear (least-squares) importance estimator instead of gradient-boosted trees.
 
+use rayon::prelude::*;
+
 /// disentanglement_lib's histogram discretizer: each code dimension is cut into `bins` equal-width
 /// bins between its minimum and maximum (`np.histogram` edges), and a value's bin is the number of
 /// left edges at or below it (`np.digitize` against the edges without the last), 1…bins.
@@ -472,7 +474,6 @@ pub fn dci(train: (&[Vec<f64>], &[Vec<usize>]), test: (&[Vec<f64>], &[Vec<usize>
     let mut importance = vec![vec![0.0; factors]; dims];
     // The factors' classifiers are independent: fitted in parallel, then summed in factor order, so
     // the result does not depend on the thread count.
-    use rayon::prelude::*;
     let fitted: Vec<(Vec<f64>, f64)> = (0..factors)
         .into_par_iter()
         .map(|j| {
