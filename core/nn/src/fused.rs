@@ -4,6 +4,7 @@
 //! rather than kept, which trades a cheap copy for a lot of memory traffic and peak memory. These are the fast path; `gather.rs` computes the
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
+use super::cpu_values::{dense, grad_slices};
 use super::geom::ConvGeom;
 use super::kernels::{
     add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
@@ -11,31 +12,6 @@ use super::kernels::{
 use super::{Flat, Tensor2, OT};
 use dfdx::prelude::*;
 use rayon::prelude::*;
-
-/// The values of a CPU tensor. dfdx keeps tensor storage private, so this is a copy; `copy_into`
-/// is a plain memcpy of the storage (dfdx's `as_vec` walks a strided iterator element by element,
-/// several times slower). That is only right for dense row-major tensors, which every input of
-/// these ops is (layer outputs, data, parameters); debug builds check it.
-fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut v = vec![0.0; t.shape().num_elements()];
-    t.copy_into(&mut v);
-    debug_assert!(v == t.as_vec(), "fused convolution ops need dense row-major tensors");
-    v
-}
-
-/// Gradient buffers of several tensors at once: all are allocated first, so no later lookup
-/// inserts into the map and the raw pointers stay valid while the slices are in use.
-macro_rules! grad_slices {
-    ($grads:expr, [$($t:expr),*]) => {{
-        $( $grads.try_alloc_for($t)?; )*
-        ( $( {
-            let v: &mut [f32] = &mut $grads.get_or_alloc_mut($t)?[..];
-            // SAFETY: distinct tensors have distinct map entries, and the map is not modified while
-            // these references are alive (every entry was allocated above).
-            unsafe { &mut *(v as *mut [f32]) }
-        }, )* )
-    }};
-}
 
 /// A tile's column range `(offset, count)` in a batch-last matrix with `batch` columns per position.
 fn span(batch: usize, (p0, p1): (usize, usize)) -> (usize, usize) {

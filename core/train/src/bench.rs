@@ -33,6 +33,10 @@ pub enum BenchError {
     Metric(#[from] vaelab_metrics::metric::MetricError),
     #[error("{0}")]
     Plugin(String),
+    #[error(transparent)]
+    Session(#[from] crate::TrainError),
+    #[error("step {0}: {1}")]
+    Step(usize, String),
 }
 
 /// Times `steps` training steps on the spec's device; the first two are warm-up and not counted.
@@ -41,6 +45,9 @@ pub fn time_steps(spec: &Experiment, steps: usize) -> Result<BenchResult, BenchE
 }
 
 fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
+    if spec.adversarial != vaelab_spec::Adversarial::None {
+        return time_session_steps(dev, spec, steps);
+    }
     let ds = build_dataset(spec)?;
     let mut store = ParamStore::new(dev.clone(), spec.seed);
     let plugins = vaelab_plugin_host::PluginSet::load(&spec.plugins).map_err(|(_, e)| BenchError::Plugin(e.to_string()))?;
@@ -84,6 +91,34 @@ fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<
     let median_parts_s = [median(&mut parts[0]), median(&mut parts[1]), median(&mut parts[2])];
     let median = median(&mut times);
     Ok(BenchResult { median_step_s: median, median_parts_s, img_per_s: batch as f64 / median, peak_rss_mib: peak_rss_mib() })
+}
+
+/// Adversarial objectives: whole training steps as `vaelab train` takes them (every phase and
+/// update, `Session::step`), on one fixed batch. Their phases interleave forward, backward and
+/// updates, so no split into parts is given (zeros).
+fn time_session_steps<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
+    let ds = build_dataset(spec)?;
+    let plugins = vaelab_plugin_host::PluginSet::load(&spec.plugins).map_err(|(_, e)| BenchError::Plugin(e.to_string()))?;
+    let mut session = crate::session::Session::build(dev.clone(), spec, data_shape(ds.as_ref()), &plugins)?;
+    let images = train_batch(ds.as_ref(), spec.seed, 0, spec.data.batch, &spec.data.augment);
+    let mut values = std::collections::BTreeMap::new();
+    let mut times = Vec::new();
+    for step in 0..steps.max(3) {
+        let t0 = Instant::now();
+        session.step(step, &images, &mut values).map_err(|e| BenchError::Step(step, format!("{e:?}")))?;
+        dev.synchronize();
+        if step >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    Ok(BenchResult {
+        median_step_s: median,
+        median_parts_s: [0.0; 3],
+        img_per_s: spec.data.batch as f64 / median,
+        peak_rss_mib: peak_rss_mib(),
+    })
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), 0 where unavailable.

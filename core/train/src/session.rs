@@ -12,7 +12,7 @@ use vaelab_models::latent::PriorDraw;
 use vaelab_models::model::Model;
 use vaelab_nn::batch::{normal_noise, to_tensor};
 use vaelab_nn::optim::{backward, Group, Optimizer, StepFailure};
-use vaelab_nn::{Backend, BlockSource, Ctx, FeatShape, ParamGroup, ParamStore, OT};
+use vaelab_nn::{Backend, BlockSource, Ctx, FeatShape, ParamGroup, ParamStore, Tensor2, OT};
 use vaelab_runs::checkpoint::{self, CheckpointError, CheckpointInfo};
 use vaelab_spec::{Adversarial, Experiment};
 
@@ -90,17 +90,21 @@ impl<'a, D: Backend> Session<'a, D> {
         // a quantized latent), drawn before any update of this step changes them.
         let prior = (self.gan.is_some() || self.split.is_some())
             .then(|| self.model.sample_prior(&self.store, PriorDraw::new(seed, "gan-prior", batch).at(step as u64)));
-        if let Some(prior) = &prior {
-            self.discriminator_phase(step, &x, &noise, prior, values)?;
-        }
+        let generated = match &prior {
+            Some(prior) => self.discriminator_phase(step, &x, &noise, prior, values)?,
+            None => None,
+        };
         match (self.split.filter(|o| step >= o.warmup()), &prior) {
             (Some(objective), Some(prior)) => self.split_phase(objective, step, &x, &noise, prior, values),
-            _ => self.joint_phase(step, x, noise, prior, values),
+            _ => self.joint_phase(step, x, noise, prior, generated, values),
         }
     }
 
-    /// A GAN's discriminator, `d_steps` times, on fakes made without gradient; only its own
-    /// parameters and running statistics change.
+    /// A GAN's discriminator, `d_steps` times, on fakes without gradient; only its own parameters
+    /// and running statistics change. The fakes are made once: the discriminator's updates change
+    /// neither the generator nor its inputs, so every update would make the same ones. A
+    /// generator-only GAN's generator phase needs exactly these fakes too, so they are returned
+    /// with their tape (the generator's forward pass) and its running statistics are written here.
     fn discriminator_phase(
         &mut self,
         step: usize,
@@ -108,13 +112,19 @@ impl<'a, D: Backend> Session<'a, D> {
         noise: &Codes<D>,
         prior_z: &Codes<D>,
         values: &mut BTreeMap<String, f32>,
-    ) -> Result<(), StepFailure> {
-        let Session { spec, model, gan: Some(gan), store, opt_aux: Some(opt_d), .. } = self else { return Ok(()) };
+    ) -> Result<Option<Vec<Tensor2<D>>>, StepFailure> {
+        let Session { spec, model, gan: Some(gan), store, opt_aux: Some(opt_d), .. } = self else { return Ok(None) };
+        let generator_ctx = Ctx::new(store, true, spec.seed, step as u64);
+        let fakes = model.fakes(&generator_ctx, x.clone(), noise.clone(), prior_z.clone());
+        let (fakes, tapes): (Vec<_>, Vec<_>) = fakes.into_iter().map(|f| f.split_tape()).unzip();
+        if let Some(failure) = generator_ctx.failures.take() {
+            return Err(StepFailure::Plugin(failure));
+        }
+        let generator_buffers = generator_ctx.buffer_updates.take();
+        drop(generator_ctx);
         let mut d_loss_value = 0.0;
         for _ in 0..gan.d_steps {
             let ctx = Ctx::new(store, true, spec.seed, step as u64);
-            let fakes = model.fakes(&ctx, x.clone(), noise.clone(), prior_z.clone());
-            let fakes: Vec<_> = fakes.into_iter().map(|f| f.split_tape().0).collect();
             let mut d_loss = gan.discriminator_loss(&ctx, x.clone(), &fakes);
             d_loss_value = d_loss.as_vec()[0];
             if !d_loss_value.is_finite() {
@@ -132,7 +142,15 @@ impl<'a, D: Backend> Session<'a, D> {
             pass.step(store, |g| g == ParamGroup::Discriminator, &mut [opt_d], step);
         }
         values.insert("discriminator".to_string(), d_loss_value);
-        Ok(())
+        if !model.generator_only {
+            // A VAE-GAN's generator phase runs its encoder and decoder again with the likelihood
+            // terms; its own pass writes the running statistics.
+            return Ok(None);
+        }
+        for (id, v) in generator_buffers {
+            store.set_values(id, v);
+        }
+        Ok(Some(fakes.into_iter().zip(tapes).map(|(f, tape)| f.put_tape(tape)).collect()))
     }
 
     /// A split objective: the encoder's update, then the decoder's at the updated encoder (the
@@ -158,13 +176,15 @@ impl<'a, D: Backend> Session<'a, D> {
     }
 
     /// One update of the whole model by the spec's weighted losses, plus a GAN's generator loss and
-    /// feature reconstruction (a plain VAE's step, and a split objective's warm-up).
+    /// feature reconstruction (a plain VAE's step, and a split objective's warm-up). `generated`:
+    /// a generator-only GAN's fakes from the discriminator's phase, with their tape.
     fn joint_phase(
         &mut self,
         step: usize,
         x: Codes<D>,
         noise: Codes<D>,
         prior: Option<Codes<D>>,
+        generated: Option<Vec<Tensor2<D>>>,
         values: &mut BTreeMap<String, f32>,
     ) -> Result<StepSummary, StepFailure> {
         let Session { spec, model, gan, split, store, opt, opt_aux, .. } = self;
@@ -172,7 +192,7 @@ impl<'a, D: Backend> Session<'a, D> {
         let prior_z = || prior.clone().expect("drawn for adversarial and split objectives");
         let (terms, adversarial, feature) = match gan {
             Some(gan) if model.generator_only => {
-                let fakes = model.fakes(&ctx, x, noise, prior_z());
+                let fakes = generated.unwrap_or_else(|| model.fakes(&ctx, x, noise, prior_z()));
                 (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight), None)
             }
             Some(gan) => {

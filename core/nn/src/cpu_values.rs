@@ -1,0 +1,30 @@
+//! Raw access to CPU tensors for the fused ops (`fused`, `fused_act`): a tensor's values as a
+//! plain vector, and several gradient buffers as mutable slices at once.
+
+use dfdx::prelude::*;
+
+/// The values of a CPU tensor. dfdx keeps tensor storage private, so this is a copy; `copy_into`
+/// is a plain memcpy of the storage (dfdx's `as_vec` walks a strided iterator element by element,
+/// several times slower). That is only right for dense row-major tensors, which every input of
+/// these ops is (layer outputs, data, parameters); debug builds check it.
+pub fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    debug_assert!(v == t.as_vec(), "fused CPU ops need dense row-major tensors");
+    v
+}
+
+/// Gradient buffers of several tensors at once: all are allocated first, so no later lookup
+/// inserts into the map and the raw pointers stay valid while the slices are in use.
+macro_rules! grad_slices {
+    ($grads:expr, [$($t:expr),*]) => {{
+        $( $grads.try_alloc_for($t)?; )*
+        ( $( {
+            let v: &mut [f32] = &mut $grads.get_or_alloc_mut($t)?[..];
+            // SAFETY: distinct tensors have distinct map entries, and the map is not modified while
+            // these references are alive (every entry was allocated above).
+            unsafe { &mut *(v as *mut [f32]) }
+        }, )* )
+    }};
+}
+pub(crate) use grad_slices;
