@@ -3,14 +3,15 @@
 //! * `test`  — the full suite, as CI runs it (tests, then the CUDA build's dry run).
 //! * `cuda-build`, `device-check [--dry-run]` — the CUDA binary, linked here, in a bundle for the
 //!   device tool's GPU machine, and its check (`cuda.rs`).
-//! * `bench [train|loader|msssim]` — training throughput of `specs/bench/betavae64.ron` beside the
-//!   PyTorch reference script, image-folder loading beside torchvision (`loader`), and MS-SSIM beside
+//! * `bench [train|loader|msssim]` — training steps (β-VAE at 64 and 256 px, IntroVAE, GAN; both
+//!   gemm kernel paths) beside the PyTorch reference scripts (`train_bench.rs`), image-folder loading beside torchvision (`loader`), and MS-SSIM beside
 //!   pytorch-msssim (`msssim`); each alternates the two sides in one run so both see the same machine
 //!   load. Without a name, all three run.
 
 mod cuda;
 mod loader;
 mod msssim;
+mod train_bench;
 
 use xtask::repro;
 
@@ -25,16 +26,16 @@ fn main() -> ExitCode {
         Some("cuda-build") => cuda::BuildOptions::from_args(&args[1..]).and_then(|o| cuda::cuda_build(&o)).map(|_| ()),
         Some("device-check") => cuda::device_check(&args[1..]),
         Some("bench") => match args.get(1).map(String::as_str) {
-            Some("train") => bench(&args[2..]),
+            Some("train") => train_bench::bench_train(&args[2..], &python(&args[2..])),
             Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
             Some("msssim") => msssim::bench_msssim(&args[2..], &python(&args[2..])),
-            _ => bench(&args[1..])
+            _ => train_bench::bench_train(&args[1..], &python(&args[1..]))
                 .and_then(|()| loader::bench_loader(&args[1..], &python(&args[1..])))
                 .and_then(|()| msssim::bench_msssim(&args[1..], &python(&args[1..]))),
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}\n       {}",
+                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--only WORKLOAD] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}\n       {}",
                 cuda::USAGE
             );
             return ExitCode::from(2);
@@ -227,53 +228,4 @@ fn median(v: &mut [f64]) -> f64 {
 fn python(args: &[String]) -> String {
     let home = std::env::var("HOME").unwrap_or_default();
     flag(args, "--python").unwrap_or_else(|| format!("{home}/.torchenv/bin/python"))
-}
-
-fn bench(args: &[String]) -> Result<(), String> {
-    let rounds: usize = flag(args, "--rounds").map_or(Ok(5), |s| s.parse()).map_err(|_| "--rounds takes a number")?;
-    let steps = flag(args, "--steps").unwrap_or_else(|| "15".into());
-    let threads = flag(args, "--threads").unwrap_or_else(|| "2".into());
-    let python = python(args);
-    let script = root().join("../shared/bench/torch_betavae_step.py");
-
-    run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli"]))?;
-    let vaelab = root().join("target/release/vaelab");
-    let torch_ok = Path::new(&python).exists() && script.exists();
-    if !torch_ok {
-        eprintln!(
-            "note: PyTorch reference not run: need {python} and {}.\n  set up: python3 -m venv ~/.torchenv && ~/.torchenv/bin/pip install torch",
-            script.display()
-        );
-    }
-    // Peak memory of the PyTorch process, read from inside it after the script has run.
-    let torch_wrapper = format!(
-        "import runpy, resource, sys; sys.argv = ['torch_betavae_step.py', '{threads}', '{steps}', '64']; \
-         runpy.run_path({:?}, run_name='__main__'); \
-         print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
-        script.display().to_string()
-    );
-
-    let ours = || {
-        let mut c = Command::new(&vaelab);
-        c.args(["bench", "specs/bench/betavae64.ron", "--steps", &steps, "--threads", &threads]);
-        c
-    };
-    let theirs = || {
-        let mut c = Command::new(&python);
-        c.args(["-c", &torch_wrapper]).env("PYTHONWARNINGS", "ignore");
-        c
-    };
-    let reference = torch_ok.then_some(Side { name: "PyTorch", command: &theirs });
-    let (mut ours, mut theirs) = alternate(rounds, "img/s", Side { name: "vaelab", command: &ours }, reference)?;
-    let memory = |r: &Rounds, key: &str| r.outputs.iter().map(|o| number_after(o, key).unwrap_or(0.0)).collect::<Vec<f64>>();
-    let (mut our_mem, mut their_mem) = (memory(&ours, "peak RSS "), memory(&theirs, "peak_rss_mib "));
-    let (m_ours, mem_ours) = (median(&mut ours.rates), median(&mut our_mem));
-    println!("β-VAE 64×64, batch 64, Adam, {threads} threads, {rounds} rounds × {steps} steps (median of per-round medians)");
-    println!("  vaelab : {m_ours:>7.0} img/s   peak RSS {mem_ours:>6.0} MiB");
-    if torch_ok {
-        let (m_theirs, mem_theirs) = (median(&mut theirs.rates), median(&mut their_mem));
-        println!("  PyTorch: {m_theirs:>7.0} img/s   peak RSS {mem_theirs:>6.0} MiB");
-        println!("  ratio vaelab / PyTorch: {:.2}×", m_ours / m_theirs);
-    }
-    Ok(())
 }

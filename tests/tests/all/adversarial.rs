@@ -219,13 +219,13 @@ pub(crate) mod intro {
         };
         let ctx = Ctx::new(&store, true, 0, 0);
         let data = vaelab::adversarial::StepData { x: &x, noise: &noise, prior_z: &prior, renoise: &renoise };
-        let (e, z) = iv.encoder_loss(&model, &ctx, &data);
+        let (e, z, _) = iv.encoder_loss(&model, &ctx, &data);
         let got_e = e.loss.as_vec()[0] as f64;
         assert!((got_e - want_e).abs() < 1e-5 * want_e.abs().max(1.0), "L_E {got_e} vs {want_e}");
         let terms: std::collections::BTreeMap<_, _> = e.terms.into_iter().collect();
         assert!((terms["kl_rec"] as f64 - kl_r).abs() < 1e-5 && (terms["kl_fake"] as f64 - kl_p).abs() < 1e-5);
         assert!((terms["sse"] as f64 - rec).abs() < 1e-5 * rec.max(1.0));
-        let d = iv.decoder_loss(&model, &ctx, &data, &z);
+        let d = iv.decoder_loss(&model, &ctx, &data, &z, None);
         let got_g = d.loss.as_vec()[0] as f64;
         assert!((got_g - want_g).abs() < 1e-5 * want_g.abs().max(1.0), "L_G {got_g} vs {want_g}");
 

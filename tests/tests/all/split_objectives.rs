@@ -188,14 +188,14 @@ fn soft_intro_vae_losses_and_gradients_match_the_formulas() {
         let objective =
             SoftIntroVae { beta_rec: 1.0, beta_kl: 0.7, beta_neg: 2.0, gamma_r: 0.5, attach_rec_target: attached, warmup: 0 };
         let ctx = Ctx::new(&f.store, true, 0, 0);
-        let (e, z_drawn) = objective.encoder_loss(&f.model, &ctx, &data);
+        let (e, z_drawn, _) = objective.encoder_loss(&f.model, &ctx, &data);
         assert_close("L_E", e.loss.as_vec()[0] as f64, encoder_formula(&net0, attached), 1e-5);
         for (got, want) in z_drawn.as_vec().iter().zip(codes.as_vec()) {
             assert!((got - want).abs() < 1e-5, "the encoder pass hands on z = μ + σ·ε: {got} vs {want}");
         }
         let terms: BTreeMap<_, _> = e.terms.iter().copied().collect();
         assert_close("kl_rec", terms["kl_rec"] as f64, mean(recs.iter().map(|x| net0.kl(x))), 1e-5);
-        let d = objective.decoder_loss(&f.model, &ctx, &data, &codes);
+        let d = objective.decoder_loss(&f.model, &ctx, &data, &codes, None);
         assert_close("L_D", d.loss.as_vec()[0] as f64, decoder_formula(&net0), 1e-5);
 
         for name in ["encoder.1.bias", "latent.logvar.0.bias", "latent.mu.0.bias"] {
@@ -206,7 +206,7 @@ fn soft_intro_vae_losses_and_gradients_match_the_formulas() {
         }
         for name in ["decoder.0.bias", "decoder.0.weight"] {
             let ctx = Ctx::new(&f.store, true, 0, 0);
-            let analytic = tape_gradient(&f.store, objective.decoder_loss(&f.model, &ctx, &data, &codes).loss, name);
+            let analytic = tape_gradient(&f.store, objective.decoder_loss(&f.model, &ctx, &data, &codes, None).loss, name);
             assert_close(&format!("dL_D/d{name}"), analytic, numeric_gradient(&net0, name, decoder_formula), 2e-3);
         }
     }

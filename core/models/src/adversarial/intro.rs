@@ -53,8 +53,9 @@ impl IntroVae {
 
     /// The encoder's loss
     /// weight_rec·L_rec + weight_kl·(KL(x) + ½·weight_neg·([m − KL(sg x_r)]⁺ + [m − KL(sg x_p)]⁺)),
-    /// and the codes z it drew.
-    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Routed<D>, Codes<D>) {
+    /// the codes z it drew, and x_p = D(z_p) with its own tape (the loss holds only sg(x_p)), which
+    /// the decoder's loss reuses: the encoder's update leaves the decoder as it is.
+    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Routed<D>, Codes<D>, Tensor2<D>) {
         let (x, noise) = (data.x, data.noise);
         let enc = model.encode(ctx, x.clone(), noise.clone());
         let z = constant(&enc.z);
@@ -64,7 +65,6 @@ impl IntroVae {
         // sg(x_r), sg(x_p): new tensors, so the hinge's gradient cannot flow back through the
         // decoder into the encoder's z (the official `rec.detach()`, `fake.detach()`).
         let (x_r_sg, x_p_sg) = (stop_gradient(&x_r), stop_gradient(&x_p));
-        drop(x_p);
         let rec = Self::squared_error(x_r, x);
         let kl_r = model.encode_taped(ctx, x_r_sg, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p_sg, noise.clone()).into_reg();
@@ -72,16 +72,24 @@ impl IntroVae {
         let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
         let loss = rec * self.weight_rec + (real_kl + hinge * (0.5 * self.weight_neg)) * self.weight_kl;
         let terms = vec![("kl", values[0]), ("kl_rec", values[1]), ("kl_fake", values[2]), ("sse", values[3])];
-        (Routed { loss, terms }, z)
+        (Routed { loss, terms }, z, x_p)
     }
 
     /// The decoder's loss weight_rec·L_rec + ½·weight_kl·(KL(x_r) + KL(x_p)) for x_r = D(z) with the
     /// encoder pass's `z`, the KLs scored by the encoder as it is now (after its update), with
-    /// gradients reaching the decoder through that scoring.
-    pub fn decoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>, z: &Codes<D>) -> Routed<D> {
+    /// gradients reaching the decoder through that scoring. `x_p`: the encoder pass's D(z_p) with
+    /// its tape, or `None` to decode it here (the same values: the decoder has not changed).
+    pub fn decoder_loss<D: Backend>(
+        &self,
+        model: &Model,
+        ctx: &Ctx<D>,
+        data: &StepData<D>,
+        z: &Codes<D>,
+        x_p: Option<Tensor2<D>>,
+    ) -> Routed<D> {
         let (x, noise) = (data.x, data.noise);
         let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
-        let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
+        let x_p = x_p.unwrap_or_else(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())));
         let rec = Self::squared_error(x_r.with_empty_tape(), x);
         let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();

@@ -90,7 +90,8 @@ impl SplitObjective {
 
     /// One training step in the authors' order. The encoder's loss is taken, and the encoder group
     /// updated; then, for IntroVAE and Soft-IntroVAE, the decoder's loss is taken at the updated
-    /// parameters (of the z the encoder's pass drew) and the decoder group updated. VPGA's one loss
+    /// parameters (of the z the encoder's pass drew, and of the prior sample that pass decoded, its
+    /// tape kept: one decoder pass fewer) and the decoder group updated. VPGA's one loss
     /// serves both groups, its gradient taken before either update. Running statistics move once,
     /// from the encoder's pass. A failure leaves the parameters of the group it stopped before
     /// unchanged (a non-finite encoder term, or a plugin failure in the encoder's pass: nothing).
@@ -107,14 +108,15 @@ impl SplitObjective {
     ) -> Result<SplitStep, StepFailure> {
         let mut values = std::collections::BTreeMap::new();
         let ctx = Ctx::new(store, true, seed, step as u64);
-        let (encoder, z) = match self {
+        // IntroVAE and Soft-IntroVAE hand over the codes z they drew and D(z_p) with its tape.
+        let (encoder, kept) = match self {
             SplitObjective::Intro(iv) => {
-                let (r, z) = iv.encoder_loss(model, &ctx, data);
-                (r, Some(z))
+                let (r, z, x_p) = iv.encoder_loss(model, &ctx, data);
+                (r, Some((z, x_p)))
             }
             SplitObjective::SoftIntro(s) => {
-                let (r, z) = s.encoder_loss(model, &ctx, data);
-                (r, Some(z))
+                let (r, z, x_p) = s.encoder_loss(model, &ctx, data);
+                (r, Some((z, x_p)))
             }
             SplitObjective::Vpga(v) => (v.loss(model, &ctx, data), None),
         };
@@ -127,7 +129,7 @@ impl SplitObjective {
         // Running statistics move from the encoder's pass only.
         let e = backward(encoder.loss, "encoder", ctx)?;
         let e_value = e.value;
-        let Some(z) = z else {
+        let Some((z, x_p)) = kept else {
             // VPGA: one loss, whose `encoder` and `decoder` terms it logs itself.
             let (lr, grad_norm) = e.step(store, |_| true, &mut [opt_encoder, opt_decoder], step);
             return Ok(SplitStep { values, lr, grad_norm });
@@ -135,8 +137,8 @@ impl SplitObjective {
         let (lr, grad_norm) = e.step(store, |_| true, &mut [opt_encoder], step);
         let ctx = Ctx::new(store, true, seed, step as u64);
         let decoder = match self {
-            SplitObjective::Intro(iv) => iv.decoder_loss(model, &ctx, data, &z),
-            SplitObjective::SoftIntro(s) => s.decoder_loss(model, &ctx, data, &z),
+            SplitObjective::Intro(iv) => iv.decoder_loss(model, &ctx, data, &z, Some(x_p)),
+            SplitObjective::SoftIntro(s) => s.decoder_loss(model, &ctx, data, &z, Some(x_p)),
             SplitObjective::Vpga(_) => unreachable!("VPGA returned above"),
         };
         let d = backward(decoder.loss, "decoder", ctx)?;

@@ -56,8 +56,9 @@ impl SoftIntroVae {
         1.0 / data.x.shape().0 as f32
     }
 
-    /// The encoder's loss, and the codes z it drew; see the module documentation.
-    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Routed<D>, Codes<D>) {
+    /// The encoder's loss, the codes z it drew, and x_p = D(z_p) with its own tape (the loss holds
+    /// only sg(x_p)) for the decoder's loss; see the module documentation.
+    pub fn encoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>) -> (Routed<D>, Codes<D>, Tensor2<D>) {
         let s = Self::scale(data);
         let post = model.posterior(ctx, data.x.clone()).expect("validated: a Gaussian latent");
         let (z, kl_real) = post.sample_and_kl(data.noise.clone());
@@ -99,15 +100,23 @@ impl SoftIntroVae {
             ("exp_elbo_fake", value(&exp_p)),
         ];
         let loss = (rec * self.beta_rec + kl * self.beta_kl) * s + (exp_r + exp_p) * 0.25;
-        (Routed { loss, terms }, codes)
+        (Routed { loss, terms }, codes, x_p)
     }
 
     /// The decoder's loss for x_r = D(z) with the encoder pass's `z`, scored by the updated encoder;
-    /// see the module documentation.
-    pub fn decoder_loss<D: Backend>(&self, model: &Model, ctx: &Ctx<D>, data: &StepData<D>, z: &Codes<D>) -> Routed<D> {
+    /// see the module documentation. `x_p`: the encoder pass's D(z_p) with its tape, or `None` to
+    /// decode it here (the same values: the encoder's update leaves the decoder as it is).
+    pub fn decoder_loss<D: Backend>(
+        &self,
+        model: &Model,
+        ctx: &Ctx<D>,
+        data: &StepData<D>,
+        z: &Codes<D>,
+        x_p: Option<Tensor2<D>>,
+    ) -> Routed<D> {
         let s = Self::scale(data);
         let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
-        let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
+        let x_p = x_p.unwrap_or_else(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())));
         let rec = per_example_sse(x_r.with_empty_tape(), data.x.clone()).mean::<(), _>();
         // KL of each generated image, with its gradient reaching the decoder through the encoder, and
         // the reconstruction of the image from sg(z_g) for the γ_r term.
