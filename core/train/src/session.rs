@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use vaelab_datasets::ImageBatch;
 use vaelab_models::adversarial::{Gan, SplitObjective, StepData, RENOISE_PURPOSES};
 use vaelab_models::latent::PriorDraw;
-use vaelab_models::model::Model;
+use vaelab_models::model::{GanTerms, Model};
 use vaelab_nn::batch::{normal_noise, to_tensor};
 use vaelab_nn::optim::{backward, Group, Optimizer, StepFailure};
 use vaelab_nn::{Backend, BlockSource, Ctx, FeatShape, ParamGroup, ParamStore, Tensor2, OT};
@@ -17,6 +17,23 @@ use vaelab_runs::checkpoint::{self, CheckpointError, CheckpointInfo};
 use vaelab_spec::{Adversarial, Experiment};
 
 type Codes<D> = Tensor<(usize, usize), f32, D>;
+
+/// A GAN's generator pass, made once a step by the discriminator's phase and handed, on the tape,
+/// to the generator's phase.
+enum Generated<D: Backend> {
+    /// A generator from noise: its fakes.
+    Fakes(Vec<Tensor2<D>>),
+    /// A model with an encoder (VAE-GAN, VQ-GAN): its terms, fakes and reconstruction.
+    Terms(Box<GanTerms<D>>),
+}
+
+/// The fakes the discriminator judges, wherever `generated` holds them.
+fn taped_fakes<D: Backend>(generated: &mut Generated<D>) -> &mut Vec<Tensor2<D>> {
+    match generated {
+        Generated::Fakes(fakes) => fakes,
+        Generated::Terms(terms) => &mut terms.fakes,
+    }
+}
 
 /// What one step gives the log besides its terms.
 pub struct StepSummary {
@@ -96,15 +113,16 @@ impl<'a, D: Backend> Session<'a, D> {
         };
         match (self.split.filter(|o| step >= o.warmup()), &prior) {
             (Some(objective), Some(prior)) => self.split_phase(objective, step, &x, &noise, prior, values),
-            _ => self.joint_phase(step, x, noise, prior, generated, values),
+            _ => self.joint_phase(step, x, noise, generated, values),
         }
     }
 
     /// A GAN's discriminator, `d_steps` times, on fakes without gradient; only its own parameters
-    /// and running statistics change. The fakes are made once: the discriminator's updates change
-    /// neither the generator nor its inputs, so every update would make the same ones. A
-    /// generator-only GAN's generator phase needs exactly these fakes too, so they are returned
-    /// with their tape (the generator's forward pass) and its running statistics are written here.
+    /// and running statistics change. The generator's whole forward pass is made once, before the
+    /// discriminator's updates, which change neither the generator nor its inputs: every update
+    /// would see the same fakes, and the generator's phase needs exactly this pass (terms, fakes
+    /// and reconstruction, on the tape). It is returned for that phase, and its running statistics
+    /// are written here.
     fn discriminator_phase(
         &mut self,
         step: usize,
@@ -112,11 +130,24 @@ impl<'a, D: Backend> Session<'a, D> {
         noise: &Codes<D>,
         prior_z: &Codes<D>,
         values: &mut BTreeMap<String, f32>,
-    ) -> Result<Option<Vec<Tensor2<D>>>, StepFailure> {
+    ) -> Result<Option<Generated<D>>, StepFailure> {
         let Session { spec, model, gan: Some(gan), store, opt_aux: Some(opt_d), .. } = self else { return Ok(None) };
         let generator_ctx = Ctx::new(store, true, spec.seed, step as u64);
-        let fakes = model.fakes(&generator_ctx, x.clone(), noise.clone(), prior_z.clone());
-        let (fakes, tapes): (Vec<_>, Vec<_>) = fakes.into_iter().map(|f| f.split_tape()).unzip();
+        let mut generated = if model.generator_only {
+            Generated::Fakes(model.fakes(&generator_ctx, x.clone(), noise.clone(), prior_z.clone()))
+        } else {
+            let (x, noise, z) = (x.clone(), noise.clone(), prior_z.clone());
+            Generated::Terms(Box::new(model.terms_and_fakes(
+                &generator_ctx,
+                x,
+                noise,
+                z,
+                gan.trains_encoder,
+                gan.feature_layer.is_some(),
+            )))
+        };
+        let (fakes, tapes): (Vec<_>, Vec<_>) =
+            std::mem::take(taped_fakes(&mut generated)).into_iter().map(|f| f.split_tape()).unzip();
         if let Some(failure) = generator_ctx.failures.take() {
             return Err(StepFailure::Plugin(failure));
         }
@@ -142,15 +173,12 @@ impl<'a, D: Backend> Session<'a, D> {
             pass.step(store, |g| g == ParamGroup::Discriminator, &mut [opt_d], step);
         }
         values.insert("discriminator".to_string(), d_loss_value);
-        if !model.generator_only {
-            // A VAE-GAN's generator phase runs its encoder and decoder again with the likelihood
-            // terms; its own pass writes the running statistics.
-            return Ok(None);
-        }
+        // The generator's pass holds no discriminator layer: all its statistics are the model's.
         for (id, v) in generator_buffers {
             store.set_values(id, v);
         }
-        Ok(Some(fakes.into_iter().zip(tapes).map(|(f, tape)| f.put_tape(tape)).collect()))
+        *taped_fakes(&mut generated) = fakes.into_iter().zip(tapes).map(|(f, tape)| f.put_tape(tape)).collect();
+        Ok(Some(generated))
     }
 
     /// A split objective: the encoder's update, then the decoder's at the updated encoder (the
@@ -177,32 +205,25 @@ impl<'a, D: Backend> Session<'a, D> {
 
     /// One update of the whole model by the spec's weighted losses, plus a GAN's generator loss and
     /// feature reconstruction (a plain VAE's step, and a split objective's warm-up). `generated`:
-    /// a generator-only GAN's fakes from the discriminator's phase, with their tape.
+    /// a GAN's forward pass from the discriminator's phase, on the tape.
     fn joint_phase(
         &mut self,
         step: usize,
         x: Codes<D>,
         noise: Codes<D>,
-        prior: Option<Codes<D>>,
-        generated: Option<Vec<Tensor2<D>>>,
+        generated: Option<Generated<D>>,
         values: &mut BTreeMap<String, f32>,
     ) -> Result<StepSummary, StepFailure> {
         let Session { spec, model, gan, split, store, opt, opt_aux, .. } = self;
         let ctx = Ctx::new(store, true, spec.seed, step as u64);
-        let prior_z = || prior.clone().expect("drawn for adversarial and split objectives");
-        let (terms, adversarial, feature) = match gan {
-            Some(gan) if model.generator_only => {
-                let fakes = generated.unwrap_or_else(|| model.fakes(&ctx, x, noise, prior_z()));
-                (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight), None)
-            }
-            Some(gan) => {
-                let real = x.clone();
-                let step_terms =
-                    model.terms_and_fakes(&ctx, x, noise, prior_z(), gan.trains_encoder, gan.feature_layer.is_some());
-                let feature = step_terms.recon.and_then(|recon| gan.feature_loss(&ctx, &real, recon));
+        let (terms, adversarial, feature) = match (gan.as_ref(), generated) {
+            (Some(gan), Some(Generated::Fakes(fakes))) => (None, Some(gan.generator_loss(&ctx, fakes) * gan.weight), None),
+            (Some(gan), Some(Generated::Terms(step_terms))) => {
+                let feature = step_terms.recon.and_then(|recon| gan.feature_loss(&ctx, &x, recon));
                 (Some(step_terms.terms), Some(gan.generator_loss(&ctx, step_terms.fakes) * gan.weight), feature)
             }
-            None => (Some(model.terms(&ctx, x, noise)), None, None),
+            (Some(_), None) => unreachable!("a GAN's discriminator phase hands over its generator pass"),
+            (None, _) => (Some(model.terms(&ctx, x, noise)), None, None),
         };
         let weights = term_weights(&spec.losses, step);
         let stats: BTreeMap<String, f32> = terms.iter().flat_map(|t| &t.stats).map(|(k, v)| (k.to_string(), *v)).collect();
