@@ -7,8 +7,10 @@ training loop: fakes made once; the discriminator's update on them detached, the
 through the updated discriminator. Prints median images/second over timed steps.
 
     python3 torch_gan_step.py THREADS STEPS"""
-import sys, time, torch, torch.nn as nn, torch.nn.functional as F
+import sys, torch, torch.nn as nn, torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm as sn
+
+from step_timing import report
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
@@ -41,10 +43,4 @@ def step(x):
     opt_g.zero_grad(); g_loss.backward(); opt_g.step()
 
 
-x = (torch.rand(B, 1, SIZE, SIZE) > 0.5).float()
-ts = []
-for i in range(steps):
-    t0 = time.perf_counter(); step(x); dt = time.perf_counter() - t0
-    if i >= 2: ts.append(dt)
-ts.sort(); med = ts[len(ts) // 2]
-print(f"torch {torch.__version__} cpu threads={threads} size={SIZE}: median step {med:.4f}s => {B/med:.0f} img/s")
+report(step, (torch.rand(B, 1, SIZE, SIZE) > 0.5).float(), steps, threads, SIZE)

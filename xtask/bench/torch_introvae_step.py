@@ -10,7 +10,9 @@ update does not touch the decoder). Prints median images/second over timed steps
     python3 torch_introvae_step.py THREADS STEPS
 
 Weights are the spec's: weight_rec 2.4, weight_kl 1, weight_neg 0.5, margin 40."""
-import sys, time, torch, torch.nn as nn
+import sys, torch, torch.nn as nn
+
+from step_timing import report
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
@@ -63,10 +65,4 @@ def step(x):
     opt_d.step()
 
 
-x = (torch.rand(B, 1, SIZE, SIZE) > 0.5).float()
-ts = []
-for i in range(steps):
-    t0 = time.perf_counter(); step(x); dt = time.perf_counter() - t0
-    if i >= 2: ts.append(dt)
-ts.sort(); med = ts[len(ts) // 2]
-print(f"torch {torch.__version__} cpu threads={threads} size={SIZE}: median step {med:.4f}s => {B/med:.0f} img/s")
+report(step, (torch.rand(B, 1, SIZE, SIZE) > 0.5).float(), steps, threads, SIZE)

@@ -62,13 +62,16 @@ pub fn bench_loader(args: &[String], python: &str) -> Result<(), String> {
         c.arg(&script).arg(dir.join("train")).args(["128", "64", &threads]);
         c
     };
-    let reference = torch_ok.then_some(Side { name: "torchvision", command: &theirs });
-    let (mut ours, mut theirs) = alternate(rounds, "img/s", Side { name: "vaelab", command: &ours }, reference)?;
-    let m_ours = median(&mut ours.rates);
+    let mut sides = vec![Side { name: "vaelab", command: &ours }];
+    if torch_ok {
+        sides.push(Side { name: "torchvision", command: &theirs });
+    }
+    let mut results = alternate(rounds, "", "img/s", &sides)?;
+    let m_ours = median(&mut results[0].rates);
     println!("loader: {IMAGES} 16-bit {SIDE}² PNGs → 128², batch 64, {threads} threads/workers, {rounds} rounds (medians)");
     println!("  vaelab     : {m_ours:>7.0} img/s");
     if torch_ok {
-        let m_theirs = median(&mut theirs.rates);
+        let m_theirs = median(&mut results[1].rates);
         println!("  torchvision: {m_theirs:>7.0} img/s");
         println!("  ratio vaelab / torchvision: {:.2}×", m_ours / m_theirs);
     }

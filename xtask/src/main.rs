@@ -4,9 +4,9 @@
 //! * `cuda-build`, `device-check [--dry-run]` — the CUDA binary, linked here, in a bundle for the
 //!   device tool's GPU machine, and its check (`cuda.rs`).
 //! * `bench [train|loader|msssim]` — training steps (β-VAE at 64 and 256 px, IntroVAE, GAN; both
-//!   gemm kernel paths) beside the PyTorch reference scripts (`train_bench.rs`), image-folder loading beside torchvision (`loader`), and MS-SSIM beside
-//!   pytorch-msssim (`msssim`); each alternates the two sides in one run so both see the same machine
-//!   load. Without a name, all three run.
+//!   gemm kernel paths) beside the PyTorch reference scripts (`train_bench.rs`), image-folder
+//!   loading beside torchvision (`loader`), and MS-SSIM beside pytorch-msssim (`msssim`); each
+//!   alternates its sides in one run so all see the same machine load. Without a name, all three run.
 
 mod cuda;
 mod loader;
@@ -200,14 +200,13 @@ struct Rounds {
     outputs: Vec<String>,
 }
 
-/// Runs vaelab and the reference (when there is one) alternately for `rounds`, so that both see the
-/// same machine load, printing each round's rates in `unit`.
-fn alternate(rounds: usize, unit: &str, ours: Side, theirs: Option<Side>) -> Result<(Rounds, Rounds), String> {
-    let mut sides = (Rounds { rates: vec![], outputs: vec![] }, Rounds { rates: vec![], outputs: vec![] });
+/// Runs the sides one after another, round after round, so that all see the same machine load,
+/// printing each round's rates in `unit` on a line that starts with `label`.
+fn alternate(rounds: usize, label: &str, unit: &str, sides: &[Side]) -> Result<Vec<Rounds>, String> {
+    let mut results: Vec<Rounds> = sides.iter().map(|_| Rounds { rates: vec![], outputs: vec![] }).collect();
     for round in 1..=rounds {
-        let mut line = format!("round {round}/{rounds}:");
-        for (side, record) in [(Some(&ours), &mut sides.0), (theirs.as_ref(), &mut sides.1)] {
-            let Some(side) = side else { continue };
+        let mut line = format!("{label}round {round}/{rounds}:");
+        for (side, record) in sides.iter().zip(&mut results) {
             let out = capture(&mut (side.command)())?;
             let rate = number_after(&out, "=> ").ok_or(format!("unexpected {} output: {out}", side.name))?;
             line += &format!(" {} {rate:.1} {unit}", side.name);
@@ -216,7 +215,7 @@ fn alternate(rounds: usize, unit: &str, ours: Side, theirs: Option<Side>) -> Res
         }
         eprintln!("{line}");
     }
-    Ok(sides)
+    Ok(results)
 }
 
 fn median(v: &mut [f64]) -> f64 {

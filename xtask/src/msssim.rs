@@ -27,16 +27,22 @@ pub fn bench_msssim(args: &[String], python: &str) -> Result<(), String> {
         c.arg(&script).args([pairs, "256", &threads]);
         c
     };
-    let reference = torch_ok.then_some(Side { name: "pytorch-msssim", command: &theirs });
-    let (mut ours, mut theirs) = alternate(rounds, "pairs/s", Side { name: "vaelab", command: &ours }, reference)?;
+    let mut sides = vec![Side { name: "vaelab", command: &ours }];
+    if torch_ok {
+        sides.push(Side { name: "pytorch-msssim", command: &theirs });
+    }
+    let mut results = alternate(rounds, "", "pairs/s", &sides)?;
     // How far the two implementations' mean MS-SSIM values are apart, at worst over the rounds.
     let mean = |o: &String| number_after(o, "(mean ").unwrap_or(f64::NAN);
-    let gap = ours.outputs.iter().zip(&theirs.outputs).map(|(a, b)| (mean(a) - mean(b)).abs()).fold(0.0, f64::max);
-    let m_ours = median(&mut ours.rates);
+    let gap = match &results[..] {
+        [ours, theirs] => ours.outputs.iter().zip(&theirs.outputs).map(|(a, b)| (mean(a) - mean(b)).abs()).fold(0.0, f64::max),
+        _ => 0.0,
+    };
+    let m_ours = median(&mut results[0].rates);
     println!("MS-SSIM: {pairs} grey 256² pairs, 5 scales, {threads} threads, {rounds} rounds (medians)");
     println!("  vaelab        : {m_ours:>8.1} pairs/s");
     if torch_ok {
-        let m_theirs = median(&mut theirs.rates);
+        let m_theirs = median(&mut results[1].rates);
         println!("  pytorch-msssim: {m_theirs:>8.1} pairs/s");
         println!("  ratio vaelab / pytorch-msssim: {:.2}×; largest difference of the mean values: {gap:.1e}", m_ours / m_theirs);
     }

@@ -5,7 +5,7 @@
 //! default build) and with its AVX2+FMA kernels (a build without the `avx512` feature), the
 //! kernels a CPU without AVX-512 runs. Sides alternate within each round, so all see the same load.
 
-use crate::{capture, flag, median, number_after, root, run};
+use crate::{alternate, flag, median, number_after, root, run, Side};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -50,13 +50,6 @@ const WORKLOADS: [Workload; 4] = [
     },
 ];
 
-/// A program that prints "… => R img/s" and a peak RSS: (rate, MiB).
-fn measure(cmd: &mut Command, rss_key: &str) -> Result<(f64, f64), String> {
-    let out = capture(cmd)?;
-    let rate = number_after(&out, "=> ").ok_or(format!("unexpected output of {cmd:?}: {out}"))?;
-    Ok((rate, number_after(&out, rss_key).unwrap_or(0.0)))
-}
-
 fn cpu_has_avx512() -> bool {
     std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == "avx512f"))
 }
@@ -65,15 +58,16 @@ fn cpu_has_avx512() -> bool {
 /// it as `vaelab-avx2` (both builds share the target folder, so switching costs only relinking).
 fn build_binaries() -> Result<Vec<(&'static str, PathBuf)>, String> {
     let release = root().join("target/release");
+    let avx512 = cpu_has_avx512();
     let mut binaries = vec![];
-    if cpu_has_avx512() {
+    if avx512 {
         run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli", "--no-default-features"]))?;
         std::fs::copy(release.join("vaelab"), release.join("vaelab-avx2"))
             .map_err(|e| format!("cannot copy the AVX2 build: {e}"))?;
         binaries.push(("vaelab AVX2", release.join("vaelab-avx2")));
     }
     run(Command::new("cargo").args(["build", "--release", "-p", "vaelab-cli"]))?;
-    binaries.insert(0, (if cpu_has_avx512() { "vaelab AVX-512" } else { "vaelab AVX2" }, release.join("vaelab")));
+    binaries.insert(0, (if avx512 { "vaelab AVX-512" } else { "vaelab AVX2" }, release.join("vaelab")));
     Ok(binaries)
 }
 
@@ -91,36 +85,49 @@ pub fn bench_train(args: &[String], python: &str) -> Result<(), String> {
     let mut table = vec![];
     for w in WORKLOADS.iter().filter(|w| only.as_ref().is_none_or(|o| w.name.contains(o.as_str()))) {
         let n = (steps / w.steps_divisor).max(5).to_string();
-        // Peak memory of the PyTorch process, read from inside it once the script has run.
         let mut argv = vec![w.script.to_string(), threads.clone(), n.clone()];
         argv.extend(w.script_args.iter().map(|s| s.to_string()));
+        // The scripts' folder on the path for their shared helper; peak memory of the PyTorch
+        // process, read from inside it once the script has run.
         let wrapper = format!(
-            "import runpy, resource, sys; sys.argv = {argv:?}; runpy.run_path({:?}, run_name='__main__'); \
+            "import runpy, resource, sys; sys.path.insert(0, {:?}); sys.argv = {argv:?}; \
+             runpy.run_path({:?}, run_name='__main__'); \
              print('peak_rss_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
+            scripts.display().to_string(),
             scripts.join(w.script).display().to_string()
         );
-        // (rates, peak RSS) per side: each vaelab build, then PyTorch.
-        let sides = binaries.len() + usize::from(torch_ok);
-        let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); sides];
-        for round in 1..=rounds {
-            let mut line = format!("{}, round {round}/{rounds}:", w.name);
-            for (i, (name, bin)) in binaries.iter().enumerate() {
-                let (rate, rss) =
-                    measure(Command::new(bin).args(["bench", w.spec, "--steps", &n, "--threads", &threads]), "peak RSS ")?;
-                line += &format!(" {name} {rate:.1}");
-                samples[i].0.push(rate);
-                samples[i].1.push(rss);
-            }
-            if torch_ok {
-                let (rate, rss) =
-                    measure(Command::new(python).args(["-c", &wrapper]).env("PYTHONWARNINGS", "ignore"), "peak_rss_mib ")?;
-                line += &format!(" PyTorch {rate:.1}");
-                samples[sides - 1].0.push(rate);
-                samples[sides - 1].1.push(rss);
-            }
-            eprintln!("{line} img/s");
+        let (n, threads) = (&n, &threads);
+        let ours: Vec<Box<dyn Fn() -> Command + '_>> = binaries
+            .iter()
+            .map(|(_, bin)| {
+                Box::new(move || {
+                    let mut c = Command::new(bin);
+                    c.args(["bench", w.spec, "--steps", n, "--threads", threads]);
+                    c
+                }) as Box<dyn Fn() -> Command>
+            })
+            .collect();
+        let theirs = || {
+            let mut c = Command::new(python);
+            c.args(["-c", &wrapper]).env("PYTHONWARNINGS", "ignore");
+            c
+        };
+        let mut sides: Vec<Side> =
+            binaries.iter().zip(&ours).map(|((name, _), command)| Side { name, command: &**command }).collect();
+        if torch_ok {
+            sides.push(Side { name: "PyTorch", command: &theirs });
         }
-        let medians: Vec<(f64, f64)> = samples.iter_mut().map(|(r, m)| (median(r), median(m))).collect();
+        let results = alternate(rounds, &format!("{}, ", w.name), "img/s", &sides)?;
+        // Each side's median rate and peak RSS: each vaelab build, then PyTorch.
+        let rss_keys = std::iter::repeat_n("peak RSS ", binaries.len()).chain(std::iter::once("peak_rss_mib "));
+        let medians: Vec<(f64, f64)> = results
+            .into_iter()
+            .zip(rss_keys)
+            .map(|(mut r, key)| {
+                let mut rss: Vec<f64> = r.outputs.iter().map(|o| number_after(o, key).unwrap_or(0.0)).collect();
+                (median(&mut r.rates), median(&mut rss))
+            })
+            .collect();
         table.push((w.name, medians));
     }
     print_table(&binaries, torch_ok, &threads, rounds, steps, &table);

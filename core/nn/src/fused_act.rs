@@ -1,8 +1,10 @@
-//! Fused CPU activations: ReLU and LeakyReLU in one parallel pass each way. dfdx's own ops run
-//! single-threaded, and its LeakyReLU (`prelu`) is a comparison, a scale and a `choose`, each a
-//! pass over memory with a tensor of its own (measured: 22 % of a GAN step). The backward pass
-//! needs only the sign of each input, so that is kept as one bit per value, not the input itself:
-//! the layer's input can be freed as soon as the forward pass is done with it.
+//! A fused CPU LeakyReLU: one parallel pass each way. dfdx's LeakyReLU (`prelu`) is a comparison,
+//! a scale and a `choose`, each a single-threaded pass over memory with a tensor of its own
+//! (measured: 22 % of a GAN step). The backward pass needs only the sign of each input, so that is
+//! kept as one bit per value, not the input itself: the layer's input can be freed as soon as the
+//! forward pass is done with it. The op computes ReLU too (`slope` = 0), but layers keep dfdx's
+//! `relu`: one pass over a buffer it reuses in place, faster than the copy this op needs (measured:
+//! the β-VAE's forward pass took 57 ms this way against 44 ms).
 
 use super::cpu_values::{dense, grad_slices};
 use super::Tensor2;

@@ -353,7 +353,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
         Op::Reshape => x,
         Op::Relu => {
             let shape = x.shape;
-            Act { t: D::leaky_relu(x.t, 0.0), shape, needs_grad: true }
+            Act { t: x.t.relu(), shape, needs_grad: true }
         }
         Op::LeakyRelu(slope) => {
             let shape = x.shape;

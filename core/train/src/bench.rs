@@ -84,10 +84,6 @@ fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<
             }
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let median_parts_s = [median(&mut parts[0]), median(&mut parts[1]), median(&mut parts[2])];
     let median = median(&mut times);
     Ok(BenchResult { median_step_s: median, median_parts_s, img_per_s: batch as f64 / median, peak_rss_mib: peak_rss_mib() })
@@ -111,14 +107,18 @@ fn time_session_steps<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Re
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median(&mut times);
     Ok(BenchResult {
         median_step_s: median,
         median_parts_s: [0.0; 3],
         img_per_s: spec.data.batch as f64 / median,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), 0 where unavailable.

@@ -15,7 +15,7 @@
 //!
 //! The training loop runs the two passes in that order (`super::SplitObjective::step`).
 
-use super::{Routed, Scalar, StepData};
+use super::{decoder_phase_images, Routed, Scalar, StepData};
 use crate::model::Model;
 use dfdx::prelude::*;
 use vaelab_nn::{constant, stop_gradient, Backend, Ctx, Tensor2};
@@ -77,8 +77,7 @@ impl IntroVae {
 
     /// The decoder's loss weight_rec·L_rec + ½·weight_kl·(KL(x_r) + KL(x_p)) for x_r = D(z) with the
     /// encoder pass's `z`, the KLs scored by the encoder as it is now (after its update), with
-    /// gradients reaching the decoder through that scoring. `x_p`: the encoder pass's D(z_p) with
-    /// its tape, or `None` to decode it here (the same values: the decoder has not changed).
+    /// gradients reaching the decoder through that scoring. `x_p`: see [`decoder_phase_images`].
     pub fn decoder_loss<D: Backend>(
         &self,
         model: &Model,
@@ -88,8 +87,7 @@ impl IntroVae {
         x_p: Option<Tensor2<D>>,
     ) -> Routed<D> {
         let (x, noise) = (data.x, data.noise);
-        let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
-        let x_p = x_p.unwrap_or_else(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())));
+        let (x_r, x_p) = decoder_phase_images(model, ctx, data, z, x_p);
         let rec = Self::squared_error(x_r.with_empty_tape(), x);
         let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
         let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();

@@ -63,6 +63,21 @@ pub fn per_example_sse<D: Backend>(a: Tensor2<D>, b: Tensor<(usize, usize), f32,
     (a - b).square().sum::<(usize,), Axis<0>>()
 }
 
+/// The decoder phase's images of IntroVAE and Soft-IntroVAE, on the tape: x_r = D(z) from the
+/// encoder pass's codes `z`, and x_p = D(z_p), the encoder pass's own when given (`x_p`), else
+/// decoded here (the same values: the encoder's update leaves the decoder as it is).
+pub fn decoder_phase_images<D: Backend>(
+    model: &Model,
+    ctx: &Ctx<D>,
+    data: &StepData<D>,
+    z: &Codes<D>,
+    x_p: Option<Tensor2<D>>,
+) -> (Tensor2<D>, Tensor2<D>) {
+    let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
+    let x_p = x_p.unwrap_or_else(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())));
+    (x_r, x_p)
+}
+
 /// An objective that gives the encoder group and the decoder group losses of their own.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum SplitObjective {

@@ -23,7 +23,7 @@
 //!   with `rec` not detached), so that term's gradient also reaches the encoder through
 //!   x_r = D(z(x)). `attach_rec_target: false` detaches it instead (the paper's reading).
 
-use super::{per_example_sse, value, Codes, Routed, StepData};
+use super::{decoder_phase_images, per_example_sse, value, Codes, Routed, StepData};
 use crate::model::Model;
 use dfdx::prelude::*;
 use vaelab_nn::{constant, stop_gradient, Backend, Ctx, Tensor2};
@@ -104,8 +104,7 @@ impl SoftIntroVae {
     }
 
     /// The decoder's loss for x_r = D(z) with the encoder pass's `z`, scored by the updated encoder;
-    /// see the module documentation. `x_p`: the encoder pass's D(z_p) with its tape, or `None` to
-    /// decode it here (the same values: the encoder's update leaves the decoder as it is).
+    /// see the module documentation. `x_p`: see [`decoder_phase_images`].
     pub fn decoder_loss<D: Backend>(
         &self,
         model: &Model,
@@ -115,8 +114,7 @@ impl SoftIntroVae {
         x_p: Option<Tensor2<D>>,
     ) -> Routed<D> {
         let s = Self::scale(data);
-        let x_r = model.mean_taped(model.decode(ctx, z.clone().retaped()));
-        let x_p = x_p.unwrap_or_else(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped())));
+        let (x_r, x_p) = decoder_phase_images(model, ctx, data, z, x_p);
         let rec = per_example_sse(x_r.with_empty_tape(), data.x.clone()).mean::<(), _>();
         // KL of each generated image, with its gradient reaching the decoder through the encoder, and
         // the reconstruction of the image from sg(z_g) for the γ_r term.
