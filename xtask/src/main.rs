@@ -3,14 +3,16 @@
 //! * `test`  — the full suite, as CI runs it (tests, then the CUDA build's dry run).
 //! * `cuda-build`, `device-check [--dry-run]` — the CUDA binary, linked here, in a bundle for the
 //!   device tool's GPU machine, and its check (`cuda.rs`).
-//! * `bench [train|loader|msssim]` — training steps (β-VAE at 64 and 256 px, IntroVAE, GAN; both
+//! * `bench [train|loader|msssim|prior]` — training steps (β-VAE at 64 and 256 px, IntroVAE, GAN; both
 //!   gemm kernel paths) beside the PyTorch reference scripts (`train_bench.rs`), image-folder
-//!   loading beside torchvision (`loader`), and MS-SSIM beside pytorch-msssim (`msssim`); each
-//!   alternates its sides in one run so all see the same machine load. Without a name, all three run.
+//!   loading beside torchvision (`loader`), MS-SSIM beside pytorch-msssim (`msssim`), and PixelCNN
+//!   prior sampling (`prior`); each alternates its sides in one run so all see the same machine
+//!   load. Without a name, all four run.
 
 mod cuda;
 mod loader;
 mod msssim;
+mod prior_bench;
 mod train_bench;
 
 use xtask::repro;
@@ -29,13 +31,15 @@ fn main() -> ExitCode {
             Some("train") => train_bench::bench_train(&args[2..], &python(&args[2..])),
             Some("loader") => loader::bench_loader(&args[2..], &python(&args[2..])),
             Some("msssim") => msssim::bench_msssim(&args[2..], &python(&args[2..])),
+            Some("prior") => prior_bench::bench_prior(&args[2..]),
             _ => train_bench::bench_train(&args[1..], &python(&args[1..]))
                 .and_then(|()| loader::bench_loader(&args[1..], &python(&args[1..])))
-                .and_then(|()| msssim::bench_msssim(&args[1..], &python(&args[1..]))),
+                .and_then(|()| msssim::bench_msssim(&args[1..], &python(&args[1..])))
+                .and_then(|()| prior_bench::bench_prior(&args[1..])),
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | bench [train|loader|msssim] [--rounds N] [--steps N] [--threads N] [--only WORKLOAD] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}\n       {}",
+                "usage: cargo xtask test | bench [train|loader|msssim|prior] [--rounds N] [--steps N] [--threads N] [--only WORKLOAD] [--python PATH]\n       cargo xtask repro {REPRO_USAGE}\n       {}",
                 cuda::USAGE
             );
             return ExitCode::from(2);

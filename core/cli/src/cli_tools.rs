@@ -53,6 +53,26 @@ pub struct BenchMsSsimArgs {
 }
 
 #[derive(Args)]
+pub struct BenchPriorArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// The grid's side (positions per row and column).
+    #[arg(long, default_value_t = 16)]
+    pub grid: usize,
+    #[arg(long, default_value_t = 128)]
+    pub codes: usize,
+    /// The prior's shape, as `specs/shapes/vqvae.ron` has it.
+    #[arg(long, default_value_t = 32)]
+    pub channels: usize,
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 7)]
+    pub kernel: usize,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
 pub struct BenchLoaderArgs {
     pub root: PathBuf,
     #[arg(long, default_value_t = 128)]
@@ -152,6 +172,23 @@ pub fn run_bench_loader(args: BenchLoaderArgs) -> Result<ExitCode> {
     println!(
         "vaelab loader threads={threads}: {} images in {:.3}s (open {:.3}s) => {:.0} img/s (peak RSS {:.0} MiB)",
         r.images, r.total_s, r.open_s, r.img_per_s, r.peak_rss_mib
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_bench_prior(args: BenchPriorArgs) -> Result<ExitCode> {
+    let threads = set_threads(args.threads)?;
+    let BenchPriorArgs { samples, grid, codes, channels, layers, kernel, .. } = args;
+    let shape = vaelab::spec::Prior::PixelCnn { channels, layers, kernel, steps: 0, lr: 0.0, batch: 0 };
+    let t = vaelab::bench::time_prior_sampling(samples, grid, codes, shape);
+    let positions = (grid * grid) as f64;
+    println!(
+        "vaelab prior sampling threads={threads}: {samples} grids of {grid}x{grid}, {codes} codes, PixelCNN {channels} channels, {layers} layers, kernel {kernel}: cached {:.3}s => {:.1} grids/s; one full pass {:.3}s, so the plain sampler's {positions} passes ≈ {:.0}s ({:.0}× the cached)",
+        t.cached_s,
+        samples as f64 / t.cached_s,
+        t.full_pass_s,
+        positions * t.full_pass_s,
+        positions * t.full_pass_s / t.cached_s
     );
     Ok(ExitCode::SUCCESS)
 }

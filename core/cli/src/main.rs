@@ -88,6 +88,9 @@ enum Command {
     /// (used by `cargo xtask bench loader`).
     #[command(hide = true)]
     BenchLoader(cli_tools::BenchLoaderArgs),
+    /// Time drawing code grids from a PixelCNN prior (used by `cargo xtask bench prior`).
+    #[command(hide = true)]
+    BenchPrior(cli_tools::BenchPriorArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +149,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::DeviceCheck(args) => cli_tools::run_device_check(args),
         Command::BenchMsSsim(args) => cli_tools::run_bench_ms_ssim(args),
         Command::BenchLoader(args) => cli_tools::run_bench_loader(args),
+        Command::BenchPrior(args) => cli_tools::run_bench_prior(args),
     }
 }
 

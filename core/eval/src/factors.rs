@@ -10,6 +10,7 @@
 
 use super::domain_fd::FeatureEncoder;
 use super::MetricEntry;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use vaelab_datasets::shapes::{ShapeFactors, FACTOR_SIZES};
 use vaelab_datasets::{ImageBatch, StreamRng};
@@ -137,13 +138,24 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
     }
     let size = spec.data.size;
     let encoder = FeatureEncoder::new(model, store, spec.seed);
+    // The scores pass tens of thousands of factor vectors at once: each batch is rendered and encoded
+    // on its own thread, so the single-threaded parts (rendering, copies, activations) run in parallel
+    // too. A batch holds the same images as when the scores encoded one batch per call, so the codes
+    // are the same.
+    let batch = spec.data.batch.max(1);
     let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
-        let pixels: Vec<f32> = factors
-            .iter()
-            .flat_map(|f| ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render(size))
+        let per_batch: Vec<Vec<Vec<f64>>> = factors
+            .par_chunks(batch)
+            .map(|chunk| {
+                let pixels: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|f| ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render(size))
+                    .collect();
+                let images = ImageBatch { n: chunk.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
+                encoder.features(&images, batch)
+            })
             .collect();
-        let batch = ImageBatch { n: factors.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
-        encoder.features(&batch, spec.data.batch)
+        per_batch.into_iter().flatten().collect()
     };
     let mut rng = StreamRng::new(spec.seed, &[vaelab_datasets::tag(name)]);
     Ok(if name == "factor_vae" {

@@ -82,8 +82,9 @@ pub fn mig(codes: &[Vec<f64>], factors: &[Vec<usize>]) -> Result<Mig, String> {
     Ok(Mig { score: total / k as f64, mutual_information: mi, factor_entropy })
 }
 
-/// Factor vectors (one per point, values 0 ≤ v < size) → codes (one per point): an encoder applied
-/// to images rendered from the factors, or a synthetic code for tests.
+/// Factor vectors (one per point, values 0 ≤ v < size) → codes (one per point, in the same order): an
+/// encoder applied to images rendered from the factors, or a synthetic code for tests. The scores pass
+/// every point of a phase in one call (tens of thousands), so an encoder may batch them in parallel.
 pub type Representation<'a> = dyn FnMut(&[Vec<usize>]) -> Vec<Vec<f64>> + 'a;
 
 /// The FactorVAE score's settings (disentanglement_lib defaults).
@@ -144,17 +145,25 @@ pub fn factor_vae_score(
         return FactorVae { train_accuracy: 0.0, eval_accuracy: 0.0, active_dims: 0 };
     }
     let mut votes = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
+        // Every vote's batch is drawn first and all are represented in one call (row order kept),
+        // so that an encoder can work through them in parallel.
+        let draws: Vec<(usize, Vec<Vec<usize>>)> = (0..count)
+            .map(|_| {
+                let k = rng.below(factor_sizes.len());
+                let mut factors = sample(rng, s.batch);
+                let fixed = factors[0][k];
+                factors.iter_mut().for_each(|f| f[k] = fixed);
+                (k, factors)
+            })
+            .collect();
+        let codes = represent(&draws.iter().flat_map(|(_, f)| f.iter().cloned()).collect::<Vec<_>>());
         let mut v = vec![vec![0usize; active.len()]; factor_sizes.len()];
-        for _ in 0..count {
-            let k = rng.below(factor_sizes.len());
-            let mut factors = sample(rng, s.batch);
-            let fixed = factors[0][k];
-            factors.iter_mut().for_each(|f| f[k] = fixed);
-            let local = variances(&represent(&factors));
+        for ((k, _), batch) in draws.iter().zip(codes.chunks(s.batch)) {
+            let local = variances(batch);
             let argmin = (0..active.len())
                 .min_by(|&a, &b| (local[active[a]] / global[active[a]]).total_cmp(&(local[active[b]] / global[active[b]])))
                 .expect("active dimensions exist");
-            v[k][argmin] += 1;
+            v[*k][argmin] += 1;
         }
         v
     };
@@ -202,8 +211,10 @@ pub fn beta_vae_score(
     s: BetaVaeSettings,
 ) -> BetaVae {
     let mut points = |rng: &mut vaelab_datasets::StreamRng, count: usize| {
-        let mut x = Vec::with_capacity(count);
+        // Every point's two batches are drawn first and all are represented in one call (row order
+        // kept: a₀, b₀, a₁, b₁, …), so that an encoder can work through them in parallel.
         let mut y = Vec::with_capacity(count);
+        let mut factors = Vec::with_capacity(2 * count * s.batch);
         for _ in 0..count {
             let k = rng.below(factor_sizes.len());
             let mut draw = || -> Vec<Vec<usize>> {
@@ -214,13 +225,19 @@ pub fn beta_vae_score(
             for (fa, fb) in a.iter().zip(b.iter_mut()) {
                 fb[k] = fa[k];
             }
-            let (ra, rb) = (represent(&a), represent(&b));
-            let dims = ra[0].len();
-            let feature: Vec<f64> =
-                (0..dims).map(|d| ra.iter().zip(&rb).map(|(p, q)| (p[d] - q[d]).abs()).sum::<f64>() / s.batch as f64).collect();
-            x.push(feature);
+            factors.extend(a);
+            factors.extend(b);
             y.push(k);
         }
+        let codes = represent(&factors);
+        let x: Vec<Vec<f64>> = codes
+            .chunks(2 * s.batch)
+            .map(|pair| {
+                let (ra, rb) = pair.split_at(s.batch);
+                let dims = ra[0].len();
+                (0..dims).map(|d| ra.iter().zip(rb).map(|(p, q)| (p[d] - q[d]).abs()).sum::<f64>() / s.batch as f64).collect()
+            })
+            .collect();
         (x, y)
     };
     let (train_x, train_y) = points(rng, s.train_points);

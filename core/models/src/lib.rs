@@ -9,3 +9,4 @@ pub mod adversarial;
 pub mod latent;
 pub mod model;
 pub mod prior;
+mod prior_sampler;

@@ -196,3 +196,26 @@ pub fn time_ms_ssim(pairs: usize, size: usize) -> Result<(f64, f64), BenchError>
     let mean = vaelab_metrics::ssim::MsSsim.compute(&a, &b)?;
     Ok((t0.elapsed().as_secs_f64(), mean))
 }
+
+/// What [`time_prior_sampling`] measured.
+pub struct PriorTiming {
+    /// Seconds to draw every grid with the cached sampler.
+    pub cached_s: f64,
+    /// Seconds of one full forward pass over every grid: the plain sampler makes h·w of them.
+    pub full_pass_s: f64,
+}
+
+/// Times drawing `samples` code grids of `grid`×`grid` positions and `codes` codes from a PixelCNN of
+/// the given shape (freshly initialised: the cost does not depend on the weights' values).
+pub fn time_prior_sampling(samples: usize, grid: usize, codes: usize, shape: vaelab_spec::Prior) -> PriorTiming {
+    use vaelab_models::prior::PixelCnn;
+    let mut store = ParamStore::new(Cpu::default(), 0);
+    let net = PixelCnn::build(&shape, codes, grid, grid, &mut store).expect("a PixelCnn prior shape");
+    let t0 = Instant::now();
+    let grids = net.sample(&store, vaelab_models::latent::PriorDraw::new(0, "bench-prior", samples));
+    let cached_s = t0.elapsed().as_secs_f64();
+    let ctx = Ctx::new(&store, false, 0, 0);
+    let t1 = Instant::now();
+    let _ = net.logits(&ctx, net.one_hot(&store.dev, &grids)).as_vec();
+    PriorTiming { cached_s, full_pass_s: t1.elapsed().as_secs_f64() }
+}
