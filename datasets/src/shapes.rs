@@ -83,13 +83,21 @@ impl ShapeFactors {
 
     /// Renders the shape into a `size`×`size` grey image with values in [0, 1].
     pub fn render(&self, size: usize) -> Vec<f32> {
+        let mut img = vec![0f32; size * size];
+        self.render_into(size, &mut img);
+        img
+    }
+
+    /// Renders the shape into `img` (`size`×`size`, zeros outside the shape's bounding box, which
+    /// the caller provides: only the pixels the shape can cover are written).
+    pub fn render_into(&self, size: usize, img: &mut [f32]) {
+        assert_eq!(img.len(), size * size, "render_into needs a size×size image");
         const SUB: usize = 4; // supersampling per axis
         let [_, scale, angle, fx, fy] = self.values();
         // Object centre in [0.2, 0.8] of the frame and radius ≈ 0.2·scale of the side, as in dSprites.
         let (cx, cy) = (0.2 + 0.6 * fx, 0.2 + 0.6 * fy);
         let radius = 0.2 * scale;
         let (sin, cos) = angle.sin_cos();
-        let mut img = vec![0f32; size * size];
         // Only pixels inside the bounding circle can be covered.
         let reach = radius * 1.5;
         let lo = |c: f32| (((c - reach) * size as f32).floor().max(0.0)) as usize;
@@ -113,7 +121,6 @@ impl ShapeFactors {
                 img[py * size + px] = (coverage * 255.0).round() / 255.0;
             }
         }
-        img
     }
 }
 

@@ -49,7 +49,7 @@ impl<'a, D: Backend> FeatureEncoder<'a, D> {
         for start in (0..images.n).step_by(batch.max(1)) {
             let end = (start + batch).min(images.n);
             let chunk = images.range(start, end);
-            let ctx = Ctx::new(self.store, false, self.seed, start as u64);
+            let ctx = Ctx::inference(self.store, self.seed, start as u64);
             let noise = normal_noise(dev, self.seed, "domain-fd", start as u64, code, end - start);
             let mu = self.model.encode(&ctx, to_tensor(dev, &chunk), noise).mu.as_vec();
             rows.extend(
@@ -70,7 +70,7 @@ pub fn prior_samples<D: Backend>(model: &Model, store: &ParamStore<D>, seed: u64
         let end = (start + batch).min(count);
         let cols: Vec<f32> = (0..code).flat_map(|d| z[d * count + start..d * count + end].iter().copied()).collect();
         let zt = store.dev.tensor_from_vec(cols, (code, end - start));
-        let ctx = Ctx::new(store, false, seed, start as u64);
+        let ctx = Ctx::inference(store, seed, start as u64);
         let imgs = model.to_image(model.decode(&ctx, zt.retaped())).as_vec();
         pixels.extend(from_batch_last(&imgs, end - start));
     }

@@ -147,10 +147,10 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
         let per_batch: Vec<Vec<Vec<f64>>> = factors
             .par_chunks(batch)
             .map(|chunk| {
-                let pixels: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|f| ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render(size))
-                    .collect();
+                let mut pixels = vec![0f32; chunk.len() * size * size];
+                for (f, img) in chunk.iter().zip(pixels.chunks_mut(size * size)) {
+                    ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render_into(size, img);
+                }
                 let images = ImageBatch { n: chunk.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
                 encoder.features(&images, batch)
             })

@@ -28,7 +28,9 @@ fn columns(data: &[f32], row_len: usize, off: usize) -> View<'_> {
 pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom, cout: usize) -> Vec<f32> {
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     debug_assert_eq!((x.len(), w.len(), b.len()), (g.c * g.h * g.w * batch, cout * kdim, cout));
-    let mut y = vec![0.0; cout * n];
+    // Not zeroed: every tile fills its columns with the bias before the product adds to them, and the
+    // tiles cover all n columns, so zeroing first would only cost a pass over the output.
+    let mut y: Vec<f32> = Vec::with_capacity(cout * n);
     let yp = SendPtr(y.as_mut_ptr());
     tiles(g, batch).par_iter().for_each(|&tile| {
         let (off, cols) = span(batch, tile);
@@ -36,13 +38,18 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
             im2col_range(x, g, batch, tile, col);
             // SAFETY: each tile owns columns off..off+cols of every row of y.
             unsafe {
-                for (o, bias) in b.iter().enumerate() {
-                    std::slice::from_raw_parts_mut(yp.get().add(o * n + off), cols).fill(*bias);
+                for (o, &bias) in b.iter().enumerate() {
+                    // Raw writes, not a slice: the memory is not initialised yet.
+                    let row = yp.get().add(o * n + off);
+                    (0..cols).for_each(|i| row.add(i).write(bias));
                 }
                 gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(w, kdim), View::rows(col, cols), false);
             }
         });
     });
+    debug_assert_eq!(tiles(g, batch).iter().map(|&t| span(batch, t).1).sum::<usize>(), n);
+    // SAFETY: the tiles wrote every element of the cout·n values (asserted above in debug builds).
+    unsafe { y.set_len(cout * n) };
     y
 }
 

@@ -28,6 +28,9 @@ pub struct Ctx<'a, D: Device<f32>> {
     /// While set, layers read their parameters as constants: gradients pass through to their
     /// inputs but none reaches the parameters (see [`Ctx::frozen`]).
     frozen: std::cell::Cell<bool>,
+    /// Set by [`Ctx::inference`]: no backward pass will follow, so layers need not keep what one
+    /// would read.
+    inference: bool,
 }
 
 impl<'a, D: Device<f32>> Ctx<'a, D> {
@@ -40,7 +43,16 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
             buffer_updates: RefCell::new(Vec::new()),
             failures: Failures::default(),
             frozen: std::cell::Cell::new(false),
+            inference: false,
         }
+    }
+
+    /// A context for a pass whose tape is never run backward (encoding for metrics, drawing
+    /// samples): layers whose op would keep a copy of its input for the backward pass (dfdx's ReLU
+    /// on a taped tensor clones it) compute in place instead. Values are the same as
+    /// `Ctx::new(store, false, seed, step)`'s; a gradient taken through it would be wrong.
+    pub fn inference(store: &'a ParamStore<D>, seed: u64, step: u64) -> Self {
+        Ctx { inference: true, ..Ctx::new(store, false, seed, step) }
     }
 
     /// Records new buffer values from a training pass. Only a buffer's first update of the step is
@@ -353,7 +365,14 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
         Op::Reshape => x,
         Op::Relu => {
             let shape = x.shape;
-            Act { t: x.t.relu(), shape, needs_grad: true }
+            let t = if ctx.inference {
+                // Off the tape, dfdx's ReLU works in place on a tensor nobody else holds.
+                let (t, tape) = x.t.split_tape();
+                t.relu().put_tape(tape)
+            } else {
+                x.t.relu()
+            };
+            Act { t, shape, needs_grad: true }
         }
         Op::LeakyRelu(slope) => {
             let shape = x.shape;
