@@ -94,7 +94,7 @@ pub struct Comparison {
 }
 
 /// Metrics that compare the two sets as distributions: counts and sizes may differ.
-pub const DISTRIBUTION_METRICS: [&str; 2] = ["fid", "domain_fd"];
+pub const DISTRIBUTION_METRICS: [&str; 3] = ["fid", "domain_fd", "sharpness"];
 
 /// What `vaelab metrics` computes and with what.
 pub struct CompareOptions<'a> {
@@ -190,6 +190,10 @@ fn score(
                 vec![("fid".into(), ComparedMetric { value, higher_is_better: false, definition, note })]
             })
         }
+        "sharpness" => vaelab_metrics::sharpness::sharpness_ratio(a, b).map(|value| {
+            let definition = vaelab_metrics::sharpness::DEFINITION.into();
+            vec![("sharpness".into(), ComparedMetric { value, higher_is_better: true, definition, note: None })]
+        }),
         "domain_fd" => {
             let dir = opts.domain_encoder.as_deref().expect("checked by check_domain_encoder");
             domain_distance(dir, a, b).map_err(|e| e.to_string()).map(|value| {

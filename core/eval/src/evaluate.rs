@@ -309,8 +309,8 @@ fn elbo_metrics(pass: &TestPass, probabilistic: bool, metrics: &mut Metrics) {
     }
 }
 
-/// The metrics of prior samples, as many as test images: FID, and the domain Fréchet distance with
-/// the domain FD of the mean-image and noise generators as baselines (returned).
+/// The metrics of prior samples, as many as test images: FID, the sharpness ratio, and the domain
+/// Fréchet distance with the domain FD of the mean-image and noise generators as baselines (returned).
 fn sample_metrics<D: Backend>(
     run: &Evaluated<D>,
     spec: &Experiment,
@@ -321,9 +321,22 @@ fn sample_metrics<D: Backend>(
     failed: &mut Failed,
 ) -> Result<BTreeMap<String, f64>, EvalError> {
     let (n, bs, real) = (pass.n, spec.data.batch, &pass.real);
-    let wants_domain_fd = spec.eval.metrics.iter().any(|m| m == "domain_fd");
-    let samples =
-        (wants_domain_fd || fid_net.is_some()).then(|| domain_fd::prior_samples(&run.model, &run.store, spec.seed, real, bs));
+    let wants = |name: &str| spec.eval.metrics.iter().any(|m| m == name);
+    let wants_domain_fd = wants("domain_fd");
+    let samples = (wants_domain_fd || wants("sharpness") || fid_net.is_some())
+        .then(|| domain_fd::prior_samples(&run.model, &run.store, spec.seed, real, bs));
+    if let (true, Some(samples)) = (wants("sharpness"), &samples) {
+        match vaelab_metrics::sharpness::sharpness_ratio(real, samples) {
+            Ok(value) => {
+                let definition =
+                    format!("{} ({n} decoded prior samples, {n} test images)", vaelab_metrics::sharpness::DEFINITION);
+                metrics.insert("sharpness".into(), MetricEntry { value, higher_is_better: true, definition, note: None });
+            }
+            Err(m) => {
+                failed.insert("sharpness".into(), m);
+            }
+        }
+    }
     if let (Some(net), Some(samples)) = (fid_net, &samples) {
         let real_features = fid::features(net, real, Some("FID features, test"));
         let fake_features = fid::features(net, samples, Some("FID features, samples"));

@@ -58,7 +58,8 @@ pub enum EvalError {
 
 /// Metrics computed from the model rather than from image pairs (the factor metrics of [`factors`]
 /// among them).
-pub const MODEL_METRICS: [&str; 9] = ["elbo", "domain_fd", "fid", "mig", "sap", "dci", "dci_linear", "factor_vae", "beta_vae"];
+pub const MODEL_METRICS: [&str; 10] =
+    ["elbo", "domain_fd", "fid", "sharpness", "mig", "sap", "dci", "dci_linear", "factor_vae", "beta_vae"];
 
 /// Rows of `traversal.png` at most (spatial codes have hundreds of elements).
 pub const TRAVERSAL_ROWS: usize = 16;
@@ -228,14 +229,15 @@ fn prior_description(model: &Model, learned: bool) -> &'static str {
     }
 }
 
-/// A generator alone has no reconstructions and no codes of test images: only FID, and the domain FD
-/// against another run's encoder, apply.
+/// A generator alone has no reconstructions and no codes of test images: only FID, the sharpness
+/// ratio, and the domain FD against another run's encoder, apply.
 fn generator_metrics_apply(spec: &Experiment) -> Result<(), EvalError> {
-    let refused: Vec<&str> = spec.eval.metrics.iter().map(String::as_str).filter(|m| *m != "fid" && *m != "domain_fd").collect();
+    let refused: Vec<&str> =
+        spec.eval.metrics.iter().map(String::as_str).filter(|m| !["fid", "domain_fd", "sharpness"].contains(m)).collect();
     if !refused.is_empty() {
         return Err(EvalError::Unfit(format!(
             "eval.metrics: {} need reconstructions or codes of test images, which a generator from noise (no encoder) \
-             does not make; keep `fid` and `domain_fd` (with `eval.domain_encoder`)",
+             does not make; keep `fid`, `sharpness` and `domain_fd` (with `eval.domain_encoder`)",
             refused.join(", ")
         )));
     }

@@ -13,4 +13,5 @@ pub mod gbt;
 pub mod inception;
 pub mod metric;
 pub mod registry;
+pub mod sharpness;
 pub mod ssim;
