@@ -51,6 +51,13 @@ pub fn layer_shape(layer: &Layer, input: FeatShape, blocks: &dyn BlockSource) ->
             let (c, h, w) = image(input)?;
             (Image(c, h * factor, w * factor), vec![])
         }
+        Layer::AvgPool { k } => {
+            let (c, h, w) = image(input)?;
+            if k == 0 || h % k != 0 || w % k != 0 {
+                return Err(format!("AvgPool with k={k} needs a height and width divisible by {k}, got {input}"));
+            }
+            (Image(c, h / k, w / k), vec![])
+        }
         Layer::Flatten => (Flat(input.len()), vec![]),
         Layer::Reshape { c, h, w } => {
             if c * h * w != input.len() {

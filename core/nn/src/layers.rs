@@ -106,21 +106,63 @@ impl<D: Device<f32>> Act<D> {
 }
 
 enum Op {
-    Dense { w: ParamId, b: ParamId, out: usize, sn: Option<SpectralNorm> },
-    Conv { w: ParamId, b: ParamId, g: ConvGeom, cout: usize, sn: Option<SpectralNorm> },
-    ConvT { w: ParamId, b: ParamId, g: ConvGeom, cin: usize, sn: Option<SpectralNorm> },
-    Upsample { rows: Vec<usize> },
+    Dense {
+        w: ParamId,
+        b: ParamId,
+        out: usize,
+        sn: Option<SpectralNorm>,
+    },
+    Conv {
+        w: ParamId,
+        b: ParamId,
+        g: ConvGeom,
+        cout: usize,
+        sn: Option<SpectralNorm>,
+    },
+    ConvT {
+        w: ParamId,
+        b: ParamId,
+        g: ConvGeom,
+        cin: usize,
+        sn: Option<SpectralNorm>,
+    },
+    Upsample {
+        rows: Vec<usize>,
+    },
+    /// Each output row's k² input rows, output by output; the mean of each group is the output.
+    AvgPool {
+        rows: Vec<usize>,
+        group: usize,
+    },
     Reshape,
     Relu,
     LeakyRelu(f32),
     Silu,
     Tanh,
     Sigmoid,
-    BatchNorm { w: ParamId, b: ParamId, mean: ParamId, var: ParamId, momentum: f32, eps: f32 },
-    GroupNorm { w: ParamId, b: ParamId, groups: usize, eps: f32 },
-    Dropout { p: f32, key: u64 },
+    BatchNorm {
+        w: ParamId,
+        b: ParamId,
+        mean: ParamId,
+        var: ParamId,
+        momentum: f32,
+        eps: f32,
+    },
+    GroupNorm {
+        w: ParamId,
+        b: ParamId,
+        groups: usize,
+        eps: f32,
+    },
+    Dropout {
+        p: f32,
+        key: u64,
+    },
     Residual(Sequential),
-    Plugin { block: Arc<dyn ExternalBlock>, params: Vec<ParamId> },
+    Plugin {
+        block: Arc<dyn ExternalBlock>,
+        params: Vec<ParamId>,
+    },
 }
 
 /// A built layer list.
@@ -207,6 +249,17 @@ impl Sequential {
                         })
                         .collect();
                     Op::Upsample { rows }
+                }
+                Layer::AvgPool { k } => {
+                    let FeatShape::Image(c, h, w) = shape else { unreachable!("checked by layer_shape") };
+                    let (oh, ow) = (h / k, w / k);
+                    let rows = (0..c * oh * ow)
+                        .flat_map(|r| {
+                            let (ch, y, x) = (r / (oh * ow), r / ow % oh, r % ow);
+                            (0..k * k).map(move |i| (ch * h + y * k + i / k) * w + x * k + i % k)
+                        })
+                        .collect();
+                    Op::AvgPool { rows, group: k * k }
                 }
                 Layer::Flatten | Layer::Reshape { .. } => Op::Reshape,
                 Layer::Relu => Op::Relu,
@@ -360,6 +413,14 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
         Op::Upsample { rows } => {
             let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
             let t = x.t.gather(idx);
+            Act { t, shape: x.shape, needs_grad: true }
+        }
+        Op::AvgPool { rows, group } => {
+            // Gather each block's rows next to each other, then average them: dfdx ops only, so the
+            // same code runs on CUDA, and the gather's backward scatters the gradient back.
+            let out = rows.len() / group;
+            let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
+            let t = x.t.gather(idx).reshape_like(&(out, *group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / *group as f32);
             Act { t, shape: x.shape, needs_grad: true }
         }
         Op::Reshape => x,

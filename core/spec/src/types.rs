@@ -419,6 +419,12 @@ pub enum Layer {
         #[serde(default = "two")]
         factor: usize,
     },
+    /// (C, H, W) → (C, H/k, W/k): the mean of each k×k block (non-overlapping; H and W must be
+    /// multiples of k). IntroVAE's official encoder downsamples this way (`nn.AvgPool2d(2)` between
+    /// its residual blocks; hhb072/IntroVAE `networks.py`).
+    AvgPool {
+        k: usize,
+    },
     /// (C, H, W) → (C·H·W).
     Flatten,
     /// (N) → (C, H, W) with N = C·H·W.
@@ -494,6 +500,7 @@ impl Layer {
             Layer::Conv { .. } => "Conv",
             Layer::ConvT { .. } => "ConvT",
             Layer::Upsample { .. } => "Upsample",
+            Layer::AvgPool { .. } => "AvgPool",
             Layer::Flatten => "Flatten",
             Layer::Reshape { .. } => "Reshape",
             Layer::Relu => "Relu",

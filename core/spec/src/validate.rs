@@ -189,6 +189,7 @@ fn layers(v: &mut Problems, prefix: &str, list: &[Layer]) {
                 }
             }
             Layer::Upsample { factor } => v.positive(&format!("{p}.factor"), *factor),
+            Layer::AvgPool { k } => v.positive(&format!("{p}.k"), *k),
             Layer::Reshape { c, h, w } => {
                 for (name, x) in [("c", c), ("h", h), ("w", w)] {
                     v.positive(&format!("{p}.{name}"), *x);

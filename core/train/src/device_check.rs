@@ -105,6 +105,7 @@ fn layer_fixtures() -> Vec<LayerFixture> {
             FeatShape::Image(3, 8, 16),
             4,
         ),
+        f("AvgPool", vec![Layer::AvgPool { k: 2 }], FeatShape::Image(3, 8, 16), 4),
         f("Dropout", vec![Layer::Dropout { p: 0.3 }], FeatShape::Flat(40), 8),
         f("SpectralNorm(Conv)", vec![Layer::SpectralNorm(Box::new(conv(8, 4, 2, 1)))], img, 4),
         f("SpectralNorm(ConvT)", vec![Layer::SpectralNorm(Box::new(Layer::ConvT { out: 4, k: 4, s: 2, p: 1 }))], img, 4),

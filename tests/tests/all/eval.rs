@@ -118,7 +118,7 @@ fn unknown_metric_names_list_the_available_ones() {
     spec.eval.metrics = vec!["mse".into(), "lpips".into()];
     vaelab::train::train(&spec, &options(&dir)).unwrap();
     let err = vaelab::eval::evaluate(&dir, &Default::default()).unwrap_err();
-    insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, mig, sap, dci, dci_linear, factor_vae, beta_vae");
+    insta::assert_snapshot!(err.to_string(), @"unknown metric `lpips`; available: mse, psnr, ssim, ms_ssim, elbo, domain_fd, fid, sharpness, mig, sap, dci, dci_linear, factor_vae, beta_vae");
     // FID without a weight file fails before any image is scored, saying where weights come from.
     assert!(std::env::var_os(vaelab::metrics::fid::WEIGHTS_VAR).is_none());
     let opts = vaelab::eval::EvalOptions { metrics: Some(vec!["fid".into()]), ..Default::default() };

@@ -127,6 +127,27 @@ fn upsample_flatten_reshape() {
 }
 
 #[test]
+fn avg_pool() {
+    check_layers(vec![Layer::AvgPool { k: 2 }], FeatShape::Image(2, 4, 6), 3);
+}
+
+#[test]
+fn avg_pool_outputs_block_means() {
+    // One image, batch-last: pixel (c, y, x) holds 100c + 10y + x; a 2×2 block's mean is its
+    // top-left value + 5.5 (the mean of 0, 1, 10, 11).
+    let (shape, batch) = (FeatShape::Image(2, 4, 6), 1);
+    let x: Vec<f32> = (0..48).map(|i| (100 * (i / 24) + 10 * (i / 6 % 4) + i % 6) as f32).collect();
+    let mut store = ParamStore::new(Cpu::default(), 0);
+    let block = Sequential::build(&[Layer::AvgPool { k: 2 }], shape, "block", "layers", &mut store, &NoBlocks).unwrap();
+    assert_eq!(block.output, FeatShape::Image(2, 2, 3));
+    let ctx = Ctx::new(&store, false, 0, 0);
+    let xt = store.dev.tensor_from_vec(x, (shape.len(), batch));
+    let y = block.forward(&ctx, Act { t: xt.retaped(), shape, needs_grad: true }).t.as_vec();
+    let want: Vec<f32> = (0..12).map(|i| (100 * (i / 6) + 20 * (i / 3 % 2) + 2 * (i % 3)) as f32 + 5.5).collect();
+    assert_eq!(y, want);
+}
+
+#[test]
 fn activations() {
     // Smooth activations only: finite differences are unreliable at a ReLU kink, so ReLU and
     // LeakyReLU are checked away from 0 by shifting inputs with a Dense layer's bias.
