@@ -10,6 +10,7 @@
 
 use super::domain_fd::FeatureEncoder;
 use super::MetricEntry;
+use dfdx::prelude::Cpu;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use vaelab_datasets::shapes::{ShapeFactors, FACTOR_SIZES};
@@ -131,6 +132,16 @@ impl<'a> FactorData<'a> {
     }
 }
 
+/// The codes of shapes images rendered from `factors` (one batch).
+fn encode_rendered<D: Backend>(encoder: &FeatureEncoder<D>, factors: &[Vec<usize>], size: usize, batch: usize) -> Vec<Vec<f64>> {
+    let mut pixels = vec![0f32; factors.len() * size * size];
+    for (f, img) in factors.iter().zip(pixels.chunks_mut(size * size)) {
+        ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render_into(size, img);
+    }
+    let images = ImageBatch { n: factors.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
+    encoder.features(&images, batch)
+}
+
 /// The FactorVAE or BetaVAE score: both encode images rendered from chosen factor values.
 fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, store: &ParamStore<D>) -> Result<Entries, String> {
     if !matches!(spec.data.dataset, vaelab_spec::Dataset::Shapes) {
@@ -138,23 +149,19 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
     }
     let size = spec.data.size;
     let encoder = FeatureEncoder::new(model, store, spec.seed);
-    // The scores pass tens of thousands of factor vectors at once: each batch is rendered and encoded
-    // on its own thread, so the single-threaded parts (rendering, copies, activations) run in parallel
-    // too. A batch holds the same images as when the scores encoded one batch per call, so the codes
-    // are the same.
+    // The scores pass tens of thousands of factor vectors at once. On the CPU each batch is rendered and
+    // encoded on its own thread, so the single-threaded parts (rendering, copies, activations) run in
+    // parallel too; other devices (CUDA's handles are not `Sync`) take the batches in order. A batch
+    // holds the same images as when the scores encoded one batch per call, so the codes are the same.
     let batch = spec.data.batch.max(1);
     let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
-        let per_batch: Vec<Vec<Vec<f64>>> = factors
-            .par_chunks(batch)
-            .map(|chunk| {
-                let mut pixels = vec![0f32; chunk.len() * size * size];
-                for (f, img) in chunk.iter().zip(pixels.chunks_mut(size * size)) {
-                    ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render_into(size, img);
-                }
-                let images = ImageBatch { n: chunk.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
-                encoder.features(&images, batch)
-            })
-            .collect();
+        let per_batch: Vec<Vec<Vec<f64>>> = match (store as &dyn std::any::Any).downcast_ref::<ParamStore<Cpu>>() {
+            Some(cpu) => {
+                let encoder = FeatureEncoder::new(model, cpu, spec.seed);
+                factors.par_chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect()
+            }
+            None => factors.chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect(),
+        };
         per_batch.into_iter().flatten().collect()
     };
     let mut rng = StreamRng::new(spec.seed, &[vaelab_datasets::tag(name)]);

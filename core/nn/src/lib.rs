@@ -54,8 +54,7 @@ pub fn constant<D: Device<f32>, T>(t: &Tensor<(usize, usize), f32, D, T>) -> Ten
 /// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
 /// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
 /// tests check against these generic versions.
-/// `Send + Sync`: evaluation encodes batches on several threads with one shared device and store.
-pub trait Backend: Device<f32> + dfdx::tensor::Synchronize + Send + Sync {
+pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     /// Adds host values into device storage, e.g. a gradient (plugin blocks compute on the host).
     fn add_host(dst: &mut <Self as Storage<f32>>::Vec, values: &[f32]) -> Result<(), Self::Err>;
 
