@@ -133,15 +133,7 @@ impl PixelCnn {
         temperature: f32,
         mut uniform: impl FnMut(usize) -> f64,
     ) -> Vec<Vec<usize>> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                let values = |id| store.get(id).tensor.as_vec();
-                (l.geom.c, l.cout, l.geom.k.0, values(l.w), l.mask.as_slice(), values(l.b))
-            })
-            .collect();
-        let mut net = crate::prior_sampler::Unrolled::new(self.h, self.w, count, layers);
+        let mut net = self.unrolled(store, count);
         let mut grids = vec![vec![0usize; self.h * self.w]; count];
         for p in 0..self.h * self.w {
             let logits = net.step(p, &grids);
@@ -151,6 +143,24 @@ impl PixelCnn {
             }
         }
         grids
+    }
+
+    /// The network unrolled over `batch` grids for drawing position by position.
+    fn unrolled<D: Backend>(&self, store: &ParamStore<D>, batch: usize) -> crate::prior_sampler::Unrolled {
+        let values = |id| store.get(id).tensor.as_vec();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| crate::prior_sampler::LayerValues {
+                cin: l.geom.c,
+                cout: l.cout,
+                k: l.geom.k.0,
+                weight: values(l.w),
+                mask: &l.mask,
+                bias: values(l.b),
+            })
+            .collect();
+        crate::prior_sampler::Unrolled::new(self.h, self.w, batch, layers)
     }
 
     /// The plain sampler: the whole network over the whole grid for every position (h·w forward
@@ -225,14 +235,7 @@ mod tests {
         let grids: Vec<Vec<usize>> = (0..batch).map(|_| (0..positions).map(|_| rng.below(net.codes)).collect()).collect();
         let ctx = Ctx::new(&store, false, 0, 0);
         let full = net.logits(&ctx, net.one_hot(&store.dev, &grids)).split_tape().0.as_vec();
-        let layers = net
-            .layers
-            .iter()
-            .map(|l| {
-                (l.geom.c, l.cout, l.geom.k.0, store.get(l.w).tensor.as_vec(), l.mask.as_slice(), store.get(l.b).tensor.as_vec())
-            })
-            .collect();
-        let mut unrolled = crate::prior_sampler::Unrolled::new(net.h, net.w, batch, layers);
+        let mut unrolled = net.unrolled(&store, batch);
         let mut spread = 0f32;
         for p in 0..positions {
             let step = unrolled.step(p, &grids);

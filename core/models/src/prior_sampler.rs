@@ -13,6 +13,18 @@
 
 use rayon::prelude::*;
 
+/// One masked convolution's values, as the prior holds them.
+pub(crate) struct LayerValues<'a> {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    /// `(cout, cin, k, k)`.
+    pub weight: Vec<f32>,
+    /// 1 where the weight may be non-zero, same layout (the same plane for every channel pair).
+    pub mask: &'a [f32],
+    pub bias: Vec<f32>,
+}
+
 /// One masked convolution as plain numbers.
 struct Layer {
     cin: usize,
@@ -53,10 +65,9 @@ pub(crate) struct Unrolled {
 }
 
 impl Unrolled {
-    /// `layers` as (cin, cout, k, weight `(cout, cin, k, k)`, mask, bias), first to last.
-    pub(crate) fn new(h: usize, w: usize, batch: usize, layers: Vec<(usize, usize, usize, Vec<f32>, &[f32], Vec<f32>)>) -> Self {
-        let layers: Vec<Layer> =
-            layers.into_iter().map(|(cin, cout, k, weight, mask, b)| Layer::new(cin, cout, k, &weight, mask, b)).collect();
+    /// The prior's `layers`, first to last, for drawing `batch` grids of `h`×`w` positions.
+    pub(crate) fn new(h: usize, w: usize, batch: usize, layers: Vec<LayerValues>) -> Self {
+        let layers: Vec<Layer> = layers.into_iter().map(|l| Layer::new(l.cin, l.cout, l.k, &l.weight, l.mask, l.bias)).collect();
         let acts = layers[..layers.len() - 1].iter().map(|l| vec![0f32; l.cout * h * w * batch]).collect();
         Unrolled { h, w, batch, layers, acts }
     }
