@@ -148,7 +148,6 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
         return Err(format!("`{name}` renders images from chosen factor values, which only the Shapes dataset does"));
     }
     let size = spec.data.size;
-    let encoder = FeatureEncoder::new(model, store, spec.seed);
     // The scores pass tens of thousands of factor vectors at once. On the CPU each batch is rendered and
     // encoded on its own thread, so the single-threaded parts (rendering, copies, activations) run in
     // parallel too; other devices (CUDA's handles are not `Sync`) take the batches in order. A batch
@@ -160,7 +159,10 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
                 let encoder = FeatureEncoder::new(model, cpu, spec.seed);
                 factors.par_chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect()
             }
-            None => factors.chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect(),
+            None => {
+                let encoder = FeatureEncoder::new(model, store, spec.seed);
+                factors.chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect()
+            }
         };
         per_batch.into_iter().flatten().collect()
     };

@@ -229,11 +229,11 @@ fn prior_description(model: &Model, learned: bool) -> &'static str {
     }
 }
 
-/// A generator alone has no reconstructions and no codes of test images: only FID, the sharpness
-/// ratio, and the domain FD against another run's encoder, apply.
+/// A generator alone has no reconstructions and no codes of test images: only the metrics that
+/// compare distributions (FID, the sharpness ratio, the domain FD against another run's encoder) apply.
 fn generator_metrics_apply(spec: &Experiment) -> Result<(), EvalError> {
     let refused: Vec<&str> =
-        spec.eval.metrics.iter().map(String::as_str).filter(|m| !["fid", "domain_fd", "sharpness"].contains(m)).collect();
+        spec.eval.metrics.iter().map(String::as_str).filter(|m| !compare::DISTRIBUTION_METRICS.contains(m)).collect();
     if !refused.is_empty() {
         return Err(EvalError::Unfit(format!(
             "eval.metrics: {} need reconstructions or codes of test images, which a generator from noise (no encoder) \

@@ -131,14 +131,26 @@ impl PixelCnn {
         store: &ParamStore<D>,
         count: usize,
         temperature: f32,
-        mut uniform: impl FnMut(usize) -> f64,
+        uniform: impl FnMut(usize) -> f64,
     ) -> Vec<Vec<usize>> {
         let mut net = self.unrolled(store, count);
+        self.draw_with(count, temperature, uniform, |p, grids| net.step(p, grids))
+    }
+
+    /// Draws `count` grids in raster order: `logits(p, grids)` gives position p's logits
+    /// `(codes, count)` once the codes before p are in `grids`; `uniform(b)` grid b's next number.
+    fn draw_with(
+        &self,
+        count: usize,
+        temperature: f32,
+        mut uniform: impl FnMut(usize) -> f64,
+        mut logits: impl FnMut(usize, &[Vec<usize>]) -> Vec<f32>,
+    ) -> Vec<Vec<usize>> {
         let mut grids = vec![vec![0usize; self.h * self.w]; count];
         for p in 0..self.h * self.w {
-            let logits = net.step(p, &grids);
+            let at_p = logits(p, &grids);
             for (b, grid) in grids.iter_mut().enumerate() {
-                let l: Vec<f32> = (0..self.codes).map(|k| logits[k * count + b] / temperature).collect();
+                let l: Vec<f32> = (0..self.codes).map(|k| at_p[k * count + b] / temperature).collect();
                 grid[p] = draw_code(&l, uniform(b));
             }
         }
@@ -171,18 +183,14 @@ impl PixelCnn {
         ctx: &Ctx<D>,
         count: usize,
         temperature: f32,
-        mut uniform: impl FnMut(usize) -> f64,
+        uniform: impl FnMut(usize) -> f64,
     ) -> Vec<Vec<usize>> {
         let positions = self.h * self.w;
-        let mut grids = vec![vec![0usize; positions]; count];
-        for p in 0..positions {
-            let logits = self.logits(ctx, self.one_hot(&ctx.store.dev, &grids)).split_tape().0.as_vec();
-            for (b, grid) in grids.iter_mut().enumerate() {
-                let l: Vec<f32> = (0..self.codes).map(|k| logits[(k * positions + p) * count + b] / temperature).collect();
-                grid[p] = draw_code(&l, uniform(b));
-            }
-        }
-        grids
+        self.draw_with(count, temperature, uniform, |p, grids| {
+            let all = self.logits(ctx, self.one_hot(&ctx.store.dev, grids)).split_tape().0.as_vec();
+            // (codes·positions, count) → position p's (codes, count).
+            (0..self.codes).flat_map(|k| all[(k * positions + p) * count..][..count].iter().copied()).collect()
+        })
     }
 }
 

@@ -37,9 +37,8 @@ struct Layer {
 }
 
 impl Layer {
-    /// Keeps the visible taps of a `(cout, cin, k, k)` weight whose mask is `mask` (same layout; the
-    /// mask is the same for every channel pair).
-    fn new(cin: usize, cout: usize, k: usize, weight: &[f32], mask: &[f32], b: Vec<f32>) -> Layer {
+    /// Keeps the visible taps of the weight (the mask is the same plane for every channel pair).
+    fn new(LayerValues { cin, cout, k, weight, mask, bias }: LayerValues) -> Layer {
         let c = (k / 2) as isize;
         let visible: Vec<usize> = (0..k * k).filter(|&i| mask[i] != 0.0).collect();
         let taps = visible.iter().map(|&i| ((i / k) as isize - c, (i % k) as isize - c)).collect();
@@ -50,7 +49,7 @@ impl Layer {
                 w.extend(visible.iter().map(|&t| plane[t]));
             }
         }
-        Layer { cin, cout, taps, w, b }
+        Layer { cin, cout, taps, w, b: bias }
     }
 }
 
@@ -67,7 +66,7 @@ pub(crate) struct Unrolled {
 impl Unrolled {
     /// The prior's `layers`, first to last, for drawing `batch` grids of `h`×`w` positions.
     pub(crate) fn new(h: usize, w: usize, batch: usize, layers: Vec<LayerValues>) -> Self {
-        let layers: Vec<Layer> = layers.into_iter().map(|l| Layer::new(l.cin, l.cout, l.k, &l.weight, l.mask, l.bias)).collect();
+        let layers: Vec<Layer> = layers.into_iter().map(Layer::new).collect();
         let acts = layers[..layers.len() - 1].iter().map(|l| vec![0f32; l.cout * h * w * batch]).collect();
         Unrolled { h, w, batch, layers, acts }
     }
