@@ -21,7 +21,49 @@ pub struct Checked {
 /// Loads `path` and its plugins (the spec's, then `extra_plugins`, which are recorded in the
 /// resolved spec), opens its dataset and checks every layer's shapes against the data.
 pub fn check_file(path: &Path, extra_plugins: &[PathBuf]) -> Result<Checked, SpecErrors> {
+    check_file_with(path, extra_plugins, None)
+}
+
+/// A data folder given outside the spec (`--data-root`, or the `VAELAB_DATA_ROOT` environment
+/// variable), for data that cannot ship with the spec.
+#[derive(Clone, Debug)]
+pub struct DataRoot {
+    pub path: PathBuf,
+    /// Where it came from, for messages: `--data-root` or `VAELAB_DATA_ROOT`.
+    pub source: &'static str,
+}
+
+impl DataRoot {
+    /// `--data-root` if given, else a non-empty `VAELAB_DATA_ROOT`; relative paths are taken from the
+    /// working directory and made absolute, since the run records them in its spec.
+    pub fn from_flag_or_env(flag: Option<&Path>) -> Option<DataRoot> {
+        let (path, source) = match flag {
+            Some(f) => (f.to_path_buf(), "--data-root"),
+            None => (PathBuf::from(std::env::var_os("VAELAB_DATA_ROOT").filter(|v| !v.is_empty())?), "VAELAB_DATA_ROOT"),
+        };
+        Some(DataRoot { path: std::path::absolute(&path).unwrap_or(path), source })
+    }
+}
+
+/// [`check_file`] reading the dataset from `data_root` instead of the spec's `data.dataset` folder.
+/// The environment's root is ignored for generated datasets (it may stay set); `--data-root` on one
+/// is an error.
+pub fn check_file_with(path: &Path, extra_plugins: &[PathBuf], data_root: Option<&DataRoot>) -> Result<Checked, SpecErrors> {
     let mut loaded = load_spec(path)?;
+    if let Some(given) = data_root {
+        match loaded.experiment.data.dataset.root_mut() {
+            Some(root) => *root = given.path.clone(),
+            None if given.source == "VAELAB_DATA_ROOT" => {}
+            None => {
+                return Err(loaded
+                    .error_at(
+                        "data.dataset",
+                        format!("{} given, but this dataset is generated: it reads no folder", given.source),
+                    )
+                    .into())
+            }
+        }
+    }
     let written = loaded.experiment.plugins.len();
     loaded.experiment.plugins.extend(extra_plugins.iter().cloned());
     let plugins = load_plugins(&loaded, written)?;

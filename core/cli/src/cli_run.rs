@@ -40,6 +40,11 @@ pub struct TrainArgs {
     /// recorded in the run's spec, so `eval` and `--resume` load it too.
     #[arg(long = "plugin", value_name = "PATH")]
     pub plugins: Vec<PathBuf>,
+    /// The data folder to read instead of the spec's `data.dataset` root (for data that cannot ship
+    /// with the spec, such as the Knee OA grading images of specs/knee-oa/). The environment variable
+    /// VAELAB_DATA_ROOT does the same for specs whose dataset reads a folder. Recorded in the run's spec.
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,8 +123,8 @@ pub struct MetricsArgs {
 }
 
 /// `vaelab check`: the resolved spec and the model's summary, or every problem with the spec.
-pub fn run_check(spec: &Path, plugins: &[PathBuf]) -> Result<ExitCode> {
-    match check::check_file(spec, &extra_plugins(plugins)) {
+pub fn run_check(spec: &Path, plugins: &[PathBuf], data_root: Option<&Path>) -> Result<ExitCode> {
+    match check::check_file_with(spec, &extra_plugins(plugins), check::DataRoot::from_flag_or_env(data_root).as_ref()) {
         Ok(checked) => {
             print!("{}", check::describe(&checked));
             Ok(ExitCode::SUCCESS)
@@ -186,8 +191,10 @@ pub fn run_train(args: TrainArgs) -> Result<ExitCode> {
 /// The spec to train and its run directory: the run's own spec with `--resume`, else the checked
 /// spec file (`None` when it has problems, which are printed).
 fn train_target(args: &TrainArgs) -> Result<Option<(Experiment, PathBuf)>> {
+    let data_root = check::DataRoot::from_flag_or_env(args.data_root.as_deref());
     match (&args.resume, &args.spec) {
         (Some(dir), _) => {
+            anyhow::ensure!(args.data_root.is_none(), "--data-root: a resumed run reads the data its spec.ron records");
             let mut e = vaelab::runs::read_run_spec(dir)?;
             let notes = vaelab::runs::recorded_plugins::reconcile(dir, &mut e.plugins, &extra_plugins(&args.plugins))?;
             for note in notes {
@@ -195,9 +202,14 @@ fn train_target(args: &TrainArgs) -> Result<Option<(Experiment, PathBuf)>> {
             }
             Ok(Some((e, dir.clone())))
         }
-        (None, Some(path)) => match check::check_file(path, &extra_plugins(&args.plugins)) {
+        (None, Some(path)) => match check::check_file_with(path, &extra_plugins(&args.plugins), data_root.as_ref()) {
             Ok(ok) => {
                 let e = ok.loaded.experiment;
+                if let (Some(root), Some(read)) = (&data_root, e.data.dataset.root()) {
+                    if read == &root.path {
+                        eprintln!("data: reading {} ({})", read.display(), root.source);
+                    }
+                }
                 let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&e.name));
                 Ok(Some((e, dir)))
             }

@@ -39,6 +39,10 @@ enum Command {
         /// A plugin library or folder of libraries to load besides the spec's (repeatable).
         #[arg(long = "plugin", value_name = "PATH")]
         plugins: Vec<PathBuf>,
+        /// The data folder to read instead of the spec's `data.dataset` root (as `train --data-root`;
+        /// VAELAB_DATA_ROOT does the same for specs whose dataset reads a folder).
+        #[arg(long, value_name = "DIR")]
+        data_root: Option<PathBuf>,
     },
     /// Train a spec into runs/<name>/, then evaluate it.
     Train(cli_run::TrainArgs),
@@ -133,7 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::PluginWorker { blocks: false } => Ok(ExitCode::from(plugin::isolated::worker_main() as u8)),
         Command::PluginWorker { blocks: true } => Ok(ExitCode::from(vaelab::preflight::worker_main() as u8)),
-        Command::Check { spec, plugins } => cli_run::run_check(&spec, &plugins),
+        Command::Check { spec, plugins, data_root } => cli_run::run_check(&spec, &plugins, data_root.as_deref()),
         Command::Train(args) => cli_run::run_train(args),
         Command::TrainPrior(args) => cli_run::run_train_prior(args),
         Command::Eval(args) => cli_run::run_eval(args),

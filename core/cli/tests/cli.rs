@@ -577,3 +577,59 @@ fn missing_or_changed_plugins_are_named_and_replaceable() {
         vaelab().args(["sample", "--n", "2", "--plugin"]).arg(&psnr).arg("--out").arg(dir.join("s")).arg(&run).output().unwrap();
     assert!(sampled.status.success(), "{}", String::from_utf8_lossy(&sampled.stderr));
 }
+
+/// Writes `root/{train,test}/{0,1}/0.png`: 32×32 grey images in the Knee OA layout.
+fn two_grade_folder(root: &Path) {
+    for split in ["train", "test"] {
+        for grade in 0..2u8 {
+            let dir = root.join(format!("{split}/{grade}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            image::GrayImage::from_pixel(32, 32, image::Luma([60 + 100 * grade])).save(dir.join("0.png")).unwrap();
+        }
+    }
+}
+
+/// A spec whose data cannot ship (`specs/knee-oa/`) is checked and trained on a folder given by
+/// `--data-root` or `VAELAB_DATA_ROOT`; the run records the folder, absolute. The flag on a generated
+/// dataset, or on `--resume`, is an error; the variable is ignored there.
+#[test]
+fn data_root_replaces_the_specs_folder_and_is_recorded() {
+    let dir = extending_spec(
+        "data-root",
+        "tests/specs/tiny.ron",
+        "data: (dataset: Folder(root: \"not-shipped\"), size: 32, train_size: 4, test_size: 2, batch: 2)",
+    );
+    two_grade_folder(&dir.join("elsewhere"));
+    let missing = vaelab().current_dir(&*dir).args(["check", "spec.ron"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not-shipped: no such folder"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let checked = vaelab().current_dir(&*dir).args(["check", "spec.ron", "--data-root", "elsewhere"]).output().unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let trained = vaelab()
+        .current_dir(&*dir)
+        .env("VAELAB_DATA_ROOT", "elsewhere")
+        .args(["train", "spec.ron", "--steps", "2", "--threads", "1", "--no-eval", "--out", "run"])
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let recorded = std::fs::read_to_string(dir.join("run/spec.ron")).unwrap();
+    let absolute = dir.join("elsewhere").display().to_string();
+    assert!(recorded.contains(&format!("root: {absolute:?}")), "{recorded}");
+    let resumed = vaelab()
+        .args(["train", "--steps", "3", "--no-eval", "--data-root", "x", "--resume"])
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(resumed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("a resumed run reads the data its spec.ron records"));
+    let generated = vaelab().args(["check", "tests/specs/tiny.ron", "--data-root"]).arg(dir.join("elsewhere")).output().unwrap();
+    assert_eq!(generated.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&generated.stderr).contains("data.dataset: --data-root given, but this dataset is generated"));
+    let ignored =
+        vaelab().env("VAELAB_DATA_ROOT", dir.join("elsewhere")).args(["check", "tests/specs/tiny.ron"]).output().unwrap();
+    assert!(ignored.status.success(), "{}", String::from_utf8_lossy(&ignored.stderr));
+}

@@ -120,12 +120,7 @@ fn resolve_data_paths(loaded: &mut LoadedSpec) {
             *p = absolute(&base.join(&*p));
         }
     }
-    let dir = match &mut loaded.experiment.data.dataset {
-        crate::Dataset::Idx { dir, .. } => Some(dir),
-        crate::Dataset::Folder { root, .. } | crate::Dataset::Dicom { root, .. } => Some(root),
-        crate::Dataset::Shapes | crate::Dataset::KneePhantom { .. } => None,
-    };
-    if let Some(dir) = dir {
+    if let Some(dir) = loaded.experiment.data.dataset.root_mut() {
         if dir.is_relative() {
             let writer = loaded.sources.iter().find(|s| s.locations.contains("data.dataset")).or(loaded.sources.first());
             if let Some(base) = writer.and_then(|s| s.path.parent()) {

@@ -198,6 +198,18 @@ pub mod folders {
         }
     }
 
+    /// The Knee OA grading data's layout in small: `root/{train,val,test}/{0…4}/00…01.png`, `size`×`size`
+    /// grey images, each grade's of its own constant level.
+    pub fn knee_oa_layout(root: &Path, size: u32) {
+        for grade in 0..5u8 {
+            for split in ["train", "val", "test"] {
+                for i in 0..2 {
+                    grey8(&root.join(format!("{split}/{grade}/{i:02}.png")), size, size, 30 + 45 * grade);
+                }
+            }
+        }
+    }
+
     /// Three classes of constant intensity, listed class by class as in the Knee-OA layout. Under a
     /// `test_size` limit the split keeps every class in proportion (the first 15 files in listing
     /// order would be ten of class 0 and five of class 1), and each image's label is its intensity's.
