@@ -194,7 +194,10 @@ fn train_target(args: &TrainArgs) -> Result<Option<(Experiment, PathBuf)>> {
     let data_root = check::DataRoot::from_flag_or_env(args.data_root.as_deref());
     match (&args.resume, &args.spec) {
         (Some(dir), _) => {
-            anyhow::ensure!(args.data_root.is_none(), "--data-root: a resumed run reads the data its spec.ron records");
+            anyhow::ensure!(
+                args.data_root.is_none(),
+                "--data-root: a resumed run reads the data folder it recorded when it started"
+            );
             let mut e = vaelab::runs::read_run_spec(dir)?;
             let notes = vaelab::runs::recorded_plugins::reconcile(dir, &mut e.plugins, &extra_plugins(&args.plugins))?;
             for note in notes {

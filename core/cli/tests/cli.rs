@@ -625,7 +625,7 @@ fn data_root_replaces_the_specs_folder_and_is_recorded() {
         .output()
         .unwrap();
     assert_eq!(resumed.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&resumed.stderr).contains("a resumed run reads the data its spec.ron records"));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("a resumed run reads the data folder it recorded when it started"));
     let generated = vaelab().args(["check", "tests/specs/tiny.ron", "--data-root"]).arg(dir.join("elsewhere")).output().unwrap();
     assert_eq!(generated.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&generated.stderr).contains("data.dataset: --data-root given, but this dataset is generated"));
