@@ -207,11 +207,10 @@ fn train_target(args: &TrainArgs) -> Result<Option<(Experiment, PathBuf)>> {
         }
         (None, Some(path)) => match check::check_file_with(path, &extra_plugins(&args.plugins), data_root.as_ref()) {
             Ok(ok) => {
-                let e = ok.loaded.experiment;
-                if let (Some(root), Some(read)) = (&data_root, e.data.dataset.root()) {
-                    if read == &root.path {
-                        eprintln!("data: reading {} ({})", read.display(), root.source);
-                    }
+                let mut e = ok.loaded.experiment;
+                // `check_file_with` put the given folder in place of any dataset root.
+                if let (Some(given), Some(_)) = (&data_root, e.data.dataset.root_mut()) {
+                    eprintln!("data: reading {} ({})", given.path.display(), given.source);
                 }
                 let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&e.name));
                 Ok(Some((e, dir)))

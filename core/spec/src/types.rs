@@ -321,15 +321,6 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    /// The folder or file the dataset reads; `None` for the built-in generators.
-    pub fn root(&self) -> Option<&std::path::PathBuf> {
-        match self {
-            Dataset::Idx { dir, .. } => Some(dir),
-            Dataset::Folder { root, .. } | Dataset::Dicom { root, .. } => Some(root),
-            Dataset::Shapes | Dataset::KneePhantom { .. } => None,
-        }
-    }
-
     /// The folder or file the dataset reads (`Idx`'s `dir`, `Folder`'s and `Dicom`'s `root`); `None`
     /// for the built-in generators. `vaelab train --data-root` replaces it.
     pub fn root_mut(&mut self) -> Option<&mut std::path::PathBuf> {
