@@ -97,7 +97,7 @@ fn files(dir: &Path, skip: &str) -> Vec<(PathBuf, Vec<u8>)> {
 fn numpy(code: &str) -> Option<String> {
     let has = std::process::Command::new("python3").args(["-c", "import numpy"]).status().is_ok_and(|s| s.success());
     if !has {
-        assert!(std::env::var_os("VAELAB_REQUIRE_DATA").is_none(), "python3 with numpy is needed (apt install python3-numpy)");
+        assert!(std::env::var_os("VAELAB_REQUIRE_DATA").is_none(), "python3 with numpy is needed (python3 -m pip install numpy)");
         eprintln!("skipping the NumPy check: no python3 with numpy");
         return None;
     }
