@@ -41,9 +41,9 @@ fn main() {
         for _ in 0..12 {
             let t0 = Instant::now();
             let y = if t {
-                Cpu::conv_t2d(x.retaped(), true, w.retaped(), bias.retaped(), g, cin)
+                Cpu::conv_t2d(x.retaped(), true, w.retaped(), bias.retaped(), g, cin, None)
             } else {
-                Cpu::conv2d(x.retaped(), cin > 1, w.retaped(), bias.retaped(), g, cout)
+                Cpu::conv2d(x.retaped(), cin > 1, w.retaped(), bias.retaped(), g, cout, None)
             };
             let loss = y.sum::<(), _>();
             let t1 = Instant::now();

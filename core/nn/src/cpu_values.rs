@@ -28,3 +28,16 @@ macro_rules! grad_slices {
     }};
 }
 pub(crate) use grad_slices;
+
+/// Frees the gradient buffer of an op's output once the op's backward pass has used it. Only the op
+/// that made a tensor reads its gradient, and dfdx runs it after every consumer has added to it, so
+/// nothing reads the buffer again; dfdx itself keeps every gradient until the whole pass ends, which
+/// kept the gradients of all activations alive at once (most of a 256 px step's peak memory). A
+/// macro because dfdx's ghost tensors cannot be named outside it. Evaluates to `Ok(())`.
+macro_rules! free_grad {
+    ($grads:expr, $t:expr) => {{
+        drop(std::mem::take::<Vec<f32>>(&mut *$grads.get_or_alloc_mut($t)?));
+        Ok(())
+    }};
+}
+pub(crate) use free_grad;

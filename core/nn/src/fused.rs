@@ -4,7 +4,8 @@
 //! rather than kept, which trades a cheap copy for a lot of memory traffic and peak memory. These are the fast path; `gather.rs` computes the
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
-use super::cpu_values::{dense, grad_slices};
+use super::cpu_values::{dense, free_grad, grad_slices};
+use super::fused_act::{activate_in_place, activation_grad_in_place};
 use super::geom::ConvGeom;
 use super::kernels::{
     add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
@@ -53,7 +54,8 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
     y
 }
 
-/// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B).
+/// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B), then the activation
+/// `act` if any (`Some(slope)`: LeakyReLU, ReLU for 0; see [`activate_in_place`]).
 /// `x_needs_grad = false` skips the input gradient (the first layer sees data, not activations).
 pub fn conv2d(
     x: Tensor2<Cpu>,
@@ -62,6 +64,7 @@ pub fn conv2d(
     b: Flat<Cpu, OT<Cpu>>,
     g: ConvGeom,
     cout: usize,
+    act: Option<f32>,
 ) -> Tensor2<Cpu> {
     let batch = x.shape().1;
     let dev = x.device().clone();
@@ -71,13 +74,19 @@ pub fn conv2d(
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
     let tiles = tiles(&g, batch);
-    let y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout);
+    let mut y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout);
+    // The activation is applied here, so its input (this convolution's output before it) is never
+    // stored: one bit per value is all its gradient needs.
+    let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
 
     let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
+        if let Some((mask, slope)) = &mask {
+            activation_grad_in_place(gy, mask, *slope);
+        }
         let gy: &[f32] = gy;
         add_row_sums(gy, n, gb);
         OuterSum::new(cout, kdim).run(&tiles, gw, |tile, acc| {
@@ -112,13 +121,13 @@ pub fn conv2d(
                 });
             });
         }
-        Ok(())
+        free_grad!(grads, &og)
     });
     out.put_tape(tape)
 }
 
 /// `ConvT`: x (Cin·IH·IW, B), weight (Cin, Cout·k·k), bias (Cout) → (Cout·H·W, B), where `g` is
-/// the geometry of the adjoint convolution (image side = this op's output).
+/// the geometry of the adjoint convolution (image side = this op's output); then `act` as in [`conv2d`].
 pub fn conv_t2d(
     x: Tensor2<Cpu>,
     x_needs_grad: bool,
@@ -126,6 +135,7 @@ pub fn conv_t2d(
     b: Flat<Cpu, OT<Cpu>>,
     g: ConvGeom,
     cin: usize,
+    act: Option<f32>,
 ) -> Tensor2<Cpu> {
     let batch = x.shape().1;
     let dev = x.device().clone();
@@ -164,12 +174,16 @@ pub fn conv_t2d(
             }
         });
     });
+    let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (g.c * g.h * g.w, batch));
 
     let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
+        if let Some((mask, slope)) = &mask {
+            activation_grad_in_place(gy, mask, *slope);
+        }
         let gy: &[f32] = gy;
         add_row_sums(gy, plane, gb);
         let gxp = if x_needs_grad {
@@ -201,7 +215,7 @@ pub fn conv_t2d(
                 acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
             })
         });
-        Ok(())
+        free_grad!(grads, &og)
     });
     out.put_tape(tape)
 }

@@ -291,9 +291,28 @@ impl Sequential {
     }
 
     fn forward_ops<D: Backend>(&self, ctx: &Ctx<D>, mut x: Act<D>, count: usize) -> Act<D> {
-        for (op, out) in &self.ops[..count] {
-            x = forward_op(op, ctx, x);
-            x.shape = *out;
+        let mut i = 0;
+        while i < count {
+            let (op, out) = &self.ops[i];
+            // A convolution followed by ReLU or LeakyReLU runs as one fused op (the activation's
+            // input is never stored); the pair still counts as two layers for `forward_through`.
+            let act = match self.ops.get(i + 1) {
+                Some((Op::Relu, _)) if i + 1 < count => Some(0.0),
+                Some((Op::LeakyRelu(slope), _)) if i + 1 < count => Some(*slope),
+                _ => None,
+            };
+            match (op, act) {
+                (Op::Conv { .. } | Op::ConvT { .. }, Some(_)) => {
+                    x = forward_conv(op, ctx, x, act);
+                    x.shape = self.ops[i + 1].1;
+                    i += 2;
+                }
+                _ => {
+                    x = forward_op(op, ctx, x);
+                    x.shape = *out;
+                    i += 1;
+                }
+            }
         }
         x
     }
@@ -392,6 +411,16 @@ fn weight<D: Backend>(ctx: &Ctx<D>, w: ParamId, sn: &Option<SpectralNorm>) -> Fl
     wt / sigma.broadcast_like(&(n,))
 }
 
+/// A `Conv` or `ConvT` layer, with the activation `act` fused in (see `Backend::conv2d`).
+fn forward_conv<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<f32>) -> Act<D> {
+    let t = match op {
+        Op::Conv { w, b, g, cout, sn } => D::conv2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cout, act),
+        Op::ConvT { w, b, g, cin, sn } => D::conv_t2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cin, act),
+        _ => unreachable!("forward_conv is only called for convolutions"),
+    };
+    Act { t, shape: x.shape, needs_grad: true }
+}
+
 fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
     let batch = x.batch();
     let dev = ctx.store.dev.clone();
@@ -402,14 +431,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
             let y = y + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(*out, batch));
             Act { t: y, shape: x.shape, needs_grad: true }
         }
-        Op::Conv { w, b, g, cout, sn } => {
-            let t = D::conv2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cout);
-            Act { t, shape: x.shape, needs_grad: true }
-        }
-        Op::ConvT { w, b, g, cin, sn } => {
-            let t = D::conv_t2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cin);
-            Act { t, shape: x.shape, needs_grad: true }
-        }
+        Op::Conv { .. } | Op::ConvT { .. } => forward_conv(op, ctx, x, None),
         Op::Upsample { rows } => {
             let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
             let t = x.t.gather(idx);

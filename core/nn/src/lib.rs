@@ -76,7 +76,10 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         update::update_generic(p, grads.get(p) * scale, state, rule)
     }
 
-    /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B). `x_needs_grad = false` lets a kernel skip dx.
+    /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B), then the activation `act` (`Some(slope)`: LeakyReLU,
+    /// ReLU for 0) where the layer list has one right after the convolution. `x_needs_grad = false`
+    /// lets a kernel skip dx.
+    #[allow(clippy::too_many_arguments)]
     fn conv2d(
         x: Tensor2<Self>,
         _x_needs_grad: bool,
@@ -84,8 +87,9 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cout: usize,
+        act: Option<f32>,
     ) -> Tensor2<Self> {
-        gather::conv2d(x, w, b, g, cout)
+        activate(gather::conv2d(x, w, b, g, cout), act)
     }
 
     /// LeakyReLU with `slope`, as dfdx's `prelu` computes it.
@@ -93,7 +97,9 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         x.prelu(slope)
     }
 
-    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry.
+    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry; `act`
+    /// as in `conv2d`.
+    #[allow(clippy::too_many_arguments)]
     fn conv_t2d(
         x: Tensor2<Self>,
         _x_needs_grad: bool,
@@ -101,8 +107,19 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cin: usize,
+        act: Option<f32>,
     ) -> Tensor2<Self> {
-        gather::conv_t2d(x, w, b, g, cin)
+        activate(gather::conv_t2d(x, w, b, g, cin), act)
+    }
+}
+
+/// The activation a convolution's output goes through, as the standalone layers compute it: ReLU
+/// is dfdx's `relu`, LeakyReLU the backend's.
+pub fn activate<D: Backend>(t: Tensor2<D>, act: Option<f32>) -> Tensor2<D> {
+    match act {
+        None => t,
+        Some(slope) if slope == 0.0 => t.relu(),
+        Some(slope) => D::leaky_relu(t, slope),
     }
 }
 
@@ -133,8 +150,9 @@ impl Backend for Cpu {
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cout: usize,
+        act: Option<f32>,
     ) -> Tensor2<Self> {
-        fused::conv2d(x, x_needs_grad, w, b, g, cout)
+        fused::conv2d(x, x_needs_grad, w, b, g, cout, act)
     }
     fn conv_t2d(
         x: Tensor2<Self>,
@@ -143,8 +161,9 @@ impl Backend for Cpu {
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cin: usize,
+        act: Option<f32>,
     ) -> Tensor2<Self> {
-        fused::conv_t2d(x, x_needs_grad, w, b, g, cin)
+        fused::conv_t2d(x, x_needs_grad, w, b, g, cin, act)
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)
