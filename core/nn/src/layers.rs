@@ -294,8 +294,9 @@ impl Sequential {
         let mut i = 0;
         while i < count {
             let (op, out) = &self.ops[i];
-            // A convolution followed by ReLU or LeakyReLU runs as one fused op (the activation's
-            // input is never stored); the pair still counts as two layers for `forward_through`.
+            // A convolution (or, in training, a BatchNorm) followed by ReLU or LeakyReLU runs as one
+            // fused op (the activation's input is never stored); the pair still counts as two layers
+            // for `forward_through`.
             let act = match self.ops.get(i + 1) {
                 Some((Op::Relu, _)) if i + 1 < count => Some(0.0),
                 Some((Op::LeakyRelu(slope), _)) if i + 1 < count => Some(*slope),
@@ -304,6 +305,11 @@ impl Sequential {
             match (op, act) {
                 (Op::Conv { .. } | Op::ConvT { .. }, Some(_)) => {
                     x = forward_conv(op, ctx, x, act);
+                    x.shape = self.ops[i + 1].1;
+                    i += 2;
+                }
+                (Op::BatchNorm { .. }, Some(_)) if ctx.train => {
+                    x = forward_batch_norm(op, ctx, x, act);
                     x.shape = self.ops[i + 1].1;
                     i += 2;
                 }
@@ -421,6 +427,36 @@ fn forward_conv<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<f32>) 
     Act { t, shape: x.shape, needs_grad: true }
 }
 
+/// `BatchNorm`, with the activation `act` fused in when training (see `Backend::batch_norm_train`).
+/// In evaluation it normalises with the running statistics and `act` must be None.
+fn forward_batch_norm<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<f32>) -> Act<D> {
+    let Op::BatchNorm { w, b, mean, var, momentum, eps } = op else {
+        unreachable!("forward_batch_norm is only called for BatchNorm")
+    };
+    let batch = x.batch();
+    let (c, hw) = x.shape.channels();
+    let n = hw * batch;
+    if ctx.train {
+        let (t, stats) = D::batch_norm_train(x.t, ctx.param(*w), ctx.param(*b), c, *eps, act);
+        // Running statistics follow PyTorch: unbiased batch variance, exponential average.
+        let unbias = n as f32 / (n.max(2) - 1) as f32;
+        let old_m = ctx.store.get(*mean).tensor.as_vec();
+        let old_v = ctx.store.get(*var).tensor.as_vec();
+        let m = *momentum;
+        let new_m = old_m.iter().zip(&stats.mean).map(|(o, b)| (1.0 - m) * o + m * b).collect();
+        let new_v = old_v.iter().zip(&stats.var).map(|(o, b)| (1.0 - m) * o + m * b * unbias).collect();
+        ctx.record_buffers([(*mean, new_m), (*var, new_v)]);
+        return Act { t, shape: x.shape, needs_grad: true };
+    }
+    debug_assert!(act.is_none(), "activations are fused into BatchNorm only in training");
+    let xr = x.t.reshape_like(&(c, n));
+    let mu = ctx.store.get(*mean).tensor.clone().broadcast_like::<_, Axis<1>>(&(c, n));
+    let sd = (ctx.store.get(*var).tensor.clone() + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
+    let y = (xr - mu) / sd * ctx.param(*w).broadcast_like::<_, Axis<1>>(&(c, n))
+        + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(c, n));
+    Act { t: y.reshape_like(&(c * hw, batch)), shape: x.shape, needs_grad: true }
+}
+
 fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
     let batch = x.batch();
     let dev = ctx.store.dev.clone();
@@ -474,36 +510,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
             let shape = x.shape;
             Act { t: x.t.sigmoid(), shape, needs_grad: true }
         }
-        Op::BatchNorm { w, b, mean, var, momentum, eps } => {
-            let (c, hw) = x.shape.channels();
-            let n = hw * batch;
-            let xr = x.t.reshape_like(&(c, n));
-            let normed = if ctx.train {
-                let mu = xr.with_empty_tape().mean::<(usize,), Axis<1>>();
-                let mu_v = mu.as_vec();
-                let centred = xr - mu.broadcast_like::<_, Axis<1>>(&(c, n));
-                let v = centred.with_empty_tape().square().mean::<(usize,), Axis<1>>();
-                // Running statistics follow PyTorch: unbiased batch variance, exponential average.
-                let unbias = n as f32 / (n.max(2) - 1) as f32;
-                let old_m = ctx.store.get(*mean).tensor.as_vec();
-                let old_v = ctx.store.get(*var).tensor.as_vec();
-                let v_v = v.as_vec();
-                let m = *momentum;
-                let new_m = old_m.iter().zip(&mu_v).map(|(o, b)| (1.0 - m) * o + m * b).collect();
-                let new_v = old_v.iter().zip(&v_v).map(|(o, b)| (1.0 - m) * o + m * b * unbias).collect();
-                ctx.record_buffers([(*mean, new_m), (*var, new_v)]);
-                let inv_std = (v + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
-                centred / inv_std
-            } else {
-                let mu = ctx.store.get(*mean).tensor.clone().broadcast_like::<_, Axis<1>>(&(c, n));
-                let sd = (ctx.store.get(*var).tensor.clone() + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
-                (xr - mu) / sd
-            };
-            let y = normed * ctx.param(*w).broadcast_like::<_, Axis<1>>(&(c, n))
-                + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(c, n));
-            let t = y.reshape_like(&(c * hw, batch));
-            Act { t, shape: x.shape, needs_grad: true }
-        }
+        Op::BatchNorm { .. } => forward_batch_norm(op, ctx, x, None),
         Op::GroupNorm { w, b, groups, eps } => {
             let (c, hw) = x.shape.channels();
             let g = *groups;

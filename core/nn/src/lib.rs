@@ -10,6 +10,7 @@ pub mod device;
 pub mod external;
 pub mod fused;
 pub mod fused_act;
+pub mod fused_norm;
 pub mod fused_optim;
 pub mod gather;
 pub mod geom;
@@ -97,6 +98,19 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         x.prelu(slope)
     }
 
+    /// BatchNorm in training (the batch's statistics) over `c` channels, then `act` as in `conv2d`;
+    /// also returns the batch mean and biased variance per channel.
+    fn batch_norm_train(
+        x: Tensor2<Self>,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        c: usize,
+        eps: f32,
+        act: Option<f32>,
+    ) -> (Tensor2<Self>, fused_norm::BatchStats) {
+        batch_norm_train_generic(x, w, b, c, eps, act)
+    }
+
     /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry; `act`
     /// as in `conv2d`.
     #[allow(clippy::too_many_arguments)]
@@ -111,6 +125,29 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     ) -> Tensor2<Self> {
         activate(gather::conv_t2d(x, w, b, g, cin), act)
     }
+}
+
+/// BatchNorm with the batch's statistics (training) over `c` channels, then `act`: dfdx's ops,
+/// the definition the CPU's fused kernel (`fused_norm`) is checked against.
+pub fn batch_norm_train_generic<D: Backend>(
+    x: Tensor2<D>,
+    w: Flat<D, OT<D>>,
+    b: Flat<D, OT<D>>,
+    c: usize,
+    eps: f32,
+    act: Option<f32>,
+) -> (Tensor2<D>, fused_norm::BatchStats) {
+    let (rows, batch) = *x.shape();
+    let n = rows / c.max(1) * batch;
+    let xr = x.reshape_like(&(c, n));
+    let mu = xr.with_empty_tape().mean::<(usize,), Axis<1>>();
+    let mean = mu.as_vec();
+    let centred = xr - mu.broadcast_like::<_, Axis<1>>(&(c, n));
+    let v = centred.with_empty_tape().square().mean::<(usize,), Axis<1>>();
+    let var = v.as_vec();
+    let std = (v + eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
+    let y = centred / std * w.broadcast_like::<_, Axis<1>>(&(c, n)) + b.broadcast_like::<_, Axis<1>>(&(c, n));
+    (activate(y.reshape_like(&(rows, batch)), act), fused_norm::BatchStats { mean, var })
 }
 
 /// The activation a convolution's output goes through, as the standalone layers compute it: ReLU
@@ -167,6 +204,16 @@ impl Backend for Cpu {
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)
+    }
+    fn batch_norm_train(
+        x: Tensor2<Self>,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        c: usize,
+        eps: f32,
+        act: Option<f32>,
+    ) -> (Tensor2<Self>, fused_norm::BatchStats) {
+        fused_norm::batch_norm_train(x, w, b, c, eps, act)
     }
 }
 

@@ -216,7 +216,10 @@ fn fused_convolutions_match_the_gather_path() {
             };
             let (a, b) = (run(true), run(false));
             if act.is_some() {
-                assert!(a.0.iter().any(|v| *v < 0.0) || a.0.iter().filter(|v| **v == 0.0).count() > 0, "the case should clip values");
+                assert!(
+                    a.0.iter().any(|v| *v < 0.0) || a.0.iter().filter(|v| **v == 0.0).count() > 0,
+                    "the case should clip values"
+                );
             }
             for (name, u, v) in [("y", &a.0, &b.0), ("dx", &a.1, &b.1), ("dw", &a.2, &b.2), ("db", &a.3, &b.3)] {
                 assert_eq!(u.len(), v.len(), "{name}");
@@ -225,6 +228,52 @@ fn fused_convolutions_match_the_gather_path() {
                         (p - q).abs() < 1e-4 * (1.0 + q.abs()),
                         "{name}[{i}] transposed={transposed} act={act:?}: fused {p} vs gather {q}"
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The fused CPU BatchNorm (training) against dfdx's composition: outputs, batch statistics and every
+/// gradient, with no activation and with a fused ReLU or LeakyReLU, for image and flat inputs.
+#[test]
+fn fused_batch_norm_matches_the_generic_path() {
+    use vaelab::nn::{batch_norm_train_generic, Backend};
+    let dev = Cpu::default();
+    for (c, hw, batch) in [(3, 5, 4), (4, 1, 6)] {
+        let rows = c * hw;
+        // An offset and spread per channel, so the normalisation has work to do.
+        let xv: Vec<f32> =
+            values(11, rows * batch, 1.0).iter().enumerate().map(|(i, v)| v * 3.0 + (i / (hw * batch)) as f32).collect();
+        let x = dev.tensor_from_vec(xv, (rows, batch));
+        let wt = dev.tensor_from_vec(values(12, c, 1.0), (c,));
+        let bt = dev.tensor_from_vec(values(13, c, 0.5), (c,));
+        for act in [None, Some(0.0), Some(0.2)] {
+            let run = |fused: bool| {
+                let (xr, wr, br) = (x.retaped(), wt.retaped(), bt.retaped());
+                let (y, stats) = if fused {
+                    Cpu::batch_norm_train(xr, wr, br, c, 1e-5, act)
+                } else {
+                    batch_norm_train_generic(xr, wr, br, c, 1e-5, act)
+                };
+                let probe = dev.tensor_from_vec(values(14, rows * batch, 1.0), (rows, batch));
+                let yv = y.with_empty_tape().as_vec();
+                let grads = (y * probe).sum::<(), _>().backward();
+                let (m, v) = (stats.mean, stats.var);
+                (yv, m, v, grads.get(&x).as_vec(), grads.get(&wt).as_vec(), grads.get(&bt).as_vec())
+            };
+            let (a, b) = (run(true), run(false));
+            for (name, u, v) in [
+                ("y", &a.0, &b.0),
+                ("mean", &a.1, &b.1),
+                ("var", &a.2, &b.2),
+                ("dx", &a.3, &b.3),
+                ("dw", &a.4, &b.4),
+                ("db", &a.5, &b.5),
+            ] {
+                assert_eq!(u.len(), v.len(), "{name}");
+                for (i, (p, q)) in u.iter().zip(v).enumerate() {
+                    assert!((p - q).abs() < 1e-4 * (1.0 + q.abs()), "{name}[{i}] c={c} act={act:?}: fused {p} vs generic {q}");
                 }
             }
         }
