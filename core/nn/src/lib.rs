@@ -155,7 +155,7 @@ pub fn batch_norm_train_generic<D: Backend>(
 pub fn activate<D: Backend>(t: Tensor2<D>, act: Option<f32>) -> Tensor2<D> {
     match act {
         None => t,
-        Some(slope) if slope == 0.0 => t.relu(),
+        Some(0.0) => t.relu(),
         Some(slope) => D::leaky_relu(t, slope),
     }
 }
