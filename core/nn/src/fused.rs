@@ -73,6 +73,10 @@ pub fn conv2d(
     let (b, tb) = b.split_tape();
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
+    // The copy is what backward uses; the input itself can go now, not when this function returns
+    // (at 256 px that is 134 MB less at the forward pass's peak).
+    let xg = x.ghost();
+    drop(x);
     let tiles = tiles(&g, batch);
     let mut y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout);
     // The activation is applied here, so its input (this convolution's output before it) is never
@@ -80,7 +84,7 @@ pub fn conv2d(
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
 
-    let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
+    let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
@@ -96,6 +100,8 @@ pub fn conv2d(
                 acc.add(cols, columns(gy, n, off), View::rows(col, cols));
             })
         });
+        // The input's values are done with before its gradient is allocated.
+        drop(x_vals);
         if x_needs_grad {
             let (gx,) = grad_slices!(grads, [&xg]);
             let gxp = SendPtr(gx.as_mut_ptr());
@@ -144,6 +150,8 @@ pub fn conv_t2d(
     let (b, tb) = b.split_tape();
     let (kdim, m) = (g.col_rows(), g.positions() * batch);
     let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
+    let xg = x.ghost();
+    drop(x);
     let tiles = tiles(&g, batch);
     let plane = g.h * g.w * batch;
     let mut y = vec![0.0; g.c * plane];
@@ -177,7 +185,7 @@ pub fn conv_t2d(
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (g.c * g.h * g.w, batch));
 
-    let (xg, wg, bg, og) = (x.ghost(), w.ghost(), b.ghost(), out.ghost());
+    let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
     let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
         let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
@@ -186,18 +194,26 @@ pub fn conv_t2d(
         }
         let gy: &[f32] = gy;
         add_row_sums(gy, plane, gb);
-        let gxp = if x_needs_grad {
-            let (gx,) = grad_slices!(grads, [&xg]);
-            Some(SendPtr(gx.as_mut_ptr()))
-        } else {
-            None
-        };
+        // Two passes over the tiles, each building the output gradient's column matrix: the weight
+        // gradient first (it needs the input's values), then the input gradient, so that the input's
+        // values are freed before the input's gradient is allocated. The extra im2col is a copy; the
+        // memory it saves is one activation (134 MB for the last layer at 256 px).
         OuterSum::new(cin, kdim).run(&tiles, gw, |tile, acc| {
             let (off, cols) = span(batch, tile);
             with_scratch(kdim * cols, |dcol| {
                 im2col_range(gy, &g, batch, tile, dcol);
-                // SAFETY: each tile owns columns off..off+cols of every row of gx.
-                if let Some(gxp) = gxp {
+                acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
+            })
+        });
+        drop(x_vals);
+        if x_needs_grad {
+            let (gx,) = grad_slices!(grads, [&xg]);
+            let gxp = SendPtr(gx.as_mut_ptr());
+            tiles.par_iter().for_each(|&tile| {
+                let (off, cols) = span(batch, tile);
+                with_scratch(kdim * cols, |dcol| {
+                    im2col_range(gy, &g, batch, tile, dcol);
+                    // SAFETY: each tile owns columns off..off+cols of every row of gx.
                     unsafe {
                         gemm_into(
                             cin,
@@ -211,10 +227,9 @@ pub fn conv_t2d(
                             false,
                         )
                     };
-                }
-                acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
-            })
-        });
+                })
+            });
+        }
         free_grad!(grads, &og)
     });
     out.put_tape(tape)
