@@ -62,21 +62,52 @@ pub fn activate_in_place(y: &mut [f32], slope: f32) -> Vec<u64> {
     let mut mask = vec![0u64; y.len().div_ceil(64)];
     y.par_chunks_mut(CHUNK).zip(mask.par_chunks_mut(CHUNK / 64)).for_each(|(ys, words)| {
         for (ys, word) in ys.chunks_mut(64).zip(words) {
-            let mut bits = 0u64;
-            for (i, v) in ys.iter_mut().enumerate() {
-                // dfdx's ReLU passes x > 0; its LeakyReLU scales x < 0 and passes the rest (x = 0 too).
-                // (NaN passes LeakyReLU unchanged, as in dfdx.)
-                let passes = if slope == 0.0 { *v > 0.0 } else { (*v).partial_cmp(&0.0) != Some(std::cmp::Ordering::Less) };
-                if passes {
-                    bits |= 1 << i;
-                } else {
-                    *v = if slope == 0.0 { 0.0 } else { *v * slope };
-                }
-            }
-            *word = bits;
+            *word = if slope == 0.0 {
+                activate_word(ys, |v| v > 0.0, 0.0)
+            } else {
+                activate_word(ys, |v| v >= 0.0 || v.is_nan(), slope)
+            };
         }
     });
     mask
+}
+
+/// Up to 64 values: those for which `passes` holds stay, the others become `slope`·v (0 for ReLU, so
+/// that −0 and NaN give 0, as dfdx's `max(x, 0)` does). Groups of eight with one byte of mask each,
+/// a shape the compiler turns into vector compares and a movemask (measured: the per-value loop
+/// with a shifted bit was 15 % of an encoder's inference time).
+#[inline(always)]
+fn activate_word(ys: &mut [f32], passes: impl Fn(f32) -> bool, slope: f32) -> u64 {
+    let mut bits = 0u64;
+    let done = ys.len() / 8 * 8;
+    let mut groups = ys.chunks_exact_mut(8);
+    for (j, group) in groups.by_ref().enumerate() {
+        let mut byte = 0u8;
+        for (i, v) in group.iter_mut().enumerate() {
+            let p = passes(*v);
+            byte |= (p as u8) << i;
+            *v = if p {
+                *v
+            } else if slope == 0.0 {
+                0.0
+            } else {
+                *v * slope
+            };
+        }
+        bits |= (byte as u64) << (8 * j);
+    }
+    for (i, v) in groups.into_remainder().iter_mut().enumerate() {
+        let p = passes(*v);
+        bits |= (p as u64) << (done + i);
+        *v = if p {
+            *v
+        } else if slope == 0.0 {
+            0.0
+        } else {
+            *v * slope
+        };
+    }
+    bits
 }
 
 /// Turns the gradient of an activation's output into that of its input, in place: `0 + dy·f` with
@@ -85,8 +116,12 @@ pub fn activate_in_place(y: &mut [f32], slope: f32) -> Vec<u64> {
 pub fn activation_grad_in_place(gy: &mut [f32], mask: &[u64], slope: f32) {
     gy.par_chunks_mut(CHUNK).zip(mask.par_chunks(CHUNK / 64)).for_each(|(gy, words)| {
         for (gy, word) in gy.chunks_mut(64).zip(words) {
-            for (i, d) in gy.iter_mut().enumerate() {
-                *d = 0.0 + *d * factor(*word, i, slope);
+            for (j, group) in gy.chunks_mut(8).enumerate() {
+                let byte = (word >> (8 * j)) as u8;
+                for (i, d) in group.iter_mut().enumerate() {
+                    let f = if (byte >> i) & 1 != 0 { 1.0 } else { slope };
+                    *d = 0.0 + *d * f;
+                }
             }
         }
     });
