@@ -192,8 +192,15 @@ fn fused_convolutions_match_the_gather_path() {
         (false, (2, 8, 8), 3, 4, 2, 1),
         (true, (3, 4, 5), 2, 4, 2, 1),
         (true, (2, 3, 3), 3, 3, 1, 0),
+        // Stride 2 with an odd kernel (output pixels reached by two taps and by one); a 1×1 kernel at
+        // stride 2 (every other output pixel holds the bias alone); kernel 5 with padding 2.
+        (true, (2, 4, 3), 3, 3, 2, 1),
+        (true, (3, 3, 4), 2, 1, 2, 0),
+        (true, (2, 5, 4), 2, 5, 2, 2),
+        // Large enough for several tiles and bands.
+        (true, (16, 24, 24), 16, 4, 2, 1),
     ] {
-        let batch = 3;
+        let batch = if c == 16 { 8 } else { 3 };
         let g =
             if transposed { ConvGeom::conv_t(out, h, w, k, s, p).unwrap() } else { ConvGeom::conv(c, h, w, k, s, p).unwrap() };
         let wlen = c * out * k * k;
