@@ -13,16 +13,9 @@
 
 use super::cpu_values::{dense, free_grad, grad_slices};
 use super::fused_act::{activate_in_place, activation_grad_in_place};
-use super::{Flat, Tensor2, OT};
+use super::{BatchStats, Flat, Tensor2, OT};
 use dfdx::prelude::*;
 use rayon::prelude::*;
-
-/// The batch's statistics per channel: the mean and the biased variance (running statistics are
-/// the caller's business).
-pub struct BatchStats {
-    pub mean: Vec<f32>,
-    pub var: Vec<f32>,
-}
 
 /// BatchNorm over `c` channels of x (C·HW, B) with scale `w` and shift `b` (C), then `act` if any
 /// (`Some(slope)`: LeakyReLU, ReLU for 0). Returns the output and the batch statistics.
@@ -45,7 +38,8 @@ pub fn batch_norm_train(
     let xg = x.ghost();
     drop(x);
     let n = xhat.len() / c.max(1);
-    let mut stats = vec![(0.0f64, 0.0f64); c];
+    // Per channel: (mean, biased variance, 1/√(variance + ε)).
+    let mut stats = vec![(0.0f64, 0.0f64, 0.0f64); c];
     xhat.par_chunks_mut(n).zip(stats.par_iter_mut()).for_each(|(ch, st)| {
         let mean = ch.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
         let var = ch.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
@@ -53,7 +47,7 @@ pub fn batch_norm_train(
         for v in ch.iter_mut() {
             *v = ((*v as f64 - mean) * inv_std) as f32;
         }
-        *st = (mean, var);
+        *st = (mean, var, inv_std);
     });
     let mut y = vec![0.0f32; xhat.len()];
     y.par_chunks_mut(n).zip(xhat.par_chunks(n)).enumerate().for_each(|(ch, (ys, xs))| {
@@ -63,7 +57,6 @@ pub fn batch_norm_train(
         }
     });
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
-    let inv_std: Vec<f64> = stats.iter().map(|(_, var)| 1.0 / (var + eps as f64).sqrt()).collect();
     let batch_stats =
         BatchStats { mean: stats.iter().map(|s| s.0 as f32).collect(), var: stats.iter().map(|s| s.1 as f32).collect() };
     let out = dev.tensor_from_vec(y, shape);
@@ -89,7 +82,7 @@ pub fn batch_norm_train(
         gx.par_chunks_mut(n).zip(gy.par_chunks(n)).zip(xhat.par_chunks(n)).enumerate().for_each(|(ch, ((gx, dy), xs))| {
             let (s, sx) = sums[ch];
             let (mean_dy, mean_dyx) = (s / n as f64, sx / n as f64);
-            let scale = gamma[ch] as f64 * inv_std[ch];
+            let scale = gamma[ch] as f64 * stats[ch].2;
             for ((a, d), x) in gx.iter_mut().zip(dy).zip(xs) {
                 *a += (scale * (*d as f64 - mean_dy - *x as f64 * mean_dyx)) as f32;
             }

@@ -297,9 +297,9 @@ impl Sequential {
             // A convolution (or, in training, a BatchNorm) followed by ReLU or LeakyReLU runs as one
             // fused op (the activation's input is never stored); the pair still counts as two layers
             // for `forward_through`.
-            let act = match self.ops.get(i + 1) {
-                Some((Op::Relu, _)) if i + 1 < count => Some(0.0),
-                Some((Op::LeakyRelu(slope), _)) if i + 1 < count => Some(*slope),
+            let act = match self.ops[..count].get(i + 1) {
+                Some((Op::Relu, _)) => Some(0.0),
+                Some((Op::LeakyRelu(slope), _)) => Some(*slope),
                 _ => None,
             };
             match (op, act) {

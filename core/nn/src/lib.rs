@@ -107,7 +107,7 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         c: usize,
         eps: f32,
         act: Option<f32>,
-    ) -> (Tensor2<Self>, fused_norm::BatchStats) {
+    ) -> (Tensor2<Self>, BatchStats) {
         batch_norm_train_generic(x, w, b, c, eps, act)
     }
 
@@ -127,6 +127,13 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     }
 }
 
+/// A training BatchNorm's batch statistics per channel: the mean and the biased variance (the
+/// running statistics are the layer's business).
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
 /// BatchNorm with the batch's statistics (training) over `c` channels, then `act`: dfdx's ops,
 /// the definition the CPU's fused kernel (`fused_norm`) is checked against.
 pub fn batch_norm_train_generic<D: Backend>(
@@ -136,7 +143,7 @@ pub fn batch_norm_train_generic<D: Backend>(
     c: usize,
     eps: f32,
     act: Option<f32>,
-) -> (Tensor2<D>, fused_norm::BatchStats) {
+) -> (Tensor2<D>, BatchStats) {
     let (rows, batch) = *x.shape();
     let n = rows / c.max(1) * batch;
     let xr = x.reshape_like(&(c, n));
@@ -147,7 +154,7 @@ pub fn batch_norm_train_generic<D: Backend>(
     let var = v.as_vec();
     let std = (v + eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
     let y = centred / std * w.broadcast_like::<_, Axis<1>>(&(c, n)) + b.broadcast_like::<_, Axis<1>>(&(c, n));
-    (activate(y.reshape_like(&(rows, batch)), act), fused_norm::BatchStats { mean, var })
+    (activate(y.reshape_like(&(rows, batch)), act), BatchStats { mean, var })
 }
 
 /// The activation a convolution's output goes through, as the standalone layers compute it: ReLU
@@ -212,7 +219,7 @@ impl Backend for Cpu {
         c: usize,
         eps: f32,
         act: Option<f32>,
-    ) -> (Tensor2<Self>, fused_norm::BatchStats) {
+    ) -> (Tensor2<Self>, BatchStats) {
         fused_norm::batch_norm_train(x, w, b, c, eps, act)
     }
 }
