@@ -4,7 +4,7 @@
 
 use dfdx::prelude::*;
 use std::time::Instant;
-use vaelab_nn::{Backend, ConvGeom};
+use vaelab_nn::{Backend, ConvGeom, GradNeeds};
 
 // The same allocator as the `vaelab` binary, so timings match what users get.
 #[global_allocator]
@@ -41,9 +41,9 @@ fn main() {
         for _ in 0..12 {
             let t0 = Instant::now();
             let y = if t {
-                Cpu::conv_t2d(x.retaped(), true, w.retaped(), bias.retaped(), g, cin, None)
+                Cpu::conv_t2d(x.retaped(), GradNeeds::ALL, w.retaped(), bias.retaped(), g, cin, None)
             } else {
-                Cpu::conv2d(x.retaped(), cin > 1, w.retaped(), bias.retaped(), g, cout, None)
+                Cpu::conv2d(x.retaped(), GradNeeds { input: cin > 1, params: true }, w.retaped(), bias.retaped(), g, cout, None)
             };
             let loss = y.sum::<(), _>();
             let t1 = Instant::now();

@@ -14,15 +14,16 @@ pub fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     v
 }
 
-/// Gradient buffers of several tensors at once: all are allocated first, so no later lookup
-/// inserts into the map and the raw pointers stay valid while the slices are in use.
+/// Gradient buffers of several tensors at once, as mutable slices. The slices point into each
+/// buffer's heap storage, which stays where it is when a later allocation grows the map (that moves
+/// only the vectors' headers), so a backward op may take more buffers later on, as it needs them.
 macro_rules! grad_slices {
     ($grads:expr, [$($t:expr),*]) => {{
         $( $grads.try_alloc_for($t)?; )*
         ( $( {
             let v: &mut [f32] = &mut $grads.get_or_alloc_mut($t)?[..];
-            // SAFETY: distinct tensors have distinct map entries, and the map is not modified while
-            // these references are alive (every entry was allocated above).
+            // SAFETY: distinct tensors have distinct map entries, and an entry's storage is neither
+            // freed nor moved while the op runs (later inserts move headers, not heap buffers).
             unsafe { &mut *(v as *mut [f32]) }
         }, )* )
     }};

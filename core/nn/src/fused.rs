@@ -10,7 +10,7 @@ use super::geom::ConvGeom;
 use super::kernels::{
     add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
 };
-use super::{Flat, Tensor2, OT};
+use super::{Flat, GradNeeds, Tensor2, OT};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -56,10 +56,11 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
 
 /// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B), then the activation
 /// `act` if any (`Some(slope)`: LeakyReLU, ReLU for 0; see [`activate_in_place`]).
-/// `x_needs_grad = false` skips the input gradient (the first layer sees data, not activations).
+/// `needs` says which gradients to compute: not the input's for data (the first layer), not the
+/// parameters' for a frozen network, neither (and no backward op at all) in inference.
 pub fn conv2d(
     x: Tensor2<Cpu>,
-    x_needs_grad: bool,
+    needs: GradNeeds,
     w: Flat<Cpu, OT<Cpu>>,
     b: Flat<Cpu, OT<Cpu>>,
     g: ConvGeom,
@@ -83,26 +84,32 @@ pub fn conv2d(
     // stored: one bit per value is all its gradient needs.
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
+    let mut tape = tx.merge(tw).merge(tb);
+    if needs.none() {
+        return out.put_tape(tape);
+    }
 
     let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
-    let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
-        let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
+        let (gy,) = grad_slices!(grads, [&og]);
         if let Some((mask, slope)) = &mask {
             activation_grad_in_place(gy, mask, *slope);
         }
         let gy: &[f32] = gy;
-        add_row_sums(gy, n, gb);
-        OuterSum::new(cout, kdim).run(&tiles, gw, |tile, acc| {
-            let (off, cols) = span(batch, tile);
-            with_scratch(kdim * cols, |col| {
-                im2col_range(&x_vals, &g, batch, tile, col);
-                acc.add(cols, columns(gy, n, off), View::rows(col, cols));
-            })
-        });
+        if needs.params {
+            let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
+            add_row_sums(gy, n, gb);
+            OuterSum::new(cout, kdim).run(&tiles, gw, |tile, acc| {
+                let (off, cols) = span(batch, tile);
+                with_scratch(kdim * cols, |col| {
+                    im2col_range(&x_vals, &g, batch, tile, col);
+                    acc.add(cols, columns(gy, n, off), View::rows(col, cols));
+                })
+            });
+        }
         // The input's values are done with before its gradient is allocated.
         drop(x_vals);
-        if x_needs_grad {
+        if needs.input {
             let (gx,) = grad_slices!(grads, [&xg]);
             let gxp = SendPtr(gx.as_mut_ptr());
             scatter_tiles(&g, batch, |tile| {
@@ -133,10 +140,11 @@ pub fn conv2d(
 }
 
 /// `ConvT`: x (Cin·IH·IW, B), weight (Cin, Cout·k·k), bias (Cout) → (Cout·H·W, B), where `g` is
-/// the geometry of the adjoint convolution (image side = this op's output); then `act` as in [`conv2d`].
+/// the geometry of the adjoint convolution (image side = this op's output); then `act` and `needs` as in
+/// [`conv2d`].
 pub fn conv_t2d(
     x: Tensor2<Cpu>,
-    x_needs_grad: bool,
+    needs: GradNeeds,
     w: Flat<Cpu, OT<Cpu>>,
     b: Flat<Cpu, OT<Cpu>>,
     g: ConvGeom,
@@ -184,29 +192,35 @@ pub fn conv_t2d(
     });
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (g.c * g.h * g.w, batch));
+    let mut tape = tx.merge(tw).merge(tb);
+    if needs.none() {
+        return out.put_tape(tape);
+    }
 
     let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
-    let mut tape = tx.merge(tw).merge(tb);
     tape.add_backward_op(move |grads| {
-        let (gw, gb, gy) = grad_slices!(grads, [&wg, &bg, &og]);
+        let (gy,) = grad_slices!(grads, [&og]);
         if let Some((mask, slope)) = &mask {
             activation_grad_in_place(gy, mask, *slope);
         }
         let gy: &[f32] = gy;
-        add_row_sums(gy, plane, gb);
         // Two passes over the tiles, each building the output gradient's column matrix: the weight
         // gradient first (it needs the input's values), then the input gradient, so that the input's
         // values are freed before the input's gradient is allocated. The extra im2col is a copy; the
         // memory it saves is one activation (134 MB for the last layer at 256 px).
-        OuterSum::new(cin, kdim).run(&tiles, gw, |tile, acc| {
-            let (off, cols) = span(batch, tile);
-            with_scratch(kdim * cols, |dcol| {
-                im2col_range(gy, &g, batch, tile, dcol);
-                acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
-            })
-        });
+        if needs.params {
+            let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
+            add_row_sums(gy, plane, gb);
+            OuterSum::new(cin, kdim).run(&tiles, gw, |tile, acc| {
+                let (off, cols) = span(batch, tile);
+                with_scratch(kdim * cols, |dcol| {
+                    im2col_range(gy, &g, batch, tile, dcol);
+                    acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
+                })
+            });
+        }
         drop(x_vals);
-        if x_needs_grad {
+        if needs.input {
             let (gx,) = grad_slices!(grads, [&xg]);
             let gxp = SendPtr(gx.as_mut_ptr());
             tiles.par_iter().for_each(|&tile| {

@@ -7,7 +7,7 @@ use super::geom::ConvGeom;
 use super::infer::layer_shape;
 use super::params::{ParamId, ParamStore};
 use super::shape::FeatShape;
-use super::{Backend, Flat, Tensor2, OT};
+use super::{Backend, Flat, GradNeeds, Tensor2, OT};
 use dfdx::prelude::*;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -79,6 +79,13 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
         } else {
             p.retaped()
         }
+    }
+
+    /// The gradients a layer's backward pass must produce, for an input that needs one or not:
+    /// none in inference, and no parameter's while frozen (its gradient would reach a copy that
+    /// nothing reads).
+    pub fn grad_needs(&self, input: bool) -> GradNeeds {
+        GradNeeds { input: input && !self.inference, params: !self.frozen.get() && !self.inference }
     }
 
     /// Runs `f` with every parameter frozen: the network is a fixed function whose gradient passes
@@ -420,8 +427,12 @@ fn weight<D: Backend>(ctx: &Ctx<D>, w: ParamId, sn: &Option<SpectralNorm>) -> Fl
 /// A `Conv` or `ConvT` layer, with the activation `act` fused in (see `Backend::conv2d`).
 fn forward_conv<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<f32>) -> Act<D> {
     let t = match op {
-        Op::Conv { w, b, g, cout, sn } => D::conv2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cout, act),
-        Op::ConvT { w, b, g, cin, sn } => D::conv_t2d(x.t, x.needs_grad, weight(ctx, *w, sn), ctx.param(*b), *g, *cin, act),
+        Op::Conv { w, b, g, cout, sn } => {
+            D::conv2d(x.t, ctx.grad_needs(x.needs_grad), weight(ctx, *w, sn), ctx.param(*b), *g, *cout, act)
+        }
+        Op::ConvT { w, b, g, cin, sn } => {
+            D::conv_t2d(x.t, ctx.grad_needs(x.needs_grad), weight(ctx, *w, sn), ctx.param(*b), *g, *cin, act)
+        }
         _ => unreachable!("forward_conv is only called for convolutions"),
     };
     Act { t, shape: x.shape, needs_grad: true }

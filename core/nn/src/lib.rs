@@ -52,6 +52,27 @@ pub fn constant<D: Device<f32>, T>(t: &Tensor<(usize, usize), f32, D, T>) -> Ten
     t.device().tensor_from_vec(t.as_vec(), shape)
 }
 
+/// Which gradients an op's backward pass must produce. dfdx computes a gradient for every operand
+/// of every op on the tape; a fused kernel can skip the ones nobody reads: the input's gradient for
+/// data (the first layer), the parameters' for a network whose parameters this pass does not update
+/// (a discriminator scoring the generator's fakes, IntroVAE's encoder judging the decoder's images:
+/// see [`Ctx::frozen`]), and both in a pass no backward follows ([`Ctx::inference`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GradNeeds {
+    pub input: bool,
+    pub params: bool,
+}
+
+impl GradNeeds {
+    /// Every gradient (what dfdx's own ops compute).
+    pub const ALL: GradNeeds = GradNeeds { input: true, params: true };
+
+    /// No backward pass will read anything.
+    pub fn none(self) -> bool {
+        !self.input && !self.params
+    }
+}
+
 /// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
 /// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
 /// tests check against these generic versions.
@@ -78,12 +99,12 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     }
 
     /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B), then the activation `act` (`Some(slope)`: LeakyReLU,
-    /// ReLU for 0) where the layer list has one right after the convolution. `x_needs_grad = false`
-    /// lets a kernel skip dx.
+    /// ReLU for 0) where the layer list has one right after the convolution. `needs` lets a kernel
+    /// skip gradients nobody reads (generic backends compute them all, as dfdx does).
     #[allow(clippy::too_many_arguments)]
     fn conv2d(
         x: Tensor2<Self>,
-        _x_needs_grad: bool,
+        _needs: GradNeeds,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
@@ -116,7 +137,7 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     #[allow(clippy::too_many_arguments)]
     fn conv_t2d(
         x: Tensor2<Self>,
-        _x_needs_grad: bool,
+        _needs: GradNeeds,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
@@ -189,25 +210,25 @@ impl Backend for Cpu {
     }
     fn conv2d(
         x: Tensor2<Self>,
-        x_needs_grad: bool,
+        needs: GradNeeds,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cout: usize,
         act: Option<f32>,
     ) -> Tensor2<Self> {
-        fused::conv2d(x, x_needs_grad, w, b, g, cout, act)
+        fused::conv2d(x, needs, w, b, g, cout, act)
     }
     fn conv_t2d(
         x: Tensor2<Self>,
-        x_needs_grad: bool,
+        needs: GradNeeds,
         w: Flat<Self, OT<Self>>,
         b: Flat<Self, OT<Self>>,
         g: ConvGeom,
         cin: usize,
         act: Option<f32>,
     ) -> Tensor2<Self> {
-        fused::conv_t2d(x, x_needs_grad, w, b, g, cin, act)
+        fused::conv_t2d(x, needs, w, b, g, cin, act)
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)

@@ -182,10 +182,11 @@ fn dropout_is_a_fixed_mask_per_step() {
 
 /// Same inputs, same weights: the fused kernels and the gather path must agree, forward and backward,
 /// with no activation and with a fused ReLU or LeakyReLU (against the gather path's output through
-/// the standalone activation).
+/// the standalone activation). Asked to skip the input's or the parameters' gradient (`GradNeeds`),
+/// the fused kernels leave exactly that one uncomputed and the others unchanged.
 #[test]
 fn fused_convolutions_match_the_gather_path() {
-    use vaelab::nn::{activate, Backend};
+    use vaelab::nn::{activate, Backend, GradNeeds};
     let dev = Cpu::default();
     for (transposed, (c, h, w), out, k, s, p) in [
         (false, (3, 7, 6), 4, 3, 2, 1),
@@ -207,21 +208,33 @@ fn fused_convolutions_match_the_gather_path() {
         let x = dev.tensor_from_vec(values(7, c * h * w * batch, 1.0), (c * h * w, batch));
         let wt = dev.tensor_from_vec(values(8, wlen, 0.5), (wlen,));
         let bt = dev.tensor_from_vec(values(9, out, 0.5), (out,));
-        for act in [None, Some(0.0), Some(0.2)] {
+        let needs_cases = [GradNeeds::ALL, GradNeeds { input: false, params: true }, GradNeeds { input: true, params: false }];
+        for (act, needs) in [None, Some(0.0), Some(0.2)].into_iter().flat_map(|a| needs_cases.map(|n| (a, n))) {
+            // `needs` applies to the fused kernel; a gradient it skips reads as zeros here.
             let run = |fused: bool| {
                 let (xr, wr, br) = (x.retaped(), wt.retaped(), bt.retaped());
                 let y = match (transposed, fused) {
-                    (false, true) => Cpu::conv2d(xr, true, wr, br, g, out, act),
+                    (false, true) => Cpu::conv2d(xr, needs, wr, br, g, out, act),
                     (false, false) => activate(gather::conv2d(xr, wr, br, g, out), act),
-                    (true, true) => Cpu::conv_t2d(xr, true, wr, br, g, c, act),
+                    (true, true) => Cpu::conv_t2d(xr, needs, wr, br, g, c, act),
                     (true, false) => activate(gather::conv_t2d(xr, wr, br, g, c), act),
                 };
                 let probe = dev.tensor_from_vec(values(10, y.shape().0 * batch, 1.0), *y.shape());
                 let yv = y.with_empty_tape().as_vec();
-                let grads = (y * probe).sum::<(), _>().backward();
-                (yv, grads.get(&x).as_vec(), grads.get(&wt).as_vec(), grads.get(&bt).as_vec())
+                let mut grads = (y * probe).sum::<(), _>().backward();
+                let mut grad = |t: &Tensor<(usize,), f32, Cpu>| grads.get_or_alloc_mut(t).unwrap().to_vec();
+                let (gw, gb) = (grad(&wt), grad(&bt));
+                (yv, grads.get_or_alloc_mut(&x).unwrap().to_vec(), gw, gb)
             };
-            let (a, b) = (run(true), run(false));
+            let (a, mut b) = (run(true), run(false));
+            let zero = |v: &mut Vec<f32>| v.iter_mut().for_each(|v| *v = 0.0);
+            if !needs.input {
+                zero(&mut b.1);
+            }
+            if !needs.params {
+                zero(&mut b.2);
+                zero(&mut b.3);
+            }
             if act.is_some() {
                 assert!(
                     a.0.iter().any(|v| *v < 0.0) || a.0.iter().filter(|v| **v == 0.0).count() > 0,
@@ -233,7 +246,7 @@ fn fused_convolutions_match_the_gather_path() {
                 for (i, (p, q)) in u.iter().zip(v).enumerate() {
                     assert!(
                         (p - q).abs() < 1e-4 * (1.0 + q.abs()),
-                        "{name}[{i}] transposed={transposed} act={act:?}: fused {p} vs gather {q}"
+                        "{name}[{i}] transposed={transposed} act={act:?} {needs:?}: fused {p} vs gather {q}"
                     );
                 }
             }

@@ -132,17 +132,21 @@ impl Gan {
         let target =
             self.discriminator.forward_through(ctx, Act { t: real.clone().retaped(), shape: input, needs_grad: false }, layer);
         let target = vaelab_nn::constant(&target.t);
-        let features = self.discriminator.forward_through(ctx, Act { t: recon, shape: input, needs_grad: true }, layer).t;
+        // Frozen: the generator's phase does not update the discriminator (see `generator_loss`).
+        let features =
+            ctx.frozen(|| self.discriminator.forward_through(ctx, Act { t: recon, shape: input, needs_grad: true }, layer).t);
         let batch = features.shape().1 as f32;
         Some((features - target).square().sum::<(), _>() * (0.5 / batch))
     }
 
-    /// The generator's loss for `fakes` on the model's tape, averaged over the fake sets.
+    /// The generator's loss for `fakes` on the model's tape, averaged over the fake sets. The
+    /// discriminator is frozen: this phase does not update it, so its layers skip their parameters'
+    /// gradients (PyTorch's loop computes them and zeroes them before the next update).
     pub fn generator_loss<D: Backend>(&self, ctx: &Ctx<D>, fakes: Vec<Tensor2<D>>) -> Scalar<D> {
         let share = 1.0 / fakes.len().max(1) as f32;
         let mut total: Option<Scalar<D>> = None;
         for fake in fakes {
-            let l = self.logits(ctx, fake, true);
+            let l = ctx.frozen(|| self.logits(ctx, fake, true));
             let term = match self.loss {
                 GanLoss::NonSaturating => mean_softplus(l, -1.0),
                 GanLoss::Hinge => mean(l.negate()),

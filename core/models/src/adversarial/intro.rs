@@ -89,8 +89,12 @@ impl IntroVae {
         let (x, noise) = (data.x, data.noise);
         let (x_r, x_p) = decoder_phase_images(model, ctx, data, z, x_p);
         let rec = Self::squared_error(x_r.with_empty_tape(), x);
-        let kl_r = model.encode_taped(ctx, x_r, noise.clone()).into_reg();
-        let kl_p = model.encode_taped(ctx, x_p, noise.clone()).into_reg();
+        // The encoder only scores here (this phase updates the decoder): frozen, its layers skip
+        // their parameters' gradients, which the official code computes and then discards.
+        let (kl_r, kl_p) = ctx.frozen(|| {
+            let kl = |image| model.encode_taped(ctx, image, noise.clone()).into_reg();
+            (kl(x_r), kl(x_p))
+        });
         let loss = rec * self.weight_rec + (kl_r + kl_p) * (0.5 * self.weight_kl);
         Routed { loss, terms: vec![] }
     }

@@ -120,7 +120,8 @@ impl SoftIntroVae {
         // the reconstruction of the image from sg(z_g) for the γ_r term.
         let score = |image: Tensor2<D>, noise: &Codes<D>| {
             let target = constant(&image);
-            let post = model.posterior_taped(ctx, image).expect("validated: a Gaussian latent");
+            // The encoder only scores (this phase updates the decoder): frozen, as in IntroVAE.
+            let post = ctx.frozen(|| model.posterior_taped(ctx, image)).expect("validated: a Gaussian latent");
             let z = post.sample_values(noise.clone());
             let kl = post.kl().mean::<(), _>();
             let rec = per_example_sse(model.mean_taped(model.decode(ctx, z)), target).mean::<(), _>();
