@@ -321,11 +321,36 @@ pub unsafe fn gemm_into(
     );
 }
 
-/// `out[i] += Σ_j m[i, j]` for a row-major matrix with rows of `row_len`.
+/// `out[i] += Σ_j m[i, j]` for a row-major matrix with rows of `row_len` (a convolution's bias
+/// gradient: rows are channels, a row every position of every example).
+///
+/// Each row is summed in order from −0 (what `Iterator::sum` does), so the values do not depend on
+/// how rows are split. A single sum is a chain of dependent additions, one every few cycles (it
+/// was ~5 % of a β-VAE step); eight rows summed side by side keep eight chains in flight, and
+/// groups of rows run in parallel.
 pub fn add_row_sums(m: &[f32], row_len: usize, out: &mut [f32]) {
-    for (o, row) in out.iter_mut().zip(m.chunks(row_len)) {
-        *o += row.iter().sum::<f32>();
+    const ROWS: usize = 8;
+    if row_len == 0 {
+        return;
     }
+    out.par_chunks_mut(ROWS).zip(m.par_chunks(ROWS * row_len)).for_each(|(outs, block)| {
+        let mut acc = [-0.0f32; ROWS];
+        let rows: Vec<&[f32]> = block.chunks(row_len).collect();
+        if rows.len() == ROWS {
+            for j in 0..row_len {
+                for (a, row) in acc.iter_mut().zip(&rows) {
+                    *a += row[j];
+                }
+            }
+        } else {
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a = row.iter().fold(-0.0, |s, v| s + v);
+            }
+        }
+        for (o, a) in outs.iter_mut().zip(acc) {
+            *o += a;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -344,6 +369,22 @@ mod tests {
                 let want: f32 = 1.0 + (0..k).map(|l| a[i * k + l] * b[j * k + l]).sum::<f32>();
                 assert!((dst[i * n + j] - want).abs() < 1e-4);
             }
+        }
+    }
+
+    /// Row sums taken eight rows side by side and in parallel are the in-order sums to the bit (13
+    /// rows: one full group of eight and a group of five), added onto what `out` held.
+    #[test]
+    fn row_sums_are_the_in_order_sums_to_the_bit() {
+        let (rows, row_len) = (13, 1001);
+        // Magnitudes from 1e-3 to 1e3, so a different order would round differently.
+        let m: Vec<f32> =
+            (0..rows * row_len).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 10f32.powi((i % 7) as i32 - 3)).collect();
+        let mut out: Vec<f32> = (0..rows).map(|i| i as f32 * 0.25).collect();
+        add_row_sums(&m, row_len, &mut out);
+        for (i, o) in out.iter().enumerate() {
+            let want = i as f32 * 0.25 + m[i * row_len..][..row_len].iter().sum::<f32>();
+            assert_eq!(o.to_bits(), want.to_bits(), "row {i}: {o} vs {want}");
         }
     }
 
