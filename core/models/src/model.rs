@@ -305,8 +305,11 @@ impl Model {
         let (features, batch) = *out.shape();
         match self.likelihood {
             LikelihoodHead::Bernoulli => {
-                // dfdx's BCE-with-logits is the numerically stable form, averaged over elements.
-                dfdx::losses::binary_cross_entropy_with_logits_loss(out, x) * features as f32
+                // BCE-with-logits (the numerically stable form) averaged over elements, as dfdx's
+                // `binary_cross_entropy_with_logits_loss` composes it (sum, then times 1/n in f32),
+                // with the sum from the backend's parallel kernel.
+                let inv_n = (1.0 / (features * batch) as f64) as f32;
+                D::bce_with_logits_sum(out, x) * inv_n * features as f32
             }
             LikelihoodHead::Gaussian { sigma } => {
                 let sq = (out - x).square().sum::<(), _>() * (0.5 / (batch as f32 * sigma * sigma));

@@ -10,6 +10,7 @@ pub mod device;
 pub mod external;
 pub mod fused;
 pub mod fused_act;
+pub mod fused_loss;
 pub mod fused_norm;
 pub mod fused_optim;
 pub mod gather;
@@ -117,6 +118,12 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     /// LeakyReLU with `slope`, as dfdx's `prelu` computes it.
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         x.prelu(slope)
+    }
+
+    /// Σ over every element of BCE-with-logits(`logits`, `targets`) (dfdx's
+    /// `bce_with_logits(…).sum()`), on the tape of `logits`.
+    fn bce_with_logits_sum(logits: Tensor2<Self>, targets: Tensor<(usize, usize), f32, Self>) -> Tensor<(), f32, Self, OT<Self>> {
+        logits.bce_with_logits(targets).sum()
     }
 
     /// BatchNorm in training (the batch's statistics) over `c` channels, then `act` as in `conv2d`;
@@ -232,6 +239,9 @@ impl Backend for Cpu {
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)
+    }
+    fn bce_with_logits_sum(logits: Tensor2<Self>, targets: Tensor<(usize, usize), f32, Self>) -> Tensor<(), f32, Self, OT<Self>> {
+        fused_loss::bce_with_logits_sum(logits, targets)
     }
     fn batch_norm_train(
         x: Tensor2<Self>,

@@ -266,6 +266,35 @@ fn fused_convolutions_match_the_gather_path() {
     }
 }
 
+/// The fused CPU Bernoulli loss against dfdx's `bce_with_logits(…).sum()`: the sum and the logits'
+/// gradient to the bit, for logits up to ±60 (where a naive form overflows) and targets in [0, 1].
+#[test]
+fn fused_bce_sum_is_dfdx_to_the_bit() {
+    use vaelab::nn::Backend;
+    let dev = Cpu::default();
+    let (rows, batch) = (37, 300); // 11,100 values: more than one parallel chunk, and a remainder
+    let mut lv = values(21, rows * batch, 8.0);
+    lv[..4].copy_from_slice(&[60.0, -60.0, 0.0, -0.0]);
+    let pv: Vec<f32> = values(22, rows * batch, 1.0).iter().map(|v| v.abs().min(1.0)).collect();
+    let (l, p) = (dev.tensor_from_vec(lv, (rows, batch)), dev.tensor_from_vec(pv, (rows, batch)));
+    let run = |fused: bool| {
+        let y = if fused {
+            Cpu::bce_with_logits_sum(l.retaped(), p.clone())
+        } else {
+            l.retaped::<OwnedTape<f32, Cpu>>().bce_with_logits(p.clone()).sum()
+        };
+        // Scaled on the tape, so the gradient reaching the op is not 1.
+        let value = y.with_empty_tape().as_vec()[0];
+        let grads = (y * 0.37).backward();
+        (value, grads.get(&l).as_vec())
+    };
+    let ((va, ga), (vb, gb)) = (run(true), run(false));
+    assert_eq!(va.to_bits(), vb.to_bits(), "sum: fused {va} vs dfdx {vb}");
+    for (i, (a, b)) in ga.iter().zip(&gb).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "gradient {i}: fused {a} vs dfdx {b}");
+    }
+}
+
 /// The fused CPU BatchNorm (training) against dfdx's composition: outputs, batch statistics and every
 /// gradient, with no activation and with a fused ReLU or LeakyReLU, for image and flat inputs.
 #[test]
