@@ -8,9 +8,45 @@ use dfdx::prelude::*;
 /// several times slower). That is only right for dense row-major tensors, which every input of
 /// these ops is (layer outputs, data, parameters); debug builds check it.
 pub fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut v = vec![0.0; t.shape().num_elements()];
+    let mut v = zeros(t.shape().num_elements());
     t.copy_into(&mut v);
     debug_assert!(v == t.as_vec(), "fused CPU ops need dense row-major tensors");
+    v
+}
+
+/// `n` zeros, written in parallel when there are many: the allocation's first touch (page faults)
+/// and the fill then cost half the time they would on the thread that runs the tape.
+pub fn zeros(n: usize) -> Vec<f32> {
+    planes(&[0.0], n)
+}
+
+/// Planes of `plane` values each, plane `i` filled with `values[i]` (a convolution's output starting
+/// at its bias), written in parallel blocks as [`zeros`] is.
+pub fn planes(values: &[f32], plane: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    /// Values per parallel block.
+    const BLOCK: usize = 1 << 15;
+    let n = values.len() * plane;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    if n <= BLOCK {
+        for value in values {
+            v.resize(v.len() + plane, *value);
+        }
+        return v;
+    }
+    v.spare_capacity_mut().par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
+        let start = b * BLOCK;
+        let (mut p, mut left) = (start / plane, plane - start % plane);
+        for x in block {
+            x.write(values[p]);
+            left -= 1;
+            if left == 0 {
+                (p, left) = (p + 1, plane);
+            }
+        }
+    });
+    // SAFETY: the blocks cover all n values of the capacity, and each was written above.
+    unsafe { v.set_len(n) };
     v
 }
 
@@ -42,3 +78,20 @@ macro_rules! free_grad {
     }};
 }
 pub(crate) use free_grad;
+
+#[cfg(test)]
+mod tests {
+    use super::planes;
+
+    /// Planes that straddle the parallel blocks (20,001 values each, blocks of 32,768), and small ones.
+    #[test]
+    fn planes_hold_their_values_across_blocks() {
+        for (values, plane) in [(vec![1.0, -2.0, 3.5, 0.25], 20_001), (vec![7.0, 8.0], 3), (vec![], 5), (vec![1.0], 0)] {
+            let v = planes(&values, plane);
+            assert_eq!(v.len(), values.len() * plane);
+            for (i, x) in v.iter().enumerate() {
+                assert_eq!(*x, values[i / plane], "value {i} of planes of {plane}");
+            }
+        }
+    }
+}

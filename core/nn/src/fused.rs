@@ -4,7 +4,7 @@
 //! rather than kept, which trades a cheap copy for a lot of memory traffic and peak memory. These are the fast path; `gather.rs` computes the
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
-use super::cpu_values::{dense, free_grad, grad_slices};
+use super::cpu_values::{dense, free_grad, grad_slices, planes};
 use super::fused_act::{activate_in_place, activation_grad_in_place};
 use super::geom::ConvGeom;
 use super::kernels::{
@@ -162,10 +162,7 @@ pub fn conv_t2d(
     drop(x);
     let tiles = tiles(&g, batch);
     let plane = g.h * g.w * batch;
-    let mut y = vec![0.0; g.c * plane];
-    for (chan, bias) in y.chunks_mut(plane).zip(b_vals.iter()) {
-        chan.fill(*bias);
-    }
+    let mut y = planes(&b_vals, plane);
     // Per band: col = Wᵀ x, then scatter the columns onto the output image (col2im). No zeros are
     // inserted and multiplied, unlike the "dilate then convolve" formulation.
     let yp = SendPtr(y.as_mut_ptr());

@@ -192,20 +192,25 @@ impl OuterSum {
                 buf
             })
             .collect();
-        let mut total = partials.into_iter().reduce(|mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
-        });
-        let Some(total) = total.as_mut() else { return };
-        if self.transposed {
-            for (j, row) in total.chunks(self.m_a).enumerate() {
-                for (i, v) in row.iter().enumerate() {
-                    dst[i * self.m_b + j] += v;
-                }
-            }
-        } else {
-            dst.iter_mut().zip(total.iter()).for_each(|(d, v)| *d += v);
+        if partials.is_empty() {
+            return;
         }
+        // dst += ((p₀ + p₁) + p₂) + …, element by element in that order, in parallel over ranges of
+        // elements (the order within each element is fixed, so the thread count changes nothing).
+        // The partials are in the product's layout: transposed (m_b × m_a) when m_a < m_b.
+        assert_eq!(dst.len(), len, "OuterSum: destination is not m_a × m_b");
+        let (m_a, m_b, transposed) = (self.m_a, self.m_b, self.transposed);
+        let dp = SendPtr(dst.as_mut_ptr());
+        (0..len).into_par_iter().with_min_len(1 << 12).for_each(|k| {
+            let mut v = partials[0][k];
+            for p in &partials[1..] {
+                v += p[k];
+            }
+            let d = if transposed { (k % m_a) * m_b + k / m_a } else { k };
+            // SAFETY: k ↦ d is a bijection on 0..len (a transpose or the identity), so each element
+            // of dst is written by exactly one k.
+            unsafe { *dp.get().add(d) += v };
+        });
     }
 }
 
