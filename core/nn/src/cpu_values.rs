@@ -2,6 +2,7 @@
 //! plain vector, and several gradient buffers as mutable slices at once.
 
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 /// The values of a CPU tensor. dfdx keeps tensor storage private, so this is a copy; `copy_into`
 /// is a plain memcpy of the storage (dfdx's `as_vec` walks a strided iterator element by element,
@@ -14,8 +15,8 @@ pub fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     v
 }
 
-/// `n` zeros, written in parallel when there are many: the allocation's first touch (page faults)
-/// and the fill then cost half the time they would on the thread that runs the tape.
+/// `n` zeros, written in parallel when there are many, so that the allocation's first touch (page
+/// faults) and the fill are shared by the threads instead of run on the thread that runs the tape.
 pub fn zeros(n: usize) -> Vec<f32> {
     planes(&[0.0], n)
 }
@@ -23,7 +24,6 @@ pub fn zeros(n: usize) -> Vec<f32> {
 /// Planes of `plane` values each, plane `i` filled with `values[i]` (a convolution's output starting
 /// at its bias), written in parallel blocks as [`zeros`] is.
 pub fn planes(values: &[f32], plane: usize) -> Vec<f32> {
-    use rayon::prelude::*;
     /// Values per parallel block.
     const BLOCK: usize = 1 << 15;
     let n = values.len() * plane;

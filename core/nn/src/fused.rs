@@ -24,6 +24,28 @@ fn columns(data: &[f32], row_len: usize, off: usize) -> View<'_> {
     View { data: &data[off..], rs: row_len, cs: 1 }
 }
 
+/// A convolution's weight gradient, `dw += column_side · im2col(image_side)ᵀ` tile by tile, where
+/// `column_side` is `rows` × P·B (the output gradient of a `Conv`, the input of a `ConvT`) and
+/// `image_side` is what `g` calls the image (a `Conv`'s input, a `ConvT`'s output gradient).
+fn add_weight_grad(
+    dw: &mut [f32],
+    rows: usize,
+    column_side: &[f32],
+    image_side: &[f32],
+    g: &ConvGeom,
+    batch: usize,
+    tiles: &[(usize, usize)],
+) {
+    let (kdim, n) = (g.col_rows(), g.positions() * batch);
+    OuterSum::new(rows, kdim).run(tiles, dw, |tile, acc| {
+        let (off, cols) = span(batch, tile);
+        with_scratch(kdim * cols, |col| {
+            im2col_range(image_side, g, batch, tile, col);
+            acc.add(cols, columns(column_side, n, off), View::rows(col, cols));
+        })
+    });
+}
+
 /// The forward pass of `Conv` on raw batch-last values: x (C·H·W, B), weight (Cout, C·kh·kw),
 /// bias (Cout) → (Cout·OH·OW, B). Inference-only networks (the FID Inception) call it directly.
 pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom, cout: usize) -> Vec<f32> {
@@ -99,13 +121,7 @@ pub fn conv2d(
         if needs.params {
             let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
             add_row_sums(gy, n, gb);
-            OuterSum::new(cout, kdim).run(&tiles, gw, |tile, acc| {
-                let (off, cols) = span(batch, tile);
-                with_scratch(kdim * cols, |col| {
-                    im2col_range(&x_vals, &g, batch, tile, col);
-                    acc.add(cols, columns(gy, n, off), View::rows(col, cols));
-                })
-            });
+            add_weight_grad(gw, cout, gy, &x_vals, &g, batch, &tiles);
         }
         // The input's values are done with before its gradient is allocated.
         drop(x_vals);
@@ -208,13 +224,7 @@ pub fn conv_t2d(
         if needs.params {
             let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
             add_row_sums(gy, plane, gb);
-            OuterSum::new(cin, kdim).run(&tiles, gw, |tile, acc| {
-                let (off, cols) = span(batch, tile);
-                with_scratch(kdim * cols, |dcol| {
-                    im2col_range(gy, &g, batch, tile, dcol);
-                    acc.add(cols, columns(&x_vals, m, off), View::rows(dcol, cols));
-                })
-            });
+            add_weight_grad(gw, cin, &x_vals, gy, &g, batch, &tiles);
         }
         drop(x_vals);
         if needs.input {

@@ -20,7 +20,7 @@ const CHUNK: usize = 1 << 13;
 /// Σ_i BCE-with-logits(`logits`_i, `targets`_i) on the tape of `logits` (`targets` get no gradient).
 pub fn bce_with_logits_sum(logits: Tensor2<Cpu>, targets: Tensor<(usize, usize), f32, Cpu>) -> Tensor<(), f32, Cpu, OT<Cpu>> {
     let dev = logits.device().clone();
-    let (logits, tape) = logits.split_tape();
+    let (logits, mut tape) = logits.split_tape();
     // The copies of the logits and targets become the values f and the derivatives d in place, so
     // the op holds no more memory than dfdx's (its output tensor) at a 256 px batch's peak.
     let (mut f, mut d) = (dense(&logits), dense(&targets));
@@ -40,7 +40,6 @@ pub fn bce_with_logits_sum(logits: Tensor2<Cpu>, targets: Tensor<(usize, usize),
     drop(f);
     let out = dev.tensor(sum);
     let og = out.ghost();
-    let mut tape = tape;
     tape.add_backward_op(move |grads| {
         let (gl, go) = grad_slices!(grads, [&lg, &og]);
         let g = go[0];
