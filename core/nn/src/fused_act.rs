@@ -34,8 +34,16 @@ pub fn leaky_relu(x: Tensor2<Cpu>, slope: f32) -> Tensor2<Cpu> {
         let gy: &[f32] = gy;
         gx.par_chunks_mut(CHUNK).zip(gy.par_chunks(CHUNK)).zip(mask.par_chunks(CHUNK / 64)).for_each(|((gx, gy), words)| {
             for ((gx, gy), word) in gx.chunks_mut(64).zip(gy.chunks(64)).zip(words) {
-                for (i, (a, d)) in gx.iter_mut().zip(gy).enumerate() {
-                    *a += d * factor(*word, i, slope);
+                // In exact groups of eight, as `activation_grad_in_place` (so that it vectorises).
+                let done = gx.len() / 8 * 8;
+                for (j, (gx, gy)) in gx.chunks_exact_mut(8).zip(gy.chunks_exact(8)).enumerate() {
+                    let byte = (word >> (8 * j)) as u8;
+                    for (i, (a, d)) in gx.iter_mut().zip(gy).enumerate() {
+                        *a += d * factor(byte as u64, i, slope);
+                    }
+                }
+                for (i, (a, d)) in gx[done..].iter_mut().zip(&gy[done..]).enumerate() {
+                    *a += d * factor(*word, done + i, slope);
                 }
             }
         });
@@ -116,12 +124,18 @@ fn activate_word(ys: &mut [f32], passes: impl Fn(f32) -> bool, slope: f32) -> u6
 pub fn activation_grad_in_place(gy: &mut [f32], mask: &[u64], slope: f32) {
     gy.par_chunks_mut(CHUNK).zip(mask.par_chunks(CHUNK / 64)).for_each(|(gy, words)| {
         for (gy, word) in gy.chunks_mut(64).zip(words) {
-            for (j, group) in gy.chunks_mut(8).enumerate() {
+            // Exact groups of eight, so the compiler sees eight lanes and one mask byte per group
+            // and vectorises (the loop over `chunks_mut(8)` ran value by value: 4 % of a GAN step).
+            let done = gy.len() / 8 * 8;
+            let mut groups = gy.chunks_exact_mut(8);
+            for (j, group) in groups.by_ref().enumerate() {
                 let byte = (word >> (8 * j)) as u8;
                 for (i, d) in group.iter_mut().enumerate() {
-                    let f = if (byte >> i) & 1 != 0 { 1.0 } else { slope };
-                    *d = 0.0 + *d * f;
+                    *d = 0.0 + *d * factor(byte as u64, i, slope);
                 }
+            }
+            for (i, d) in groups.into_remainder().iter_mut().enumerate() {
+                *d = 0.0 + *d * factor(*word, done + i, slope);
             }
         }
     });
@@ -135,6 +149,27 @@ mod tests {
     /// Values with exact zeros, both signs, and a length that is no multiple of 64 or of a chunk.
     fn inputs(len: usize) -> Vec<f32> {
         (0..len).map(|i| if i % 7 == 0 { 0.0 } else { ((i as f32) * 0.37).sin() * 3.0 }).collect()
+    }
+
+    /// The in-place gradient of a fused activation against the value-by-value formula, for lengths
+    /// that end inside a group of eight, inside a mask word and inside a parallel chunk.
+    #[test]
+    fn activation_gradient_in_place_follows_the_mask_to_the_bit() {
+        for len in [1, 7, 9, 63, 64, 65, 2 * CHUNK + 75] {
+            for slope in [0.0f32, 0.2] {
+                let mut y = inputs(len);
+                let x = y.clone();
+                let mask = activate_in_place(&mut y, slope);
+                let dy: Vec<f32> = (0..len).map(|i| ((i as f32) * 0.11).cos()).collect();
+                let mut fused = dy.clone();
+                activation_grad_in_place(&mut fused, &mask, slope);
+                let passes = |v: f32| if slope == 0.0 { v > 0.0 } else { v >= 0.0 || v.is_nan() };
+                let expected: Vec<u32> =
+                    x.iter().zip(&dy).map(|(x, d)| (0.0 + d * if passes(*x) { 1.0 } else { slope }).to_bits()).collect();
+                let got: Vec<u32> = fused.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, expected, "length {len}, slope {slope}");
+            }
+        }
     }
 
     #[test]
