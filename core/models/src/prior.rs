@@ -65,7 +65,7 @@ impl PixelCnn {
             let w = ctx.param(l.w);
             let mask: Flat<D> = ctx.store.dev.tensor_from_vec(l.mask.clone(), (l.mask.len(),));
             // Every layer but the last is followed by ReLU, fused into the convolution.
-            x = D::conv2d(x, ctx.grad_needs(i > 0), w * mask, ctx.param(l.b), l.geom, l.cout, (i < last).then_some(0.0));
+            x = D::conv2d(x, ctx.grad_needs(i > 0), w * mask, ctx.param(l.b), l.geom, l.cout, (i < last).then_some(0.0), None).0;
         }
         x
     }

@@ -41,9 +41,19 @@ fn main() {
         for _ in 0..12 {
             let t0 = Instant::now();
             let y = if t {
-                Cpu::conv_t2d(x.retaped(), GradNeeds::ALL, w.retaped(), bias.retaped(), g, cin, None)
+                Cpu::conv_t2d(x.retaped(), GradNeeds::ALL, w.retaped(), bias.retaped(), g, cin, None, None)
             } else {
-                Cpu::conv2d(x.retaped(), GradNeeds { input: cin > 1, params: true }, w.retaped(), bias.retaped(), g, cout, None)
+                Cpu::conv2d(
+                    x.retaped(),
+                    GradNeeds { input: cin > 1, params: true },
+                    w.retaped(),
+                    bias.retaped(),
+                    g,
+                    cout,
+                    None,
+                    None,
+                )
+                .0
             };
             // The loss's own passes (a sum, and its gradient of ones) fall outside both timings.
             let t1 = Instant::now();

@@ -10,9 +10,41 @@ use super::geom::ConvGeom;
 use super::kernels::{
     add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
 };
-use super::{Flat, GradNeeds, Tensor2, OT};
+use super::{Flat, GradNeeds, Rebuild, Tensor2, OT};
 use dfdx::prelude::*;
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A `Conv` whose product has an inner dimension (input channels × kernel taps) of at most this
+/// offers a [`Rebuild`] of its output: computing a value again costs at most 128 flops, against
+/// 1,024 and more per value of the layer after it (a 4×4 convolution of 32 channels), while
+/// storing it costs as much memory as any other activation of its size. The first layer of a
+/// network on grey (16) or RGB (48) images qualifies.
+const REBUILD_MAX_INNER: usize = 64;
+
+/// What a backward pass keeps of its input for the weight gradient: the values, or the producer's
+/// way to compute them again.
+enum Kept {
+    Values(Arc<Vec<f32>>),
+    Rebuilt(Rebuild),
+}
+
+impl Kept {
+    fn new(values: Arc<Vec<f32>>, input: Option<Rebuild>) -> Self {
+        match input {
+            Some(r) => Kept::Rebuilt(r),
+            None => Kept::Values(values),
+        }
+    }
+
+    fn values(&self) -> Cow<'_, [f32]> {
+        match self {
+            Kept::Values(v) => Cow::Borrowed(v),
+            Kept::Rebuilt(r) => Cow::Owned(r.values()),
+        }
+    }
+}
 
 /// A tile's column range `(offset, count)` in a batch-last matrix with `batch` columns per position.
 fn span(batch: usize, (p0, p1): (usize, usize)) -> (usize, usize) {
@@ -79,7 +111,11 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
 /// `Conv`: x (C·H·W, B), weight (Cout, C·k·k), bias (Cout) → (Cout·OH·OW, B), then the activation
 /// `act` if any (`Some(slope)`: LeakyReLU, ReLU for 0; see [`activate_in_place`]).
 /// `needs` says which gradients to compute: not the input's for data (the first layer), not the
-/// parameters' for a frozen network, neither (and no backward op at all) in inference.
+/// parameters' for a frozen network, neither (and no backward op at all) in inference. The
+/// backward pass keeps `input` (x's [`Rebuild`]) if given, else a copy of x's values, and only
+/// when it computes the weight gradient. Returns the output and, when it is cheap to compute
+/// (see [`REBUILD_MAX_INNER`]) and a backward pass follows, its `Rebuild`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: Tensor2<Cpu>,
     needs: GradNeeds,
@@ -88,14 +124,15 @@ pub fn conv2d(
     g: ConvGeom,
     cout: usize,
     act: Option<f32>,
-) -> Tensor2<Cpu> {
+    input: Option<Rebuild>,
+) -> (Tensor2<Cpu>, Option<Rebuild>) {
     let batch = x.shape().1;
     let dev = x.device().clone();
     let (x, tx) = x.split_tape();
     let (w, tw) = w.split_tape();
     let (b, tb) = b.split_tape();
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
-    let (x_vals, w_vals, b_vals) = (dense(&x), dense(&w), dense(&b));
+    let (x_vals, w_vals, b_vals) = (Arc::new(dense(&x)), Arc::new(dense(&w)), Arc::new(dense(&b)));
     // The copy is what backward uses; the input itself can go now, not when this function returns
     // (at 256 px that is 134 MB less at the forward pass's peak).
     let xg = x.ghost();
@@ -108,8 +145,20 @@ pub fn conv2d(
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
     let mut tape = tx.merge(tw).merge(tb);
     if needs.none() {
-        return out.put_tape(tape);
+        return (out.put_tape(tape), None);
     }
+    let rebuild = (kdim <= REBUILD_MAX_INNER).then(|| {
+        let (x, w, b) = (x_vals.clone(), w_vals.clone(), b_vals.clone());
+        Rebuild::new(move || {
+            let mut y = conv_forward(&x, batch, &w, &b, &g, cout);
+            if let Some(slope) = act {
+                activate_in_place(&mut y, slope);
+            }
+            y
+        })
+    });
+    // A frozen layer's backward pass reads no input values: they go now, not after it.
+    let kept = needs.params.then(|| Kept::new(x_vals, input));
 
     let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
     tape.add_backward_op(move |grads| {
@@ -118,13 +167,12 @@ pub fn conv2d(
             activation_grad_in_place(gy, mask, *slope);
         }
         let gy: &[f32] = gy;
-        if needs.params {
+        if let Some(kept) = kept {
             let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
             add_row_sums(gy, n, gb);
-            add_weight_grad(gw, cout, gy, &x_vals, &g, batch, &tiles);
+            add_weight_grad(gw, cout, gy, &kept.values(), &g, batch, &tiles);
+            // The input's values are done with (dropped here) before its gradient is allocated.
         }
-        // The input's values are done with before its gradient is allocated.
-        drop(x_vals);
         if needs.input {
             let (gx,) = grad_slices!(grads, [&xg]);
             let gxp = SendPtr(gx.as_mut_ptr());
@@ -152,12 +200,13 @@ pub fn conv2d(
         }
         free_grad!(grads, &og)
     });
-    out.put_tape(tape)
+    (out.put_tape(tape), rebuild)
 }
 
 /// `ConvT`: x (Cin·IH·IW, B), weight (Cin, Cout·k·k), bias (Cout) → (Cout·H·W, B), where `g` is
-/// the geometry of the adjoint convolution (image side = this op's output); then `act` and `needs` as in
-/// [`conv2d`].
+/// the geometry of the adjoint convolution (image side = this op's output); then `act`, `needs` and
+/// `input` as in [`conv2d`] (it offers no `Rebuild` of its own output).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_t2d(
     x: Tensor2<Cpu>,
     needs: GradNeeds,
@@ -166,6 +215,7 @@ pub fn conv_t2d(
     g: ConvGeom,
     cin: usize,
     act: Option<f32>,
+    input: Option<Rebuild>,
 ) -> Tensor2<Cpu> {
     let batch = x.shape().1;
     let dev = x.device().clone();
@@ -210,6 +260,7 @@ pub fn conv_t2d(
         return out.put_tape(tape);
     }
 
+    let kept = needs.params.then(|| Kept::new(Arc::new(x_vals), input));
     let (wg, bg, og) = (w.ghost(), b.ghost(), out.ghost());
     tape.add_backward_op(move |grads| {
         let (gy,) = grad_slices!(grads, [&og]);
@@ -221,12 +272,11 @@ pub fn conv_t2d(
         // gradient first (it needs the input's values), then the input gradient, so that the input's
         // values are freed before the input's gradient is allocated. The extra im2col is a copy; the
         // memory it saves is one activation (134 MB for the last layer at 256 px).
-        if needs.params {
+        if let Some(kept) = kept {
             let (gw, gb) = grad_slices!(grads, [&wg, &bg]);
             add_row_sums(gy, plane, gb);
-            add_weight_grad(gw, cin, &x_vals, gy, &g, batch, &tiles);
+            add_weight_grad(gw, cin, &kept.values(), gy, &g, batch, &tiles);
         }
-        drop(x_vals);
         if needs.input {
             let (gx,) = grad_slices!(grads, [&xg]);
             let gxp = SendPtr(gx.as_mut_ptr());

@@ -7,7 +7,7 @@ use super::geom::ConvGeom;
 use super::infer::layer_shape;
 use super::params::{ParamId, ParamStore};
 use super::shape::FeatShape;
-use super::{Backend, Flat, GradNeeds, Tensor2, OT};
+use super::{Backend, Flat, GradNeeds, Rebuild, Tensor2, OT};
 use dfdx::prelude::*;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -299,6 +299,8 @@ impl Sequential {
 
     fn forward_ops<D: Backend>(&self, ctx: &Ctx<D>, mut x: Act<D>, count: usize) -> Act<D> {
         let mut i = 0;
+        // The `Rebuild` a fused convolution offered for `x`, for the convolution right after it.
+        let mut rebuild = None;
         while i < count {
             let (op, out) = &self.ops[i];
             // A convolution (or, in training, a BatchNorm) followed by ReLU or LeakyReLU runs as one
@@ -310,10 +312,16 @@ impl Sequential {
                 _ => None,
             };
             match (op, act) {
-                (Op::Conv { .. } | Op::ConvT { .. }, Some(_)) => {
-                    x = forward_conv(op, ctx, x, act);
-                    x.shape = self.ops[i + 1].1;
-                    i += 2;
+                (Op::Conv { .. } | Op::ConvT { .. }, _) => {
+                    (x, rebuild) = forward_conv(op, ctx, x, act, rebuild.take());
+                    if act.is_some() {
+                        x.shape = self.ops[i + 1].1;
+                        i += 2;
+                    } else {
+                        x.shape = *out;
+                        i += 1;
+                    }
+                    continue;
                 }
                 (Op::BatchNorm { .. }, Some(_)) if ctx.train => {
                     x = forward_batch_norm(op, ctx, x, act);
@@ -326,6 +334,7 @@ impl Sequential {
                     i += 1;
                 }
             }
+            rebuild = None;
         }
         x
     }
@@ -424,18 +433,24 @@ fn weight<D: Backend>(ctx: &Ctx<D>, w: ParamId, sn: &Option<SpectralNorm>) -> Fl
     wt / sigma.broadcast_like(&(n,))
 }
 
-/// A `Conv` or `ConvT` layer, with the activation `act` fused in (see `Backend::conv2d`).
-fn forward_conv<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<f32>) -> Act<D> {
-    let t = match op {
-        Op::Conv { w, b, g, cout, sn } => {
-            D::conv2d(x.t, ctx.grad_needs(x.needs_grad), weight(ctx, *w, sn), ctx.param(*b), *g, *cout, act)
-        }
+/// A `Conv` or `ConvT` layer, with the activation `act` fused in, given the `Rebuild` of its input
+/// if the layer before offered one; returns the output and its own `Rebuild` (see `Backend::conv2d`).
+fn forward_conv<D: Backend>(
+    op: &Op,
+    ctx: &Ctx<D>,
+    x: Act<D>,
+    act: Option<f32>,
+    input: Option<Rebuild>,
+) -> (Act<D>, Option<Rebuild>) {
+    let needs = ctx.grad_needs(x.needs_grad);
+    let (t, rebuild) = match op {
+        Op::Conv { w, b, g, cout, sn } => D::conv2d(x.t, needs, weight(ctx, *w, sn), ctx.param(*b), *g, *cout, act, input),
         Op::ConvT { w, b, g, cin, sn } => {
-            D::conv_t2d(x.t, ctx.grad_needs(x.needs_grad), weight(ctx, *w, sn), ctx.param(*b), *g, *cin, act)
+            (D::conv_t2d(x.t, needs, weight(ctx, *w, sn), ctx.param(*b), *g, *cin, act, input), None)
         }
         _ => unreachable!("forward_conv is only called for convolutions"),
     };
-    Act { t, shape: x.shape, needs_grad: true }
+    (Act { t, shape: x.shape, needs_grad: true }, rebuild)
 }
 
 /// `BatchNorm`, with the activation `act` fused in when training (see `Backend::batch_norm_train`).
@@ -478,7 +493,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
             let y = y + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(*out, batch));
             Act { t: y, shape: x.shape, needs_grad: true }
         }
-        Op::Conv { .. } | Op::ConvT { .. } => forward_conv(op, ctx, x, None),
+        Op::Conv { .. } | Op::ConvT { .. } => unreachable!("forward_ops runs convolutions through forward_conv"),
         Op::Upsample { rows } => {
             let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
             let t = x.t.gather(idx);

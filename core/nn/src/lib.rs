@@ -74,6 +74,27 @@ impl GradNeeds {
     }
 }
 
+/// A fused convolution's output values, computed again on demand from what the op keeps anyway
+/// (its input's and weights' values). A convolution whose output is cheap to compute but large (the
+/// first layer on grey or RGB images: a few multiply-adds per value, and the largest activation of a
+/// network at 256 px) hands one to the layer after it, which keeps it for its backward pass instead
+/// of a copy of those values: the copy was 134 MB of a β-VAE's 256 px step, alive from the forward
+/// pass to the end of the backward pass. The values rebuilt are the ones first computed, to the bit
+/// (the same kernels, in the same fixed order).
+#[derive(Clone)]
+pub struct Rebuild(std::sync::Arc<dyn Fn() -> Vec<f32> + Send + Sync>);
+
+impl Rebuild {
+    pub fn new(f: impl Fn() -> Vec<f32> + Send + Sync + 'static) -> Self {
+        Rebuild(std::sync::Arc::new(f))
+    }
+
+    /// The values, computed now.
+    pub fn values(&self) -> Vec<f32> {
+        (self.0)()
+    }
+}
+
 /// A dfdx device plus vaelab's kernels for it. The provided methods compose dfdx's own ops and so
 /// run on any device; the CPU overrides them with fused kernels (`fused`, `fused_optim`), which
 /// tests check against these generic versions.
@@ -102,6 +123,10 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
     /// `Conv`: x (C·H·W, B) → (Cout·OH·OW, B), then the activation `act` (`Some(slope)`: LeakyReLU,
     /// ReLU for 0) where the layer list has one right after the convolution. `needs` lets a kernel
     /// skip gradients nobody reads (generic backends compute them all, as dfdx does).
+    ///
+    /// `input` is the [`Rebuild`] its producer returned for `x`, if any: a kernel may keep it instead
+    /// of x's values for its backward pass. The second value returned is such a `Rebuild` for this
+    /// op's output, where the kernel offers one (generic backends keep values and offer none).
     #[allow(clippy::too_many_arguments)]
     fn conv2d(
         x: Tensor2<Self>,
@@ -111,8 +136,9 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         g: ConvGeom,
         cout: usize,
         act: Option<f32>,
-    ) -> Tensor2<Self> {
-        activate(gather::conv2d(x, w, b, g, cout), act)
+        _input: Option<Rebuild>,
+    ) -> (Tensor2<Self>, Option<Rebuild>) {
+        (activate(gather::conv2d(x, w, b, g, cout), act), None)
     }
 
     /// LeakyReLU with `slope`, as dfdx's `prelu` computes it.
@@ -139,8 +165,8 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         batch_norm_train_generic(x, w, b, c, eps, act)
     }
 
-    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry; `act`
-    /// as in `conv2d`.
+    /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry; `act`,
+    /// `needs` and `input` as in `conv2d` (no kernel offers a `Rebuild` of a `ConvT`'s output).
     #[allow(clippy::too_many_arguments)]
     fn conv_t2d(
         x: Tensor2<Self>,
@@ -150,6 +176,7 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         g: ConvGeom,
         cin: usize,
         act: Option<f32>,
+        _input: Option<Rebuild>,
     ) -> Tensor2<Self> {
         activate(gather::conv_t2d(x, w, b, g, cin), act)
     }
@@ -223,8 +250,9 @@ impl Backend for Cpu {
         g: ConvGeom,
         cout: usize,
         act: Option<f32>,
-    ) -> Tensor2<Self> {
-        fused::conv2d(x, needs, w, b, g, cout, act)
+        input: Option<Rebuild>,
+    ) -> (Tensor2<Self>, Option<Rebuild>) {
+        fused::conv2d(x, needs, w, b, g, cout, act, input)
     }
     fn conv_t2d(
         x: Tensor2<Self>,
@@ -234,8 +262,9 @@ impl Backend for Cpu {
         g: ConvGeom,
         cin: usize,
         act: Option<f32>,
+        input: Option<Rebuild>,
     ) -> Tensor2<Self> {
-        fused::conv_t2d(x, needs, w, b, g, cin, act)
+        fused::conv_t2d(x, needs, w, b, g, cin, act, input)
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)

@@ -220,9 +220,9 @@ fn fused_convolutions_match_the_gather_path() {
             let run = |fused: bool| {
                 let (xr, wr, br) = (x.retaped(), wt.retaped(), bt.retaped());
                 let y = match (transposed, fused) {
-                    (false, true) => Cpu::conv2d(xr, needs, wr, br, g, out, act),
+                    (false, true) => Cpu::conv2d(xr, needs, wr, br, g, out, act, None).0,
                     (false, false) => activate(gather::conv2d(xr, wr, br, g, out), act),
-                    (true, true) => Cpu::conv_t2d(xr, needs, wr, br, g, c, act),
+                    (true, true) => Cpu::conv_t2d(xr, needs, wr, br, g, c, act, None),
                     (true, false) => activate(gather::conv_t2d(xr, wr, br, g, c), act),
                 };
                 let probe = dev.tensor_from_vec(values(10, y.shape().0 * batch, 1.0), *y.shape());
@@ -258,6 +258,50 @@ fn fused_convolutions_match_the_gather_path() {
             }
         }
     }
+}
+
+/// A convolution that keeps the `Rebuild` its producer offered, instead of a copy of its input,
+/// computes the same output and gradients to the bit; the rebuilt values are the producer's output;
+/// only a convolution with a small inner dimension offers one.
+#[test]
+fn convolutions_that_keep_a_rebuild_match_those_that_keep_values() {
+    use vaelab::nn::{Backend, GradNeeds};
+    let dev = Cpu::default();
+    let batch = 3;
+    let g1 = ConvGeom::conv(1, 9, 9, 4, 2, 1).unwrap(); // 1 → 4 channels, 4×4: inner dimension 16
+    let g2 = ConvGeom::conv(4, g1.oh, g1.ow, 3, 1, 1).unwrap(); // 4 → 5 channels, 3×3
+    let x = dev.tensor_from_vec(values(31, 81 * batch, 1.0), (81, batch));
+    let p = |seed, n| dev.tensor_from_vec(values(seed, n, 0.5), (n,));
+    let (w1, b1, w2, b2) = (p(32, 4 * 16), p(33, 4), p(34, 5 * 4 * 9), p(35, 5));
+    let run = |keep_rebuild: bool| {
+        let (y1, rebuild) = Cpu::conv2d(x.retaped(), GradNeeds::ALL, w1.retaped(), b1.retaped(), g1, 4, Some(0.0), None);
+        let rebuild = rebuild.expect("a 16-wide inner dimension offers a Rebuild");
+        let y1v = y1.with_empty_tape().as_vec();
+        let rebuilt = rebuild.values();
+        assert_eq!(bits(&rebuilt), bits(&y1v), "rebuilt values");
+        let input = keep_rebuild.then_some(rebuild);
+        let (y2, _) = Cpu::conv2d(y1, GradNeeds::ALL, w2.retaped(), b2.retaped(), g2, 5, Some(0.2), input);
+        let probe = dev.tensor_from_vec(values(36, y2.shape().0 * batch, 1.0), *y2.shape());
+        let y2v = y2.with_empty_tape().as_vec();
+        let grads = (y2 * probe).sum::<(), _>().backward();
+        let parts = [grads.get(&x).as_vec(), grads.get(&w1).as_vec(), grads.get(&w2).as_vec(), grads.get(&b2).as_vec()];
+        (y2v, parts)
+    };
+    let (kept, copied) = (run(true), run(false));
+    assert_eq!(bits(&kept.0), bits(&copied.0), "output");
+    for (name, a, b) in [("dx", 0), ("dw1", 1), ("dw2", 2), ("db2", 3)].map(|(n, i)| (n, &kept.1[i], &copied.1[i])) {
+        assert!(a.iter().any(|v| *v != 0.0), "{name} should carry gradient");
+        assert_eq!(bits(a), bits(b), "{name}");
+    }
+    // 16 channels at 3×3 (an inner dimension of 144) costs too much to compute twice.
+    let g3 = ConvGeom::conv(16, 5, 5, 3, 1, 1).unwrap();
+    let x3 = dev.tensor_from_vec(values(37, 16 * 25 * batch, 1.0), (16 * 25, batch));
+    let (_, none) = Cpu::conv2d(x3.retaped(), GradNeeds::ALL, p(38, 2 * 144).retaped(), p(39, 2).retaped(), g3, 2, None, None);
+    assert!(none.is_none());
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// The fused CPU Bernoulli loss against dfdx's `bce_with_logits(…).sum()`: the sum and the logits'
