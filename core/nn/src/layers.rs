@@ -302,7 +302,7 @@ impl Sequential {
         // The `Rebuild` a fused convolution offered for `x`, for the convolution right after it.
         let mut rebuild = None;
         while i < count {
-            let (op, out) = &self.ops[i];
+            let op = &self.ops[i].0;
             // A convolution (or, in training, a BatchNorm) followed by ReLU or LeakyReLU runs as one
             // fused op (the activation's input is never stored); the pair still counts as two layers
             // for `forward_through`.
@@ -311,30 +311,19 @@ impl Sequential {
                 Some((Op::LeakyRelu(slope), _)) => Some(*slope),
                 _ => None,
             };
-            match (op, act) {
+            // A fused pair ends at the activation; only a convolution offers a `Rebuild`.
+            let fused;
+            (x, rebuild, fused) = match (op, act) {
                 (Op::Conv { .. } | Op::ConvT { .. }, _) => {
-                    (x, rebuild) = forward_conv(op, ctx, x, act, rebuild.take());
-                    if act.is_some() {
-                        x.shape = self.ops[i + 1].1;
-                        i += 2;
-                    } else {
-                        x.shape = *out;
-                        i += 1;
-                    }
-                    continue;
+                    let (y, r) = forward_conv(op, ctx, x, act, rebuild.take());
+                    (y, r, act.is_some())
                 }
-                (Op::BatchNorm { .. }, Some(_)) if ctx.train => {
-                    x = forward_batch_norm(op, ctx, x, act);
-                    x.shape = self.ops[i + 1].1;
-                    i += 2;
-                }
-                _ => {
-                    x = forward_op(op, ctx, x);
-                    x.shape = *out;
-                    i += 1;
-                }
-            }
-            rebuild = None;
+                (Op::BatchNorm { .. }, Some(_)) if ctx.train => (forward_batch_norm(op, ctx, x, act), None, true),
+                _ => (forward_op(op, ctx, x), None, false),
+            };
+            let last = if fused { i + 1 } else { i };
+            x.shape = self.ops[last].1;
+            i = last + 1;
         }
         x
     }
