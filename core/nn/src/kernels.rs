@@ -294,7 +294,8 @@ pub unsafe fn gemm_into(
     }
     assert!(k == 0 || lhs.data.len() > (m - 1) * lhs.rs + (k - 1) * lhs.cs);
     assert!(k == 0 || rhs.data.len() > (k - 1) * rhs.rs + (n - 1) * rhs.cs);
-    let parallelism = if parallel { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
+    let parallelism =
+        if parallel { gemm_common::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm_common::Parallelism::None };
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -303,27 +304,59 @@ pub unsafe fn gemm_into(
         }
         return;
     }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs.data.as_ptr(),
-        lhs.cs as isize,
-        lhs.rs as isize,
-        rhs.data.as_ptr(),
-        rhs.cs as isize,
-        rhs.rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    // gemm-f32's kernels prefer a column-major destination: for a row-major one (row stride above
+    // the column stride 1), compute the transpose, dstᵀ = rhsᵀ·lhsᵀ, by swapping the operands and
+    // every stride pair. The `gemm` front crate makes this same swap before it calls gemm-f32, so the
+    // kernels see the same problem and sum in the same order as they did behind it. (Its other
+    // rewrites are for negative strides, which a `View` cannot have.)
+    let (lhs_ptr, rhs_ptr) = (lhs.data.as_ptr(), rhs.data.as_ptr());
+    let (lhs_cs, lhs_rs, rhs_cs, rhs_rs) = (lhs.cs as isize, lhs.rs as isize, rhs.cs as isize, rhs.rs as isize);
+    let gemm = gemm_f32::gemm::f32::get_gemm_fn();
+    if dst_rs > 1 {
+        gemm(
+            n,
+            m,
+            k,
+            dst,
+            dst_rs as isize,
+            1,
+            accumulate,
+            rhs_ptr,
+            rhs_rs,
+            rhs_cs,
+            lhs_ptr,
+            lhs_rs,
+            lhs_cs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    } else {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs_ptr,
+            lhs_cs,
+            lhs_rs,
+            rhs_ptr,
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// `out[i] += Σ_j m[i, j]` for a row-major matrix with rows of `row_len` (a convolution's bias
