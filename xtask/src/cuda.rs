@@ -46,25 +46,99 @@ pub fn bundle_dir() -> PathBuf {
 }
 
 /// Builds the CUDA binary and writes the bundle; returns its size in bytes.
+///
+/// The build shares `target/` with the CPU builds: the `cuda` feature changes only dfdx, cudarc and
+/// the vaelab crates, so every other dependency is the one `cargo test` or `cargo build` already
+/// compiled. (A target folder of its own compiled all of them again: several minutes of CI.)
 pub fn cuda_build(opts: &BuildOptions) -> Result<u64, String> {
     let tk = toolkit();
     run(Command::new("bash").arg("xtask/cuda/toolkit.sh").arg(&tk))?;
     let path = format!("{}:{}", tk.join("bin").display(), std::env::var("PATH").unwrap_or_default());
-    let target_dir = root().join("target/cuda");
+    let profile_dir = root().join("target").join(if opts.profile == "dev" { "debug" } else { opts.profile.as_str() });
+    // Cargo puts the CUDA `vaelab` where the CPU one of the same profile lives, and the CUDA one
+    // cannot even start without libcuda.so.1: the CPU binary is set aside and put back afterwards.
+    let _cpu_binary = SetAside::new(profile_dir.join("vaelab"))?;
     let mut build = Command::new("cargo");
     build
         .args(["build", "-p", "vaelab-cli", "--bin", "vaelab", "--features", "cuda", "--profile", &opts.profile])
-        .arg("--target-dir")
-        .arg(&target_dir)
+        .arg("--message-format=json-render-diagnostics")
         .env("PATH", path)
         .env("CUDA_ROOT", &tk)
         .env("VAELAB_CUDA_ARCH", &opts.arch)
         .env("CUDA_COMPUTE_CAP", opts.arch.replace('.', ""));
-    run(&mut build)?;
-    let profile_dir = target_dir.join(if opts.profile == "dev" { "debug" } else { opts.profile.as_str() });
-    let dfdx_out = dfdx_out_dir(&profile_dir)?;
-    check_ptx(&dfdx_out, &opts.arch)?;
-    assemble(&profile_dir.join("vaelab"), &dfdx_out, &opts.arch)
+    eprintln!("$ {build:?}");
+    let out = build
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start {build:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the CUDA build failed with {}", out.status));
+    }
+    let built = BuildOutputs::from_messages(&String::from_utf8_lossy(&out.stdout))?;
+    check_ptx(&built.dfdx_out, &opts.arch)?;
+    assemble(&built.binary, &built.dfdx_out, &opts.arch)
+}
+
+/// What the CUDA build made, from cargo's JSON messages: the binary, and dfdx's build-script output
+/// folder (PTX and the `.cuh` headers its run-time kernels include). The messages name the folder of
+/// this very build, where `target/` may also hold other dfdx builds (CPU, or `ci-check`'s empty PTX).
+struct BuildOutputs {
+    binary: PathBuf,
+    dfdx_out: PathBuf,
+}
+
+impl BuildOutputs {
+    fn from_messages(stdout: &str) -> Result<Self, String> {
+        let (mut binary, mut dfdx_out) = (None, None);
+        for line in stdout.lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let package = msg["package_id"].as_str().unwrap_or_default();
+            let is_dfdx = package.contains("#dfdx@") || package.starts_with("dfdx ");
+            match msg["reason"].as_str() {
+                Some("build-script-executed") if is_dfdx => dfdx_out = msg["out_dir"].as_str().map(PathBuf::from),
+                Some("compiler-artifact") if msg["target"]["name"] == "vaelab" && msg["executable"].is_string() => {
+                    binary = msg["executable"].as_str().map(PathBuf::from)
+                }
+                _ => {}
+            }
+        }
+        let binary = binary.ok_or("cargo reported no `vaelab` executable for the CUDA build")?;
+        let dfdx_out = dfdx_out.ok_or("cargo reported no dfdx build script output for the CUDA build")?;
+        if !dfdx_out.join("cuda_utils.cuh").exists() {
+            return Err(format!("{}: dfdx's build wrote no CUDA headers", dfdx_out.display()));
+        }
+        Ok(BuildOutputs { binary, dfdx_out })
+    }
+}
+
+/// A file moved aside (if there is one) and moved back when this is dropped, even on an error: the
+/// CPU binary while the CUDA build takes its place. What the CUDA build leaves there is removed.
+struct SetAside {
+    path: PathBuf,
+    aside: Option<PathBuf>,
+}
+
+impl SetAside {
+    fn new(path: PathBuf) -> Result<Self, String> {
+        let aside = path.with_extension("cpu-set-aside");
+        if !path.exists() {
+            return Ok(SetAside { path, aside: None });
+        }
+        std::fs::rename(&path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(SetAside { path, aside: Some(aside) })
+    }
+}
+
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(aside) = &self.aside {
+            if let Err(e) = std::fs::rename(aside, &self.path) {
+                eprintln!("xtask: could not put {} back ({e}); `cargo build` makes it again", self.path.display());
+            }
+        }
+    }
 }
 
 /// Every `.ptx` dfdx's build wrote is non-empty and targets `sm_<arch>` (the front end checks each
@@ -87,21 +161,6 @@ fn check_ptx(out: &Path, arch: &str) -> Result<(), String> {
     }
     eprintln!("xtask: {count} PTX files, each targeting sm_{}", arch.replace('.', ""));
     Ok(())
-}
-
-/// dfdx's build-script output folder (PTX and the `.cuh` headers its run-time kernels include).
-fn dfdx_out_dir(profile_dir: &Path) -> Result<PathBuf, String> {
-    let build = profile_dir.join("build");
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
-        .map_err(|e| format!("{}: {e}", build.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("dfdx-")))
-        .map(|p| p.join("out"))
-        .filter(|p| p.join("cuda_utils.cuh").exists())
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p).ok_or_else(|| format!("{}: no dfdx build output with kernels", build.display()))
 }
 
 fn copy_dir(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), String> {
@@ -234,4 +293,72 @@ fn expect_refusal(out: &std::process::Output, message: &str, which: &str) -> Res
     }
     eprintln!("xtask: {which} refuses --device cuda here: {}", stderr.lines().last().unwrap_or(""));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The build's own dfdx output folder and binary come from cargo's messages, whatever else the
+    /// stream holds (other packages' build scripts and artifacts, non-JSON lines); a stream without
+    /// them, or a dfdx folder without CUDA headers (a CPU build's), is an error naming what is missing.
+    #[test]
+    fn build_outputs_are_read_from_cargo_messages() {
+        let dir = std::env::temp_dir().join(format!("vaelab-xtask-messages-{}", std::process::id()));
+        let (with_headers, without) = (dir.join("dfdx-cuda/out"), dir.join("dfdx-cpu/out"));
+        std::fs::create_dir_all(&with_headers).unwrap();
+        std::fs::create_dir_all(&without).unwrap();
+        std::fs::write(with_headers.join("cuda_utils.cuh"), "").unwrap();
+        let script = |package: &str, out: &Path| {
+            serde_json::json!({"reason": "build-script-executed", "package_id": package, "out_dir": out}).to_string()
+        };
+        let artifact = |name: &str, executable: Option<&str>| {
+            serde_json::json!({"reason": "compiler-artifact", "package_id": "path+file:///w/core/cli#vaelab-cli@0.1.0",
+                "target": {"name": name}, "executable": executable})
+            .to_string()
+        };
+        let registry = "registry+https://github.com/rust-lang/crates.io-index#dfdx@0.13.0";
+        let stream = [
+            script(registry, &with_headers),
+            script("registry+https://github.com/rust-lang/crates.io-index#cudarc@0.9.15", &without),
+            "not json".to_string(),
+            artifact("vaelab", Some("/w/target/debug/vaelab")),
+            artifact("vaelab_cli", None),
+        ]
+        .join("\n");
+        let built = BuildOutputs::from_messages(&stream).unwrap();
+        assert_eq!(built.dfdx_out, with_headers);
+        assert_eq!(built.binary, PathBuf::from("/w/target/debug/vaelab"));
+
+        let no_binary = script(registry, &with_headers);
+        assert!(BuildOutputs::from_messages(&no_binary).err().unwrap().contains("no `vaelab` executable"));
+        let no_dfdx = artifact("vaelab", Some("/w/target/debug/vaelab"));
+        assert!(BuildOutputs::from_messages(&no_dfdx).err().unwrap().contains("no dfdx build script output"));
+        let cpu_dfdx = [script(registry, &without), artifact("vaelab", Some("/x"))].join("\n");
+        assert!(BuildOutputs::from_messages(&cpu_dfdx).err().unwrap().contains("wrote no CUDA headers"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file set aside comes back when the guard drops, and what took its place meanwhile is removed;
+    /// with nothing to set aside, what appeared is removed all the same.
+    #[test]
+    fn a_binary_set_aside_comes_back() {
+        let dir = std::env::temp_dir().join(format!("vaelab-xtask-aside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vaelab");
+        std::fs::write(&path, "cpu").unwrap();
+        {
+            let _aside = SetAside::new(path.clone()).unwrap();
+            assert!(!path.exists());
+            std::fs::write(&path, "cuda").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "cpu");
+        std::fs::remove_file(&path).unwrap();
+        {
+            let _aside = SetAside::new(path.clone()).unwrap();
+            std::fs::write(&path, "cuda").unwrap();
+        }
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
