@@ -56,22 +56,35 @@ fn main() -> ExitCode {
 
 const REPRO_USAGE: &str = "[--suite quick|study|FILE] [--threads N] [--jobs N] [--filter TEXT] [--fresh] [--device cpu|cuda:N] [--out DIR] [--collect] [--emit slurm DIR]";
 
+/// Builds xtask in release together with the CLI and returns the binary. The CLI is built because
+/// a suite's Slurm array runs `target/release/vaelab`; building both in one cargo call also resolves
+/// their shared dependencies' features once (the CLI's clap turns on syn's `full`), so the library
+/// crates are the ones `cargo build --release -p vaelab-cli` made, not a second release build of
+/// them all (`cargo run --release -p xtask` alone resolved them differently: two minutes of CI).
+fn release_xtask() -> Result<PathBuf, String> {
+    run(Command::new("cargo").args(["build", "--quiet", "--release", "-p", "xtask", "-p", "vaelab-cli"]))?;
+    Ok(root().join("target/release/xtask"))
+}
+
 /// `cargo xtask repro`: runs a suite (release build of the library), writes its table and plots,
 /// and exits 1 when an expectation fails, naming each.
 fn repro_command(args: &[String]) -> ExitCode {
     // `cargo xtask` builds the dev profile; training belongs in release (several times faster).
     if cfg!(debug_assertions) && std::env::var_os("VAELAB_XTASK_RELEASE").is_none() {
-        let status = Command::new("cargo")
-            .args(["run", "--quiet", "--release", "--package", "xtask", "--", "repro"])
-            .args(args)
-            .env("VAELAB_XTASK_RELEASE", "1")
-            .current_dir(root())
-            .status();
-        return match status {
-            Ok(s) if s.success() => ExitCode::SUCCESS,
-            Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        return match release_xtask() {
+            Ok(xtask) => {
+                let status = Command::new(xtask).arg("repro").args(args).env("VAELAB_XTASK_RELEASE", "1").status();
+                match status {
+                    Ok(s) if s.success() => ExitCode::SUCCESS,
+                    Ok(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+                    Err(e) => {
+                        eprintln!("xtask repro: cannot start the release build: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Err(e) => {
-                eprintln!("xtask repro: cannot start the release build: {e}");
+                eprintln!("xtask repro: {e}");
                 ExitCode::FAILURE
             }
         };
