@@ -311,52 +311,14 @@ pub unsafe fn gemm_into(
     // rewrites are for negative strides, which a `View` cannot have.)
     let (lhs_ptr, rhs_ptr) = (lhs.data.as_ptr(), rhs.data.as_ptr());
     let (lhs_cs, lhs_rs, rhs_cs, rhs_rs) = (lhs.cs as isize, lhs.rs as isize, rhs.cs as isize, rhs.rs as isize);
-    let gemm = gemm_f32::gemm::f32::get_gemm_fn();
-    if dst_rs > 1 {
-        gemm(
-            n,
-            m,
-            k,
-            dst,
-            dst_rs as isize,
-            1,
-            accumulate,
-            rhs_ptr,
-            rhs_rs,
-            rhs_cs,
-            lhs_ptr,
-            lhs_rs,
-            lhs_cs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    let (m, n, dst_cs, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs) = if dst_rs > 1 {
+        (n, m, dst_rs as isize, 1, rhs_ptr, rhs_rs, rhs_cs, lhs_ptr, lhs_rs, lhs_cs)
     } else {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs_ptr,
-            lhs_cs,
-            lhs_rs,
-            rhs_ptr,
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+        (m, n, 1, dst_rs as isize, lhs_ptr, lhs_cs, lhs_rs, rhs_ptr, rhs_cs, rhs_rs)
+    };
+    let gemm = gemm_f32::gemm::f32::get_gemm_fn();
+    #[rustfmt::skip]
+    gemm(m, n, k, dst, dst_cs, dst_rs, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, 1.0, 1.0, false, false, false, parallelism);
 }
 
 /// `out[i] += Σ_j m[i, j]` for a row-major matrix with rows of `row_len` (a convolution's bias
