@@ -36,8 +36,7 @@ pub fn plugin_library(package: &str) -> PathBuf {
             let is_cdylib = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib"));
             if msg["reason"] == "compiler-artifact" && is_cdylib {
                 let name = msg["package_id"].as_str().unwrap_or_default();
-                let package =
-                    PLUGIN_PACKAGES.iter().find(|p| name.contains(&format!("#{p}@")) || name.starts_with(&format!("{p} ")));
+                let package = PLUGIN_PACKAGES.iter().find(|p| xtask::cargo_messages::package_is(name, p));
                 let file = msg["filenames"].as_array().and_then(|f| f.first()).and_then(|f| f.as_str());
                 if let (Some(p), Some(f)) = (package, file) {
                     libs.insert(p.to_string(), PathBuf::from(f));

@@ -5,7 +5,7 @@
 //! end for `nvcc`, an `nvidia-smi` stand-in and a stub `libcuda.so.1`. dfdx's build script then
 //! compiles every kernel to PTX (embedded in the binary) and cudarc links the wheels' libraries.
 
-use super::{root, run};
+use super::{capture, root, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,15 +67,9 @@ pub fn cuda_build(opts: &BuildOptions) -> Result<u64, String> {
         .env("VAELAB_CUDA_ARCH", &opts.arch)
         .env("CUDA_COMPUTE_CAP", opts.arch.replace('.', ""));
     eprintln!("$ {build:?}");
-    let out = build
-        .current_dir(root())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot start {build:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("the CUDA build failed with {}", out.status));
-    }
-    let built = BuildOutputs::from_messages(&String::from_utf8_lossy(&out.stdout))?;
+    // The JSON messages are read; progress and diagnostics stream to the terminal as usual.
+    let messages = capture(build.stderr(std::process::Stdio::inherit()))?;
+    let built = BuildOutputs::from_messages(&messages)?;
     check_ptx(&built.dfdx_out, &opts.arch)?;
     assemble(&built.binary, &built.dfdx_out, &opts.arch)
 }
@@ -94,7 +88,7 @@ impl BuildOutputs {
         for line in stdout.lines() {
             let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
             let package = msg["package_id"].as_str().unwrap_or_default();
-            let is_dfdx = package.contains("#dfdx@") || package.starts_with("dfdx ");
+            let is_dfdx = xtask::cargo_messages::package_is(package, "dfdx");
             match msg["reason"].as_str() {
                 Some("build-script-executed") if is_dfdx => dfdx_out = msg["out_dir"].as_str().map(PathBuf::from),
                 Some("compiler-artifact") if msg["target"]["name"] == "vaelab" && msg["executable"].is_string() => {

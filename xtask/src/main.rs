@@ -194,7 +194,7 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 fn capture(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.current_dir(root()).output().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("{cmd:?} failed with {}: {}", out.status, String::from_utf8_lossy(&out.stderr)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
