@@ -1,4 +1,4 @@
-//! Per-layer timing of the fused convolutions of the benchmark β-VAE (batch 64, 64×64):
+//! Per-layer timing of the fused convolutions of the benchmark β-VAE and the GAN's discriminator (batch 64, 64×64):
 //! forward and backward separately, with the achieved GFLOP/s. For performance work:
 //!     cargo run --release -p vaelab-nn --example layer_timing [threads]
 
@@ -25,6 +25,9 @@ fn main() {
         ("dec convT 64→32 @8", true, 64, 8, 32),
         ("dec convT 32→32 @16", true, 32, 16, 32),
         ("dec convT 32→1 @32", true, 32, 32, 1),
+        // The GAN's discriminator (`specs/shapes/gan.ron`) adds these two.
+        ("disc conv 32→64 @32", false, 32, 32, 64),
+        ("disc conv 64→64 @16", false, 64, 16, 64),
     ];
     let mut total = 0.0;
     for (name, t, cin, size, cout) in layers {

@@ -28,9 +28,9 @@ pub struct Ctx<'a, D: Device<f32>> {
     /// While set, layers read their parameters as constants: gradients pass through to their
     /// inputs but none reaches the parameters (see [`Ctx::frozen`]).
     frozen: std::cell::Cell<bool>,
-    /// Set by [`Ctx::inference`]: no backward pass will follow, so layers need not keep what one
-    /// would read.
-    inference: bool,
+    /// Set by [`Ctx::inference`] (for a whole pass) or [`Ctx::untaped`] (for part of one): no
+    /// backward pass will follow, so layers need not keep what one would read.
+    inference: std::cell::Cell<bool>,
 }
 
 impl<'a, D: Device<f32>> Ctx<'a, D> {
@@ -43,7 +43,7 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
             buffer_updates: RefCell::new(Vec::new()),
             failures: Failures::default(),
             frozen: std::cell::Cell::new(false),
-            inference: false,
+            inference: std::cell::Cell::new(false),
         }
     }
 
@@ -52,7 +52,7 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
     /// on a taped tensor clones it) compute in place instead. Values are the same as
     /// `Ctx::new(store, false, seed, step)`'s; a gradient taken through it would be wrong.
     pub fn inference(store: &'a ParamStore<D>, seed: u64, step: u64) -> Self {
-        Ctx { inference: true, ..Ctx::new(store, false, seed, step) }
+        Ctx { inference: std::cell::Cell::new(true), ..Ctx::new(store, false, seed, step) }
     }
 
     /// Records new buffer values from a training pass. Only a buffer's first update of the step is
@@ -85,7 +85,21 @@ impl<'a, D: Device<f32>> Ctx<'a, D> {
     /// none in inference, and no parameter's while frozen (its gradient would reach a copy that
     /// nothing reads).
     pub fn grad_needs(&self, input: bool) -> GradNeeds {
-        GradNeeds { input: input && !self.inference, params: !self.frozen.get() && !self.inference }
+        let inference = self.inference.get();
+        GradNeeds { input: input && !inference, params: !self.frozen.get() && !inference }
+    }
+
+    /// Runs `f` as an inference pass inside this context, in its mode (a training step's batch
+    /// statistics and dropout masks, the same as every other pass of the step): for values the loss
+    /// uses only as constants, such as VPGA's decoded prior codes, which the encoder learns to map
+    /// back while neither the decoder nor the codes may move. The backward pass through them would
+    /// compute gradients that reach nothing; this skips it. What `f` returns must leave the tape
+    /// (see [`crate::constant`]): a gradient taken through it would be wrong.
+    pub fn untaped<R>(&self, f: impl FnOnce() -> R) -> R {
+        let before = self.inference.replace(true);
+        let r = f();
+        self.inference.set(before);
+        r
     }
 
     /// Runs `f` with every parameter frozen: the network is a fixed function whose gradient passes
@@ -499,7 +513,7 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
         Op::Reshape => x,
         Op::Relu => {
             let shape = x.shape;
-            let t = if ctx.inference {
+            let t = if ctx.inference.get() {
                 // Off the tape, dfdx's ReLU works in place on a tensor nobody else holds.
                 let (t, tape) = x.t.split_tape();
                 t.relu().put_tape(tape)

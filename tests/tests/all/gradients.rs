@@ -422,6 +422,39 @@ fn frozen_layers_pass_gradients_through_but_keep_their_parameters() {
     assert!(gw_frozen.iter().all(|v| *v == 0.0), "{gw_frozen:?}");
 }
 
+/// An untaped pass inside a training step (VPGA's decoded prior codes) computes what the step's
+/// taped passes compute, in training mode (BatchNorm on the batch's statistics, the step's dropout
+/// masks), and asks no layer for a gradient. Fails if it ran in evaluation mode (running statistics)
+/// or left the layers computing gradients.
+#[test]
+fn an_untaped_pass_keeps_the_training_mode_and_asks_for_no_gradient() {
+    use dfdx::prelude::*;
+    use vaelab::nn::{Act, Ctx, FeatShape, NoBlocks, ParamStore, Sequential};
+    use vaelab::spec::Layer;
+    let dev = Cpu::default();
+    let mut store = ParamStore::new(dev.clone(), 5);
+    let layers = [
+        Layer::Dense { out: 4 },
+        Layer::BatchNorm { momentum: 0.1, eps: 1e-5 },
+        Layer::Dropout { p: 0.5 },
+        Layer::Relu,
+        Layer::Dense { out: 2 },
+    ];
+    let net = Sequential::build(&layers, FeatShape::Flat(3), "f", "f", &mut store, &NoBlocks).unwrap();
+    let values: Vec<f32> = (0..3 * 8).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.2).collect();
+    let out = |ctx: &Ctx<Cpu>| {
+        let x = dev.tensor_from_vec(values.clone(), (3usize, 8usize)).retaped();
+        net.forward(ctx, Act { t: x, shape: FeatShape::Flat(3), needs_grad: true }).t.as_vec()
+    };
+    let ctx = Ctx::new(&store, true, 3, 7);
+    let taped = out(&ctx);
+    assert_eq!(ctx.untaped(|| out(&ctx)), taped, "the same values as the step's taped passes");
+    assert!(ctx.untaped(|| ctx.grad_needs(true)).none(), "no layer computes a gradient");
+    assert!(!ctx.grad_needs(true).none(), "and the context is taped again afterwards");
+    let evaluation = out(&Ctx::new(&store, false, 3, 7));
+    assert_ne!(evaluation, taped, "evaluation mode differs here, so the first check can tell");
+}
+
 /// Spectral normalisation's σ: power iterations from a random u converge to the largest singular value
 /// of the weight read as PyTorch's `spectral_norm` reads it ((out × in·k·k); a ConvT's weight by its
 /// output channels), checked against nalgebra's SVD of that matrix.

@@ -18,7 +18,7 @@
 use super::{decoder_phase_images, Routed, Scalar, StepData};
 use crate::model::Model;
 use dfdx::prelude::*;
-use vaelab_nn::{constant, stop_gradient, Backend, Ctx, Tensor2};
+use vaelab_nn::{constant, Backend, Ctx, Tensor2};
 use vaelab_spec::Adversarial;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,14 +60,18 @@ impl IntroVae {
         let enc = model.encode(ctx, x.clone(), noise.clone());
         let z = constant(&enc.z);
         let real_kl = enc.reg;
-        let x_r = model.mean_taped(model.decode(ctx, enc.z));
+        // This pass updates the encoder only: the decoder is frozen here, so its layers skip the
+        // weight gradients that the official code computes and then discards (the decoder's pass
+        // decodes z again).
+        let x_r = model.mean_taped(ctx.frozen(|| model.decode(ctx, enc.z)));
         let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
-        // sg(x_r), sg(x_p): new tensors, so the hinge's gradient cannot flow back through the
-        // decoder into the encoder's z (the official `rec.detach()`, `fake.detach()`).
-        let (x_r_sg, x_p_sg) = (stop_gradient(&x_r), stop_gradient(&x_p));
+        // sg(x_r), sg(x_p): constants, so the hinge's gradient cannot flow back through the decoder
+        // into the encoder's z (the official `rec.detach()`, `fake.detach()`); encoded as data, the
+        // encoder's first layer skips their gradient too.
+        let (x_r_sg, x_p_sg) = (constant(&x_r), constant(&x_p));
         let rec = Self::squared_error(x_r, x);
-        let kl_r = model.encode_taped(ctx, x_r_sg, noise.clone()).into_reg();
-        let kl_p = model.encode_taped(ctx, x_p_sg, noise.clone()).into_reg();
+        let kl_r = model.encode(ctx, x_r_sg, noise.clone()).into_reg();
+        let kl_p = model.encode(ctx, x_p_sg, noise.clone()).into_reg();
         let values = [real_kl.as_vec()[0], kl_r.as_vec()[0], kl_p.as_vec()[0], rec.as_vec()[0]];
         let hinge = (kl_r.negate() + self.margin).relu() + (kl_p.negate() + self.margin).relu();
         let loss = rec * self.weight_rec + (real_kl + hinge * (0.5 * self.weight_neg)) * self.weight_kl;

@@ -26,7 +26,7 @@
 use super::{decoder_phase_images, per_example_sse, value, Codes, Routed, StepData};
 use crate::model::Model;
 use dfdx::prelude::*;
-use vaelab_nn::{constant, stop_gradient, Backend, Ctx, Tensor2};
+use vaelab_nn::{constant, Backend, Ctx, Tensor2};
 use vaelab_spec::Adversarial;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,23 +63,27 @@ impl SoftIntroVae {
         let post = model.posterior(ctx, data.x.clone()).expect("validated: a Gaussian latent");
         let (z, kl_real) = post.sample_and_kl(data.noise.clone());
         let codes = constant(&z);
-        let x_r = model.mean_taped(model.decode(ctx, z));
+        // This pass updates the encoder only, so the decoders that serve only it (of z, and of the
+        // generated images' codes below) are frozen: their layers skip the weight gradients that the
+        // authors' code computes and then zeroes. D(z_p) keeps its weights' gradients: the decoder's
+        // pass reuses it.
+        let x_r = model.mean_taped(ctx.frozen(|| model.decode(ctx, z)));
         let x_p = model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()));
-        let (x_r_sg, x_p_sg) = (stop_gradient(&x_r), stop_gradient(&x_p));
+        // sg(x_r), sg(x_p) as constants: encoded as data, the encoder's first layer skips their gradient.
+        let (x_r_sg, x_p_sg) = (constant(&x_r), constant(&x_p));
         // The target of L_rec(x_r, x_rr): x_r itself, on the tape (the authors' code), or its values.
         let x_r_target = self.attach_rec_target.then(|| x_r.with_empty_tape());
         let rec = per_example_sse(x_r, data.x.clone()).mean::<(), _>();
         let kl = kl_real.mean::<(), _>();
         // The negative ELBO of a generated image, per image: β_rec·L_rec(x_g, D(z_g)) + β_neg·KL(x_g),
         // z_g drawn with fresh noise.
-        let neg_elbo = |image: Tensor2<D>, target: Option<Tensor2<D>>, noise: &Codes<D>| {
-            let fixed = constant(&image);
-            let post = model.posterior_taped(ctx, image).expect("validated: a Gaussian latent");
+        let neg_elbo = |image: Codes<D>, target: Option<Tensor2<D>>, noise: &Codes<D>| {
+            let post = model.posterior(ctx, image.clone()).expect("validated: a Gaussian latent");
             let (z, kl) = post.sample_and_kl(noise.clone());
-            let x_gg = model.mean_taped(model.decode(ctx, z));
+            let x_gg = model.mean_taped(ctx.frozen(|| model.decode(ctx, z)));
             let rec = match target {
                 Some(target) => (x_gg - target).square().sum::<(usize,), Axis<0>>(),
-                None => per_example_sse(x_gg, fixed),
+                None => per_example_sse(x_gg, image),
             };
             let values = (value(&kl.with_empty_tape().mean::<(), _>()), value(&rec.with_empty_tape().mean::<(), _>()));
             (rec * self.beta_rec + kl * self.beta_neg, values)

@@ -65,16 +65,23 @@ impl Vpga {
 
         let kl = (kl_elements(mu.with_empty_tape(), logvar.with_empty_tape())).mean::<(), _>() * -0.5;
         let img = mean_sq(model.mean_taped(model.decode(ctx, mu)) - data.x.clone());
-        // Encoder-only terms: D frozen, so they give the decoder's weights nothing.
-        let frozen_decode = |z: Tensor2<D>| ctx.frozen(|| model.mean_taped(model.decode(ctx, z)));
-        let z_n = mean_sq(encoder_mean(frozen_decode(data.prior_z.clone().retaped())) - data.prior_z.clone());
-        let z_h = (self.a_h > 0.0).then(|| mean_sq(encoder_mean(frozen_decode(mu_sg.clone().retaped())) - mu_sg.clone()));
+        // Encoder-only terms. The decoder must not move, and its inputs are constants (z, sg μ), so
+        // the images it makes for them are constants too: decoded off the tape, no backward pass runs
+        // through the decoder (it would reach nothing) nor into the encoder's input. The gradient
+        // that reaches the encoder's weights is the same as through a frozen, taped decoder.
+        let decoded_prior = constant(&ctx.untaped(|| model.mean_taped(model.decode(ctx, data.prior_z.clone().retaped()))));
+        let z_n = mean_sq(model.posterior(ctx, decoded_prior).expect("validated: a Gaussian latent").mu - data.prior_z.clone());
         // L_vrec: the decoder gets its gradient; the encoder only through σ; f̃ is frozen.
         let sigma = (logvar * 0.5).exp();
         let perturbed = model.mean_taped(model.decode(ctx, sigma * data.noise.clone() + mu_sg.clone()));
-        let centre = model.mean_taped(model.decode(ctx, mu_sg.retaped()));
+        let centre = model.mean_taped(model.decode(ctx, mu_sg.clone().retaped()));
+        // L_zH decodes sg μ as `centre` does, with the same weights and the same step's batch
+        // statistics and dropout masks: the same values, so they are reused (one decoder pass fewer).
+        let decoded_means = (self.a_h > 0.0).then(|| constant(&centre));
         let (f_perturbed, f_centre) = ctx.frozen(|| (encoder_mean(perturbed), encoder_mean(centre)));
         let vrec = mean_sq((f_perturbed - f_centre) * inv_norm);
+        let z_h = decoded_means
+            .map(|images| mean_sq(model.posterior(ctx, images).expect("validated: a Gaussian latent").mu - mu_sg.clone()));
 
         let (v_img, v_zn, v_zh, v_vrec, v_kl) =
             (value(&img), value(&z_n), z_h.as_ref().map_or(0.0, |t| value(t)), value(&vrec), value(&kl));
