@@ -49,13 +49,16 @@ pub fn batch_norm_train(
         }
         *st = (mean, var, inv_std);
     });
-    let mut y = vec![0.0f32; xhat.len()];
-    y.par_chunks_mut(n).zip(xhat.par_chunks(n)).enumerate().for_each(|(ch, (ys, xs))| {
+    // Written once, in parallel, without zeroing first (a serial pass over fresh memory otherwise).
+    let mut y: Vec<f32> = Vec::with_capacity(xhat.len());
+    y.spare_capacity_mut().par_chunks_mut(n).zip(xhat.par_chunks(n)).enumerate().for_each(|(ch, (ys, xs))| {
         let (g, s) = (gamma[ch], beta[ch]);
         for (y, x) in ys.iter_mut().zip(xs) {
-            *y = g * x + s;
+            y.write(g * x + s);
         }
     });
+    // SAFETY: the chunks above cover all xhat.len() values of the capacity, each written once.
+    unsafe { y.set_len(xhat.len()) };
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let batch_stats =
         BatchStats { mean: stats.iter().map(|s| s.0 as f32).collect(), var: stats.iter().map(|s| s.1 as f32).collect() };
