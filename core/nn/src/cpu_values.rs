@@ -15,6 +15,36 @@ pub fn dense<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     v
 }
 
+/// Inputs of at most this many values (16 MiB) go through [`with_values`]'s reused buffer; larger
+/// ones get a copy of their own, so that a 256 px run's inference passes (pictures, evaluation)
+/// leave no activation-sized buffer behind on every thread.
+const REUSED_MAX: usize = 4 << 20;
+
+thread_local! {
+    static VALUES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on the values of `t`, for an op that reads them only while it runs (an inference pass,
+/// which keeps nothing for a backward pass). They are copied into a per-thread buffer reused across
+/// calls, which spares the fresh allocation and its zeroing that [`dense`] costs (measured: the
+/// zeroing alone was 5 % of an encoder's inference time in evaluation).
+pub fn with_values<S: Shape, T, R>(t: &Tensor<S, f32, Cpu, T>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let n = t.shape().num_elements();
+    if n > REUSED_MAX {
+        return f(&dense(t));
+    }
+    // A nested call (a rayon task run while `f` waits) simply gets a buffer of its own.
+    let mut buf = VALUES.with(|c| c.take());
+    if buf.len() < n {
+        buf = zeros(n);
+    }
+    t.copy_into(&mut buf[..n]);
+    debug_assert!(buf[..n] == t.as_vec()[..], "fused CPU ops need dense row-major tensors");
+    let r = f(&buf[..n]);
+    VALUES.with(|c| c.set(buf));
+    r
+}
+
 /// `n` zeros, written in parallel when there are many, so that the allocation's first touch (page
 /// faults) and the fill are shared by the threads instead of run on the thread that runs the tape.
 pub fn zeros(n: usize) -> Vec<f32> {
@@ -81,7 +111,22 @@ pub(crate) use free_grad;
 
 #[cfg(test)]
 mod tests {
-    use super::planes;
+    use super::{planes, with_values};
+    use dfdx::prelude::*;
+
+    /// The reused buffer hands out exactly the tensor's values: after a larger tensor (whose values
+    /// stay in the buffer beyond a smaller one's), inside a nested call, and past the reuse limit.
+    #[test]
+    fn with_values_gives_exactly_the_tensors_values() {
+        let dev = Cpu::default();
+        let t = |n: usize, at: f32| dev.tensor_from_vec((0..n).map(|i| at + i as f32).collect(), (n,));
+        for (n, at) in [(10, 0.0), (1000, 5.0), (7, -3.0), (5 << 20, 1.0), (3, 9.0)] {
+            let x = t(n, at);
+            let (outer, inner) = with_values(&x, |v| (v.to_vec(), with_values(&t(4, 100.0), |w| w.to_vec())));
+            assert_eq!(outer, x.as_vec(), "{n} values");
+            assert_eq!(inner, vec![100.0, 101.0, 102.0, 103.0], "nested call inside {n}");
+        }
+    }
 
     /// Planes that straddle the parallel blocks (20,001 values each, blocks of 32,768), and small ones.
     #[test]

@@ -4,7 +4,7 @@
 //! rather than kept, which trades a cheap copy for a lot of memory traffic and peak memory. These are the fast path; `gather.rs` computes the
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
-use super::cpu_values::{dense, free_grad, grad_slices, planes};
+use super::cpu_values::{dense, free_grad, grad_slices, planes, with_values};
 use super::fused_act::{activate_in_place, activation_grad_in_place};
 use super::geom::ConvGeom;
 use super::kernels::{
@@ -14,6 +14,7 @@ use super::{Flat, GradNeeds, Rebuild, Tensor2, OT};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// A `Conv` whose product has an inner dimension (input channels × kernel taps) of at most this
@@ -94,9 +95,10 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
             // SAFETY: each tile owns columns off..off+cols of every row of y.
             unsafe {
                 for (o, &bias) in b.iter().enumerate() {
-                    // Raw writes, not a slice: the memory is not initialised yet.
-                    let row = yp.get().add(o * n + off);
-                    (0..cols).for_each(|i| row.add(i).write(bias));
+                    // As `MaybeUninit`: the memory is not initialised yet. (`fill` vectorises; the
+                    // write-by-write loop it replaces was 4 % of an encoder's inference time.)
+                    let row = std::slice::from_raw_parts_mut(yp.get().add(o * n + off).cast::<MaybeUninit<f32>>(), cols);
+                    row.fill(MaybeUninit::new(bias));
                 }
                 gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(w, kdim), View::rows(col, cols), false);
             }
@@ -132,6 +134,15 @@ pub fn conv2d(
     let (w, tw) = w.split_tape();
     let (b, tb) = b.split_tape();
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
+    if needs.none() {
+        // No backward pass: the input's values are read only here (see `with_values`).
+        let mut y = with_values(&x, |xv| conv_forward(xv, batch, &dense(&w), &dense(&b), &g, cout));
+        if let Some(slope) = act {
+            activate_in_place(&mut y, slope);
+        }
+        let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
+        return (out.put_tape(tx.merge(tw).merge(tb)), None);
+    }
     let (x_vals, w_vals, b_vals) = (Arc::new(dense(&x)), Arc::new(dense(&w)), Arc::new(dense(&b)));
     // The copy is what backward uses; the input itself can go now, not when this function returns
     // (at 256 px that is 134 MB less at the forward pass's peak).
@@ -144,9 +155,6 @@ pub fn conv2d(
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
     let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
     let mut tape = tx.merge(tw).merge(tb);
-    if needs.none() {
-        return (out.put_tape(tape), None);
-    }
     let rebuild = (kdim <= REBUILD_MAX_INNER).then(|| {
         let (x, w, b) = (x_vals.clone(), w_vals.clone(), b_vals.clone());
         Rebuild::new(move || {
