@@ -13,8 +13,9 @@
 //!   the decoder L_img + a_v·L_vrec.
 //!
 //! One pass computes both. The decoder's terms (L_img, L_vrec) have the same weights in both losses,
-//! and the encoder-only terms are built so that no gradient reaches the decoder's weights (D runs
-//! frozen in L_zN and L_zH; L_kl never touches D). So the gradient of the sum, restricted to each
+//! and the encoder-only terms are built so that no gradient reaches the decoder's weights (the images
+//! L_zN and L_zH encode are constants: D(z) decoded off the tape, and the values of D(sg μ) that
+//! L_vrec computes anyway; L_kl never touches D). So the gradient of the sum, restricted to each
 //! group, is exactly that group's loss gradient: the caller steps both groups from it.
 
 use super::{value, Routed, StepData};
