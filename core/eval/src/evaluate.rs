@@ -236,7 +236,7 @@ impl TestPass {
                 continue;
             }
             let x = to_tensor(dev, &batch);
-            let ctx = Ctx::new(&run.store, false, spec.seed, bi as u64);
+            let ctx = Ctx::inference(&run.store, spec.seed, bi as u64);
             let noise = normal_noise(dev, spec.seed, "eval-noise", bi as u64, code, chunk.len());
             // One encoder pass serves both: the sampled code scores the ELBO, the mean is reconstructed.
             let enc = model.encode(&ctx, x.clone(), noise);

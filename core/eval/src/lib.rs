@@ -291,7 +291,7 @@ fn write_factor_grids<D: Backend>(
     let shape = (fake.c, fake.h, fake.w);
     let k = spec.eval.grid_images;
     let code = model.latent.code_shape().len();
-    let ctx = Ctx::new(store, false, spec.seed, 0);
+    let ctx = Ctx::inference(store, spec.seed, 0);
     let mut written = Vec::new();
     for (f, name) in names.iter().enumerate() {
         let values: Vec<f32> = {
@@ -359,7 +359,7 @@ fn write_grids<D: Backend>(
         save(&grid::grid(&cells, shape, 8.min(2 * k)), &out_dir.join(paths::RECONSTRUCTIONS_PNG))?;
     }
 
-    let ctx = Ctx::new(store, false, spec.seed, 0);
+    let ctx = Ctx::inference(store, spec.seed, 0);
     let code = model.latent.code_shape().len();
     let decode = |z: Vec<f32>, count: usize| decode_codes(dev, model, &ctx, z, count, real.image_len());
     // Samples from the prior: grid_images × grid_images.

@@ -133,7 +133,7 @@ impl LoadedRun {
         for start in (0..images.n).step_by(bs) {
             let end = (start + bs).min(images.n);
             let chunk = images.range(start, end);
-            let ctx = Ctx::new(&self.store, false, self.spec.seed, start as u64);
+            let ctx = Ctx::inference(&self.store, self.spec.seed, start as u64);
             let noise = normal_noise(dev, self.spec.seed, "analysis", start as u64, code, end - start);
             let enc = self.model.encode(&ctx, to_tensor(dev, &chunk), noise);
             let rows = |v: Vec<f32>| from_batch_last(&v, end - start).chunks(code).map(<[f32]>::to_vec).collect::<Vec<_>>();
@@ -157,7 +157,7 @@ impl LoadedRun {
                     z[d * n + j] = *v;
                 }
             }
-            let ctx = Ctx::new(&self.store, false, self.spec.seed, 0);
+            let ctx = Ctx::inference(&self.store, self.spec.seed, 0);
             let zt = self.store.dev.tensor_from_vec(z, (code, n));
             let imgs = self.model.to_image(self.model.decode(&ctx, zt.retaped())).as_vec();
             out.extend(from_batch_last(&imgs, n).chunks(image_len).map(<[f32]>::to_vec));

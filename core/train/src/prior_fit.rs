@@ -68,7 +68,7 @@ pub fn fit_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorFit, PriorE
         for (bi, chunk) in idx.chunks(run.spec.data.batch).enumerate() {
             let images = run.dataset.batch(split, chunk);
             let x = vaelab_nn::batch::to_tensor(&run.store.dev, &images);
-            let ctx = Ctx::new(&run.store, false, run.spec.seed, bi as u64);
+            let ctx = Ctx::inference(&run.store, run.spec.seed, bi as u64);
             let ze = run.model.pre_quantization(&ctx, x).expect("checked: a quantized latent");
             out.extend(q.nearest_codes(&run.store, &ze, chunk.len()));
         }
@@ -125,7 +125,7 @@ pub fn fit_prior(run_dir: &Path, opts: &PriorOptions) -> Result<PriorFit, PriorE
 fn held_out_nll(net: &vaelab_models::prior::PixelCnn, store: &ParamStore<Cpu>, grids: &[Vec<usize>], batch: usize) -> f64 {
     let mut sum = 0.0;
     for chunk in grids.chunks(batch.max(1)) {
-        let ctx = Ctx::new(store, false, 0, 0);
+        let ctx = Ctx::inference(store, 0, 0);
         sum += net.loss(&ctx, chunk).as_vec()[0] as f64 * chunk.len() as f64;
     }
     sum / grids.len().max(1) as f64

@@ -131,7 +131,7 @@ impl Trained {
     }
 
     fn ctx(&self) -> Ctx<'_, Cpu> {
-        Ctx::new(&self.store, false, self.spec.seed, 0)
+        Ctx::inference(&self.store, self.spec.seed, 0)
     }
 
     /// Codes of `images` (each C×H×W in [0, 1]), encoded as one batch.
