@@ -1,6 +1,7 @@
 //! Raw access to CPU tensors for the fused ops (`fused`, `fused_act`): a tensor's values as a
 //! plain vector, and several gradient buffers as mutable slices at once.
 
+use super::kernels::with_reused;
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
@@ -33,16 +34,11 @@ pub fn with_values<S: Shape, T, R>(t: &Tensor<S, f32, Cpu, T>, f: impl FnOnce(&[
     if n > REUSED_MAX {
         return f(&dense(t));
     }
-    // A nested call (a rayon task run while `f` waits) simply gets a buffer of its own.
-    let mut buf = VALUES.with(|c| c.take());
-    if buf.len() < n {
-        buf = zeros(n);
-    }
-    t.copy_into(&mut buf[..n]);
-    debug_assert!(buf[..n] == t.as_vec()[..], "fused CPU ops need dense row-major tensors");
-    let r = f(&buf[..n]);
-    VALUES.with(|c| c.set(buf));
-    r
+    with_reused(&VALUES, n, |buf| {
+        t.copy_into(buf);
+        debug_assert!(buf[..] == t.as_vec()[..], "fused CPU ops need dense row-major tensors");
+        f(buf)
+    })
 }
 
 /// `n` zeros, written in parallel when there are many, so that the allocation's first touch (page

@@ -218,16 +218,27 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on a per-thread buffer of `len` values, reused across calls so that tiles neither
-/// allocate nor page-fault. Its contents are unspecified: `f` must write before it reads.
-pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.with(|c| c.take()); // a nested call simply gets an empty buffer
+/// A per-thread buffer reused across calls (see [`with_reused`]).
+pub(crate) type ReusedBuffer = std::thread::LocalKey<std::cell::Cell<Vec<f32>>>;
+
+/// Runs `f` on the first `len` values of the per-thread buffer `slot`, grown as needed and reused
+/// across calls, so that callers neither allocate nor page-fault. Its contents are unspecified:
+/// `f` must write before it reads. A nested call on the same slot (a rayon task run while `f`
+/// waits) simply gets a buffer of its own.
+pub(crate) fn with_reused<R>(slot: &'static ReusedBuffer, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = slot.with(|c| c.take());
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
     let r = f(&mut buf[..len]);
-    SCRATCH.with(|c| c.set(buf));
+    slot.with(|c| c.set(buf));
     r
+}
+
+/// Runs `f` on a per-thread scratch buffer of `len` values (column matrices of a tile), reused
+/// across calls. Its contents are unspecified: `f` must write before it reads.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_reused(&SCRATCH, len, f)
 }
 
 /// `col[r, pos·B + b] = img[source(r, pos), b]` over all positions (one tile).
