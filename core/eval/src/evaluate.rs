@@ -48,7 +48,10 @@ pub fn evaluate(run_dir: &Path, opts: &EvalOptions) -> Result<EvalRecord, EvalEr
         None => None,
     };
     let target = Target { checkpoint: opts.checkpoint.as_deref(), split: opts.split, data, out: opts.out.clone(), plugin_notes };
-    vaelab_nn::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, &target))
+    // On a pool thread, as training (see `vaelab_nn::pool`).
+    vaelab_nn::pool::on_pool_thread(|| {
+        vaelab_nn::on_device!(spec.device, spec.seed, |dev| evaluate_on(dev, &spec, run_dir, &target))
+    })
 }
 
 /// Which evaluation this is, and where it goes.

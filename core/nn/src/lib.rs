@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod layers;
 pub mod optim;
 pub mod params;
+pub mod pool;
 pub mod shape;
 pub mod subnormal;
 pub mod update;

@@ -41,7 +41,8 @@ pub enum BenchError {
 
 /// Times `steps` training steps on the spec's device; the first two are warm-up and not counted.
 pub fn time_steps(spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
-    vaelab_nn::on_device!(spec.device, spec.seed, |dev| time_steps_on(dev, spec, steps))
+    // On a pool thread, as `Session::step` runs a training step (see `vaelab_nn::pool`).
+    vaelab_nn::pool::on_pool_thread(|| vaelab_nn::on_device!(spec.device, spec.seed, |dev| time_steps_on(dev, spec, steps)))
 }
 
 fn time_steps_on<D: Backend>(dev: D, spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use vaelab_datasets::ImageBatch;
 use vaelab_nn::optim::StepFailure;
+use vaelab_nn::pool::PoolAwareThread;
 use vaelab_nn::Backend;
 use vaelab_plugin_host::PluginSet;
 use vaelab_runs::checkpoint::{self, CheckpointError};
@@ -71,7 +72,9 @@ pub enum TrainOutcome {
 
 /// Trains `spec` into `opts.run_dir` (creating it, or resuming it).
 pub fn train(spec: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
-    vaelab_nn::on_device!(spec.device, spec.seed, |dev| train_on(dev, spec, opts))
+    // The steps run on a pool thread, where their kernels split work without waking the caller
+    // (see `vaelab_nn::pool`).
+    vaelab_nn::pool::on_pool_thread(|| vaelab_nn::on_device!(spec.device, spec.seed, |dev| train_on(dev, spec, opts)))
 }
 
 /// The weight of each loss term at `step` (warm-ups applied).
@@ -149,15 +152,17 @@ fn run_steps<D: Backend>(
     // The next step's batch is decoded, generated and augmented on another thread while this step
     // trains; batches are pure functions of (seed, step), so this changes no number.
     std::thread::scope(|scope| {
-        let mut prefetched: Option<std::thread::ScopedJoinHandle<'_, ImageBatch>> = None;
+        // The steps run on a pool thread (see [`train`]) and the prefetch decodes its images with
+        // rayon, in the same pool, so every wait for it, on any way out, must keep the pool going.
+        let mut prefetched: Option<PoolAwareThread<'_, ImageBatch>> = None;
         for step in start..total {
             let t0 = Instant::now();
             let images = match prefetched.take() {
-                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Some(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 None => fetch(step),
             };
             if step + 1 < total {
-                prefetched = Some(scope.spawn(move || fetch(step + 1)));
+                prefetched = Some(PoolAwareThread::spawn(scope, move || fetch(step + 1)));
             }
             let mut values = BTreeMap::new();
             let summary = match session.step(step, &images, &mut values) {
