@@ -41,7 +41,7 @@ pub enum BenchError {
 
 /// Times `steps` training steps on the spec's device; the first two are warm-up and not counted.
 pub fn time_steps(spec: &Experiment, steps: usize) -> Result<BenchResult, BenchError> {
-    // On a pool thread, as `Session::step` runs a training step (see `vaelab_nn::pool`).
+    // On a pool thread, as `train` runs its steps (see `vaelab_nn::pool`).
     vaelab_nn::pool::on_pool_thread(|| vaelab_nn::on_device!(spec.device, spec.seed, |dev| time_steps_on(dev, spec, steps)))
 }
 
