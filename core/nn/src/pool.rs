@@ -22,7 +22,7 @@ pub fn on_pool_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
 /// `join` would block a thread the other one may be waiting for (with a one-thread pool, the only
 /// one: a deadlock); so until the thread is done, this one runs the pool's pending work, or naps
 /// briefly when there is none. Elsewhere it is a plain `join`.
-pub fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> std::thread::Result<T> {
+fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> std::thread::Result<T> {
     while !handle.is_finished() {
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => {}
@@ -69,33 +69,39 @@ mod tests {
     use rayon::prelude::*;
     use std::time::Duration;
 
+    /// What `run` returns, run on its own thread with a one-thread pool, or `None` when it has not
+    /// finished within 20 s (a deadlock: the thread is left behind).
+    fn within_a_time_limit<T: Send + 'static>(run: impl FnOnce(&rayon::ThreadPool) -> T + Send + 'static) -> Option<T> {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            done.send(run(&pool)).unwrap();
+        });
+        finished.recv_timeout(Duration::from_secs(20)).ok()
+    }
+
     /// A one-thread pool whose only thread waits for a thread that hands the pool work: with a
     /// plain `join` this never finishes.
     #[test]
     fn waiting_for_a_thread_that_uses_the_pool_keeps_the_pool_going() {
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-            let sum = pool.install(|| {
+        let sum = within_a_time_limit(|pool| {
+            pool.install(|| {
                 std::thread::scope(|scope| {
                     let handle = scope.spawn(|| pool.install(|| (0..1000u64).into_par_iter().sum::<u64>()));
                     // Let the thread queue its work before this one waits.
                     std::thread::sleep(Duration::from_millis(50));
                     join_scoped(handle).unwrap()
                 })
-            });
-            done.send(sum).unwrap();
+            })
         });
-        assert_eq!(finished.recv_timeout(Duration::from_secs(20)), Ok(499_500));
+        assert_eq!(sum, Some(499_500));
     }
 
     /// The same, when the waiting thread leaves the scope without joining (an early return).
     #[test]
     fn leaving_a_scope_early_keeps_the_pool_going() {
-        let (done, finished) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-            let left = pool.install(|| {
+        let left = within_a_time_limit(|pool| {
+            pool.install(|| {
                 std::thread::scope(|scope| {
                     let _thread = PoolAwareThread::spawn(scope, || {
                         std::thread::sleep(Duration::from_millis(50));
@@ -103,10 +109,9 @@ mod tests {
                     });
                     "left early"
                 })
-            });
-            done.send(left).unwrap();
+            })
         });
-        assert_eq!(finished.recv_timeout(Duration::from_secs(20)), Ok("left early"));
+        assert_eq!(left, Some("left early"));
     }
 
     #[test]
