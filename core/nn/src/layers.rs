@@ -507,19 +507,8 @@ fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {
             Act { t: y, shape: x.shape, needs_grad: true }
         }
         Op::Conv { .. } | Op::ConvT { .. } => unreachable!("forward_ops runs convolutions through forward_conv"),
-        Op::Upsample { rows } => {
-            let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
-            let t = x.t.gather(idx);
-            Act { t, shape: x.shape, needs_grad: true }
-        }
-        Op::AvgPool { rows, group } => {
-            // Gather each block's rows next to each other, then average them: dfdx ops only, so the
-            // same code runs on CUDA, and the gather's backward scatters the gradient back.
-            let out = rows.len() / group;
-            let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
-            let t = x.t.gather(idx).reshape_like(&(out, *group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / *group as f32);
-            Act { t, shape: x.shape, needs_grad: true }
-        }
+        Op::Upsample { rows } => Act { t: D::gather_rows(x.t, rows), shape: x.shape, needs_grad: true },
+        Op::AvgPool { rows, group } => Act { t: D::avg_pool_rows(x.t, rows, *group), shape: x.shape, needs_grad: true },
         Op::Reshape => x,
         Op::Relu => {
             let shape = x.shape;

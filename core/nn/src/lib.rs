@@ -13,6 +13,7 @@ pub mod fused_act;
 pub mod fused_loss;
 pub mod fused_norm;
 pub mod fused_optim;
+pub mod fused_rows;
 pub mod gather;
 pub mod geom;
 pub mod infer;
@@ -147,6 +148,21 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         x.prelu(slope)
     }
 
+    /// `Upsample`: output row i is row `rows[i]` of x (rows, batch).
+    fn gather_rows(x: Tensor2<Self>, rows: &[usize]) -> Tensor2<Self> {
+        let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
+        x.gather(idx)
+    }
+
+    /// `AvgPool`: output row o is the mean of rows `rows[o·group..(o+1)·group]` of x (rows, batch).
+    /// Gathers each block's rows next to each other, then averages them; the gather's backward pass
+    /// scatters the gradient back.
+    fn avg_pool_rows(x: Tensor2<Self>, rows: &[usize], group: usize) -> Tensor2<Self> {
+        let (out, batch) = (rows.len() / group, x.shape().1);
+        let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
+        x.gather(idx).reshape_like(&(out, group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / group as f32)
+    }
+
     /// Σ over every element of BCE-with-logits(`logits`, `targets`) (dfdx's
     /// `bce_with_logits(…).sum()`), on the tape of `logits`.
     fn bce_with_logits_sum(logits: Tensor2<Self>, targets: Tensor<(usize, usize), f32, Self>) -> Tensor<(), f32, Self, OT<Self>> {
@@ -269,6 +285,12 @@ impl Backend for Cpu {
     }
     fn leaky_relu(x: Tensor2<Self>, slope: f32) -> Tensor2<Self> {
         fused_act::leaky_relu(x, slope)
+    }
+    fn gather_rows(x: Tensor2<Self>, rows: &[usize]) -> Tensor2<Self> {
+        fused_rows::gather_rows(x, rows)
+    }
+    fn avg_pool_rows(x: Tensor2<Self>, rows: &[usize], group: usize) -> Tensor2<Self> {
+        fused_rows::avg_pool_rows(x, rows, group)
     }
     fn bce_with_logits_sum(logits: Tensor2<Self>, targets: Tensor<(usize, usize), f32, Self>) -> Tensor<(), f32, Self, OT<Self>> {
         fused_loss::bce_with_logits_sum(logits, targets)
