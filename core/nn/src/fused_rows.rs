@@ -158,15 +158,8 @@ mod tests {
                 let y = match (fused, group) {
                     (true, 1) => gather_rows(x.with_empty_tape(), &rows),
                     (true, _) => avg_pool_rows(x.with_empty_tape(), &rows, group),
-                    (false, _) => {
-                        let idx = dev.tensor_from_vec(rows.clone(), (rows.len(),));
-                        let g = x.with_empty_tape().gather(idx);
-                        if group == 1 {
-                            g
-                        } else {
-                            g.reshape_like(&(out_rows, group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / group as f32)
-                        }
-                    }
+                    (false, 1) => crate::gather_rows_generic(x.with_empty_tape(), &rows),
+                    (false, _) => crate::avg_pool_rows_generic(x.with_empty_tape(), &rows, group),
                 };
                 let yv = y.as_vec();
                 let loss = (y * dev.tensor_from_vec(weights.clone(), (out_rows, batch))).sum::<(), _>()

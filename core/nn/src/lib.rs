@@ -150,17 +150,12 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
 
     /// `Upsample`: output row i is row `rows[i]` of x (rows, batch).
     fn gather_rows(x: Tensor2<Self>, rows: &[usize]) -> Tensor2<Self> {
-        let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
-        x.gather(idx)
+        gather_rows_generic(x, rows)
     }
 
     /// `AvgPool`: output row o is the mean of rows `rows[o·group..(o+1)·group]` of x (rows, batch).
-    /// Gathers each block's rows next to each other, then averages them; the gather's backward pass
-    /// scatters the gradient back.
     fn avg_pool_rows(x: Tensor2<Self>, rows: &[usize], group: usize) -> Tensor2<Self> {
-        let (out, batch) = (rows.len() / group, x.shape().1);
-        let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
-        x.gather(idx).reshape_like(&(out, group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / group as f32)
+        avg_pool_rows_generic(x, rows, group)
     }
 
     /// Σ over every element of BCE-with-logits(`logits`, `targets`) (dfdx's
@@ -227,6 +222,20 @@ pub fn batch_norm_train_generic<D: Backend>(
     let std = (v + eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
     let y = centred / std * w.broadcast_like::<_, Axis<1>>(&(c, n)) + b.broadcast_like::<_, Axis<1>>(&(c, n));
     (activate(y.reshape_like(&(rows, batch)), act), BatchStats { mean, var })
+}
+
+/// `Upsample` from dfdx's `gather`: the definition the CPU's fused kernel (`fused_rows`) is checked against.
+pub fn gather_rows_generic<D: Backend>(x: Tensor2<D>, rows: &[usize]) -> Tensor2<D> {
+    let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
+    x.gather(idx)
+}
+
+/// `AvgPool` from dfdx's ops: each block's rows gathered next to each other, then averaged (the
+/// gather's backward pass scatters the gradient back); checked against as `gather_rows_generic` is.
+pub fn avg_pool_rows_generic<D: Backend>(x: Tensor2<D>, rows: &[usize], group: usize) -> Tensor2<D> {
+    let (out, batch) = (rows.len() / group, x.shape().1);
+    let idx = x.device().tensor_from_vec(rows.to_vec(), (rows.len(),));
+    x.gather(idx).reshape_like(&(out, group, batch)).sum::<(usize, usize), Axis<1>>() * (1.0 / group as f32)
 }
 
 /// The activation a convolution's output goes through, as the standalone layers compute it: ReLU
