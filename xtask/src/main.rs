@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     }
 }
 
-const REPRO_USAGE: &str = "[--suite quick|study|FILE] [--threads N] [--jobs N] [--filter TEXT] [--fresh] [--device cpu|cuda:N] [--out DIR] [--collect] [--emit slurm DIR]";
+const REPRO_USAGE: &str = "[--suite quick|study|FILE] [--threads N] [--jobs N] [--filter TEXT] [--fresh] [--device cpu|cuda:N] [--out DIR] [--collect] [--emit slurm DIR] [--dev]";
 
 /// Builds xtask in release together with the CLI and returns the binary. The CLI is built because
 /// a suite's Slurm array runs `target/release/vaelab`; building both in one cargo call also resolves
@@ -69,8 +69,12 @@ fn release_xtask() -> Result<PathBuf, String> {
 /// `cargo xtask repro`: runs a suite (release build of the library), writes its table and plots,
 /// and exits 1 when an expectation fails, naming each.
 fn repro_command(args: &[String]) -> ExitCode {
-    // `cargo xtask` builds the dev profile; training belongs in release (several times faster).
-    if cfg!(debug_assertions) && std::env::var_os("VAELAB_XTASK_RELEASE").is_none() {
+    // `cargo xtask` builds the dev profile, and a user's suite trains in release. `--dev` trains in this
+    // build as it is: CI runs the quick suite on the dev binaries its test stage built (its dependencies
+    // are optimised and without debug assertions, so it trains nearly as fast) rather than spend six
+    // minutes on a release build of everything.
+    let dev = args.iter().any(|a| a == "--dev");
+    if cfg!(debug_assertions) && !dev && std::env::var_os("VAELAB_XTASK_RELEASE").is_none() {
         return match release_xtask() {
             Ok(xtask) => {
                 let status = Command::new(xtask).arg("repro").args(args).env("VAELAB_XTASK_RELEASE", "1").status();
@@ -95,7 +99,7 @@ fn repro_command(args: &[String]) -> ExitCode {
         let a = args[i].as_str();
         if known_flags.contains(&a) {
             i += if a == "--emit" { 3 } else { 2 };
-        } else if a == "--fresh" || a == "--collect" {
+        } else if a == "--fresh" || a == "--collect" || a == "--dev" {
             i += 1;
         } else {
             eprintln!("xtask repro: unknown argument `{a}`\nusage: cargo xtask repro {REPRO_USAGE}");
@@ -140,6 +144,7 @@ fn repro_command(args: &[String]) -> ExitCode {
         device,
         progress: true,
         stop,
+        vaelab: root().join(if dev { "target/debug/vaelab" } else { "target/release/vaelab" }),
     };
     match repro::run(&opts, &mode, &root()) {
         Ok(outcome) if matches!(mode, repro::Mode::EmitSlurm(_)) => {

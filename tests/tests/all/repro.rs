@@ -43,6 +43,7 @@ fn options(suite_file: PathBuf, out: &Path) -> Options {
         device: None,
         progress: false,
         stop: Arc::new(AtomicBool::new(false)),
+        vaelab: workspace().join("target/release/vaelab"),
     }
 }
 

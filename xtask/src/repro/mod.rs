@@ -40,6 +40,9 @@ pub struct Options {
     pub progress: bool,
     /// Set by Ctrl-C: running tasks checkpoint and stop.
     pub stop: Arc<AtomicBool>,
+    /// The `vaelab` binary an emitted Slurm array calls (`target/release/vaelab`, or `target/debug/vaelab`
+    /// under `--dev`).
+    pub vaelab: PathBuf,
 }
 
 pub struct Outcome {
@@ -126,7 +129,7 @@ pub fn run(opts: &Options, mode: &Mode, workspace: &Path) -> Result<Outcome, Str
     }
     if let Mode::EmitSlurm(dir) = mode {
         let threads = (opts.threads / opts.jobs.max(1)).max(1);
-        slurm::emit(&suite, &opts.suite_file, &prepared, dir, threads, workspace)?;
+        slurm::emit(&suite, &opts.suite_file, &prepared, dir, threads, &opts.vaelab)?;
         return Ok(Outcome { results_dir: dir.clone(), ran: 0, reused: 0, failures: vec![], table: String::new() });
     }
     let (ran, reused) = match mode {

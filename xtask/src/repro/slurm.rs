@@ -15,7 +15,7 @@ pub fn emit(
     prepared: &[Prepared],
     dir: &Path,
     threads: usize,
-    workspace: &Path,
+    vaelab: &Path,
 ) -> Result<(), String> {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -31,7 +31,7 @@ pub fn emit(
         let _ = writeln!(tasks, "{}\t{spec}\t{}\t{}", p.task.slug(), run.display(), super::execute::run_hash(&p.experiment));
     }
     write("tasks.tsv", &tasks)?;
-    write("job.sh", &script(&suite.name, prepared.len(), threads, &workspace.join("target/release/vaelab")))?;
+    write("job.sh", &script(&suite.name, prepared.len(), threads, vaelab))?;
     let job = dir.join("job.sh");
     #[cfg(unix)]
     {
