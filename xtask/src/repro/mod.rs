@@ -40,8 +40,8 @@ pub struct Options {
     pub progress: bool,
     /// Set by Ctrl-C: running tasks checkpoint and stop.
     pub stop: Arc<AtomicBool>,
-    /// The `vaelab` binary an emitted Slurm array calls (`target/release/vaelab`, or `target/debug/vaelab`
-    /// under `--dev`).
+    /// The `vaelab` binary an emitted Slurm array calls: the CLI of the profile xtask runs in
+    /// (`target/release/vaelab`, or `target/debug/vaelab` under `--dev`).
     pub vaelab: PathBuf,
 }
 
