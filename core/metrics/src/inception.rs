@@ -266,7 +266,7 @@ impl Inception {
                     debug_assert_eq!(*cin, x.c);
                     let g = ConvGeom::conv_rect(x.c, x.h, x.w, *k, *s, *p).expect("299 px input fits every layer");
                     let f = &self.convs[name.as_str()];
-                    let mut v = conv_forward(&x.v, batch, &f.w, &f.b, &g, *cout);
+                    let mut v = conv_forward(&x.v, batch, &f.w, &f.b, &g, *cout, None);
                     v.par_iter_mut().for_each(|a| *a = a.max(0.0));
                     Acts { v, c: *cout, h: g.oh, w: g.ow }
                 }

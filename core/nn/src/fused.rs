@@ -5,7 +5,7 @@
 //! same functions from dfdx's own ops (any device) and the tests compare the two.
 
 use super::cpu_values::{dense, free_grad, grad_slices, planes, with_values};
-use super::fused_act::{activate_in_place, activation_grad_in_place};
+use super::fused_act::{activate, activate_in_place, activation_grad_in_place};
 use super::geom::ConvGeom;
 use super::kernels::{
     add_row_sums, col2im_range_add, gemm_into, im2col_range, scatter_tiles, tiles, with_scratch, OuterSum, SendPtr, View,
@@ -80,8 +80,10 @@ fn add_weight_grad(
 }
 
 /// The forward pass of `Conv` on raw batch-last values: x (C·H·W, B), weight (Cout, C·kh·kw),
-/// bias (Cout) → (Cout·OH·OW, B). Inference-only networks (the FID Inception) call it directly.
-pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom, cout: usize) -> Vec<f32> {
+/// bias (Cout) → (Cout·OH·OW, B), then the activation `act` if any (as [`activate`]; a pass that
+/// needs the activation's mask for backward passes `None` and applies [`activate_in_place`]).
+/// Inference-only networks (the FID Inception) call it directly.
+pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom, cout: usize, act: Option<f32>) -> Vec<f32> {
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     debug_assert_eq!((x.len(), w.len(), b.len()), (g.c * g.h * g.w * batch, cout * kdim, cout));
     // Not zeroed: every tile fills its columns with the bias before the product adds to them, and the
@@ -101,6 +103,11 @@ pub fn conv_forward(x: &[f32], batch: usize, w: &[f32], b: &[f32], g: &ConvGeom,
                     row.fill(MaybeUninit::new(bias));
                 }
                 gemm_into(cout, cols, kdim, yp.get().add(off), n, true, View::rows(w, kdim), View::rows(col, cols), false);
+                if let Some(slope) = act {
+                    for o in 0..cout {
+                        activate(std::slice::from_raw_parts_mut(yp.get().add(o * n + off), cols), slope);
+                    }
+                }
             }
         });
     });
@@ -136,10 +143,7 @@ pub fn conv2d(
     let (kdim, n) = (g.col_rows(), g.positions() * batch);
     if needs.none() {
         // No backward pass: the input's values are read only here (see `with_values`).
-        let mut y = with_values(&x, |xv| conv_forward(xv, batch, &dense(&w), &dense(&b), &g, cout));
-        if let Some(slope) = act {
-            activate_in_place(&mut y, slope);
-        }
+        let y = with_values(&x, |xv| conv_forward(xv, batch, &dense(&w), &dense(&b), &g, cout, act));
         let out = dev.tensor_from_vec(y, (cout * g.positions(), batch));
         return (out.put_tape(tx.merge(tw).merge(tb)), None);
     }
@@ -149,7 +153,7 @@ pub fn conv2d(
     let xg = x.ghost();
     drop(x);
     let tiles = tiles(&g, batch);
-    let mut y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout);
+    let mut y = conv_forward(&x_vals, batch, &w_vals, &b_vals, &g, cout, None);
     // The activation is applied here, so its input (this convolution's output before it) is never
     // stored: one bit per value is all its gradient needs.
     let mask = act.map(|slope| (activate_in_place(&mut y, slope), slope));
@@ -157,13 +161,7 @@ pub fn conv2d(
     let mut tape = tx.merge(tw).merge(tb);
     let rebuild = (kdim <= REBUILD_MAX_INNER).then(|| {
         let (x, w, b) = (x_vals.clone(), w_vals.clone(), b_vals.clone());
-        Rebuild::new(move || {
-            let mut y = conv_forward(&x, batch, &w, &b, &g, cout);
-            if let Some(slope) = act {
-                activate_in_place(&mut y, slope);
-            }
-            y
-        })
+        Rebuild::new(move || conv_forward(&x, batch, &w, &b, &g, cout, act))
     });
     // A frozen layer's backward pass reads no input values: they go now, not after it.
     let kept = needs.params.then(|| Kept::new(x_vals, input));

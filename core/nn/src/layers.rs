@@ -488,12 +488,9 @@ fn forward_batch_norm<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>, act: Option<
         return Act { t, shape: x.shape, needs_grad: true };
     }
     debug_assert!(act.is_none(), "activations are fused into BatchNorm only in training");
-    let xr = x.t.reshape_like(&(c, n));
-    let mu = ctx.store.get(*mean).tensor.clone().broadcast_like::<_, Axis<1>>(&(c, n));
-    let sd = (ctx.store.get(*var).tensor.clone() + *eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
-    let y = (xr - mu) / sd * ctx.param(*w).broadcast_like::<_, Axis<1>>(&(c, n))
-        + ctx.param(*b).broadcast_like::<_, Axis<1>>(&(c, n));
-    Act { t: y.reshape_like(&(c * hw, batch)), shape: x.shape, needs_grad: true }
+    let (mean, var) = (&ctx.store.get(*mean).tensor, &ctx.store.get(*var).tensor);
+    let t = D::batch_norm_eval(x.t, ctx.grad_needs(x.needs_grad), ctx.param(*w), ctx.param(*b), mean, var, c, *eps);
+    Act { t, shape: x.shape, needs_grad: true }
 }
 
 fn forward_op<D: Backend>(op: &Op, ctx: &Ctx<D>, x: Act<D>) -> Act<D> {

@@ -177,6 +177,22 @@ pub trait Backend: Device<f32> + dfdx::tensor::Synchronize {
         batch_norm_train_generic(x, w, b, c, eps, act)
     }
 
+    /// BatchNorm with its running statistics `mean` and `var` (evaluation mode) over `c` channels;
+    /// `needs` as in `conv2d` (an inference pass needs no backward op).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_eval(
+        x: Tensor2<Self>,
+        _needs: GradNeeds,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        mean: &Flat<Self>,
+        var: &Flat<Self>,
+        c: usize,
+        eps: f32,
+    ) -> Tensor2<Self> {
+        batch_norm_eval_generic(x, w, b, mean, var, c, eps)
+    }
+
     /// `ConvT`: x (Cin·IH·IW, B) → (Cout·H·W, B); `g` is the adjoint convolution's geometry; `act`,
     /// `needs` and `input` as in `conv2d` (no kernel offers a `Rebuild` of a `ConvT`'s output).
     #[allow(clippy::too_many_arguments)]
@@ -222,6 +238,27 @@ pub fn batch_norm_train_generic<D: Backend>(
     let std = (v + eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
     let y = centred / std * w.broadcast_like::<_, Axis<1>>(&(c, n)) + b.broadcast_like::<_, Axis<1>>(&(c, n));
     (activate(y.reshape_like(&(rows, batch)), act), BatchStats { mean, var })
+}
+
+/// BatchNorm with running statistics (evaluation mode) over `c` channels from dfdx's ops,
+/// y = (x − mean)/√(var + ε)·w + b: the definition the CPU's inference kernel (`fused_norm`) is
+/// checked against, and what records the gradients when a backward pass follows.
+pub fn batch_norm_eval_generic<D: Backend>(
+    x: Tensor2<D>,
+    w: Flat<D, OT<D>>,
+    b: Flat<D, OT<D>>,
+    mean: &Flat<D>,
+    var: &Flat<D>,
+    c: usize,
+    eps: f32,
+) -> Tensor2<D> {
+    let (rows, batch) = *x.shape();
+    let n = rows / c.max(1) * batch;
+    let xr = x.reshape_like(&(c, n));
+    let mu = mean.clone().broadcast_like::<_, Axis<1>>(&(c, n));
+    let sd = (var.clone() + eps).sqrt().broadcast_like::<_, Axis<1>>(&(c, n));
+    let y = (xr - mu) / sd * w.broadcast_like::<_, Axis<1>>(&(c, n)) + b.broadcast_like::<_, Axis<1>>(&(c, n));
+    y.reshape_like(&(rows, batch))
 }
 
 /// `Upsample` from dfdx's `gather`: the definition the CPU's fused kernel (`fused_rows`) is checked against.
@@ -313,6 +350,18 @@ impl Backend for Cpu {
         act: Option<f32>,
     ) -> (Tensor2<Self>, BatchStats) {
         fused_norm::batch_norm_train(x, w, b, c, eps, act)
+    }
+    fn batch_norm_eval(
+        x: Tensor2<Self>,
+        needs: GradNeeds,
+        w: Flat<Self, OT<Self>>,
+        b: Flat<Self, OT<Self>>,
+        mean: &Flat<Self>,
+        var: &Flat<Self>,
+        c: usize,
+        eps: f32,
+    ) -> Tensor2<Self> {
+        fused_norm::batch_norm_eval(x, needs, w, b, mean, var, c, eps)
     }
 }
 

@@ -214,7 +214,13 @@ fn fused_convolutions_match_the_gather_path() {
         let x = dev.tensor_from_vec(values(7, c * h * w * batch, 1.0), (c * h * w, batch));
         let wt = dev.tensor_from_vec(values(8, wlen, 0.5), (wlen,));
         let bt = dev.tensor_from_vec(values(9, out, 0.5), (out,));
-        let needs_cases = [GradNeeds::ALL, GradNeeds { input: false, params: true }, GradNeeds { input: true, params: false }];
+        // The last case is an inference pass: no backward op, and a `Conv` activates tile by tile.
+        let needs_cases = [
+            GradNeeds::ALL,
+            GradNeeds { input: false, params: true },
+            GradNeeds { input: true, params: false },
+            GradNeeds { input: false, params: false },
+        ];
         for (act, needs) in [None, Some(0.0), Some(0.2)].into_iter().flat_map(|a| needs_cases.map(|n| (a, n))) {
             // `needs` applies to the fused kernel; a gradient it skips reads as zeros here.
             let run = |fused: bool| {
