@@ -228,7 +228,7 @@ impl TestPass {
         for l in indices.iter().filter_map(|&i| labels[i]) {
             *label_counts.entry(l).or_insert(0) += 1;
         }
-        let bar = indicatif::ProgressBar::new(n as u64);
+        let bar = crate::progress::progress_bar(true, n, "test images");
         for (bi, chunk) in indices.chunks(spec.data.batch).enumerate() {
             let batch = dataset.batch(split, chunk);
             factors.extend(batch.factors.iter().cloned());

@@ -10,6 +10,7 @@
 
 use super::domain_fd::FeatureEncoder;
 use super::MetricEntry;
+use crate::progress::progress_bar;
 use dfdx::prelude::Cpu;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -132,14 +133,22 @@ impl<'a> FactorData<'a> {
     }
 }
 
-/// The codes of shapes images rendered from `factors` (one batch).
-fn encode_rendered<D: Backend>(encoder: &FeatureEncoder<D>, factors: &[Vec<usize>], size: usize, batch: usize) -> Vec<Vec<f64>> {
+/// The codes of shapes images rendered from `factors` (one batch), counted on `bar`.
+fn encode_rendered<D: Backend>(
+    encoder: &FeatureEncoder<D>,
+    factors: &[Vec<usize>],
+    size: usize,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> Vec<Vec<f64>> {
     let mut pixels = vec![0f32; factors.len() * size * size];
     for (f, img) in factors.iter().zip(pixels.chunks_mut(size * size)) {
         ShapeFactors { shape: f[0], scale: f[1], rotation: f[2], x: f[3], y: f[4] }.render_into(size, img);
     }
     let images = ImageBatch { n: factors.len(), c: 1, h: size, w: size, pixels, factors: vec![], bit_depth: 8 };
-    encoder.features(&images, batch)
+    let codes = encoder.features(&images, batch);
+    bar.inc(factors.len() as u64);
+    codes
 }
 
 /// The FactorVAE or BetaVAE score: both encode images rendered from chosen factor values.
@@ -153,29 +162,42 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
     // parallel too; other devices (CUDA's handles are not `Sync`) take the batches in order. A batch
     // holds the same images as when the scores encoded one batch per call, so the codes are the same.
     let batch = spec.data.batch.max(1);
+    let factor_vae = FactorVaeSettings { train_votes: VOTES.0, eval_votes: VOTES.1, ..Default::default() };
+    let beta_vae = BetaVaeSettings { train_points: VOTES.0, eval_points: VOTES.1, ..Default::default() };
+    // Tens of thousands of images, most of a minute on two cores: a bar counts them (hidden when
+    // stderr is not a terminal). FactorVAE encodes the variance points and one batch per vote (it
+    // stops after the variance points when no dimension is active), BetaVAE two batches per point.
+    let (images, what) = if name == "factor_vae" {
+        let s = factor_vae;
+        (s.variance_points + (s.train_votes + s.eval_votes) * s.batch, "FactorVAE score: encoding")
+    } else {
+        let s = beta_vae;
+        ((s.train_points + s.eval_points) * 2 * s.batch, "BetaVAE score: encoding")
+    };
+    let bar = progress_bar(true, images, what);
     let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
         let per_batch: Vec<Vec<Vec<f64>>> = match (store as &dyn std::any::Any).downcast_ref::<ParamStore<Cpu>>() {
             Some(cpu) => {
                 let encoder = FeatureEncoder::new(model, cpu, spec.seed);
-                factors.par_chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect()
+                factors.par_chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch, &bar)).collect()
             }
             None => {
                 let encoder = FeatureEncoder::new(model, store, spec.seed);
-                factors.chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch)).collect()
+                factors.chunks(batch).map(|chunk| encode_rendered(&encoder, chunk, size, batch, &bar)).collect()
             }
         };
         per_batch.into_iter().flatten().collect()
     };
     let mut rng = StreamRng::new(spec.seed, &[vaelab_datasets::tag(name)]);
-    Ok(if name == "factor_vae" {
-        let settings = FactorVaeSettings { train_votes: VOTES.0, eval_votes: VOTES.1, ..Default::default() };
-        let s = disentangle::factor_vae_score(&FACTOR_SIZES, &mut represent, &mut rng, settings);
+    let entries = if name == "factor_vae" {
+        let s = disentangle::factor_vae_score(&FACTOR_SIZES, &mut represent, &mut rng, factor_vae);
         vec![("factor_vae".into(), entry(s.eval_accuracy, format!("FactorVAE score (Kim & Mnih 2018): majority-vote accuracy on {} evaluation votes ({} training votes, batches of 64, pruning std < 0.05; {} active dimensions)", VOTES.1, VOTES.0, s.active_dims)))]
     } else {
-        let settings = BetaVaeSettings { train_points: VOTES.0, eval_points: VOTES.1, ..Default::default() };
-        let s = disentangle::beta_vae_score(&FACTOR_SIZES, &mut represent, &mut rng, settings);
+        let s = disentangle::beta_vae_score(&FACTOR_SIZES, &mut represent, &mut rng, beta_vae);
         vec![("beta_vae".into(), entry(s.eval_accuracy, format!("BetaVAE score (Higgins et al. 2017): logistic-regression accuracy on {} evaluation points ({} training points, batches of 64)", VOTES.1, VOTES.0)))]
-    })
+    };
+    bar.finish_and_clear();
+    Ok(entries)
 }
 
 /// Computes the requested factor metrics; a metric that cannot be computed for this dataset is

@@ -11,6 +11,7 @@ pub mod domain_fd;
 mod evaluate;
 pub mod factors;
 pub mod grid;
+mod progress;
 pub mod report;
 
 pub use evaluate::evaluate;

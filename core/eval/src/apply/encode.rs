@@ -3,8 +3,8 @@
 use super::codes::{read_codes, CodeKind, CodeLayout, CodeRow, CodeWriter};
 use super::inputs::{for_each_batch, InputTally};
 use super::output::{png_path, rel_text, write_png, ImageFormat, Output};
-use super::reconstruct::progress_bar;
 use super::{ApplyError, BatchCodes, Trained};
+use crate::progress::progress_bar;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use vaelab_datasets::{list_inputs, Fit, Split};

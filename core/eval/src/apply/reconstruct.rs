@@ -4,6 +4,7 @@
 use super::inputs::{for_each_batch, InputTally};
 use super::output::{png_path, rel_text, write_png, ImageFormat, Output};
 use super::{ApplyError, Trained};
+use crate::progress::progress_bar;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use vaelab_datasets::{list_inputs, Fit, ImageBatch};
@@ -118,18 +119,4 @@ pub fn reconstruct(run: &Trained, opts: &ReconstructOptions) -> Result<Reconstru
     out_dir.keep();
     let n = tally.images as f64;
     Ok(ReconstructSummary { mean_mse: sums[0] / n, mean_psnr: sums[1] / n, mean_ssim: sums[2] / n, csv: csv_path, tally })
-}
-
-/// A progress bar over `len` items, hidden when `show` is false or stderr is not a terminal.
-pub(crate) fn progress_bar(show: bool, len: usize, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}]")
-            .expect("a valid template"),
-    );
-    bar.set_message(what.to_string());
-    bar
 }

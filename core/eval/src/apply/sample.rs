@@ -9,8 +9,8 @@
 //! time: memory does not grow with N.
 
 use super::output::{write_png, ImageFormat, Output};
-use super::reconstruct::progress_bar;
 use super::{ApplyError, Trained};
+use crate::progress::progress_bar;
 use npyz::WriterBuilder;
 use rayon::prelude::*;
 use std::path::PathBuf;
