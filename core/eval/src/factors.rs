@@ -165,14 +165,11 @@ fn rendered_score<D: Backend>(name: &str, spec: &Experiment, model: &Model, stor
     let factor_vae = FactorVaeSettings { train_votes: VOTES.0, eval_votes: VOTES.1, ..Default::default() };
     let beta_vae = BetaVaeSettings { train_points: VOTES.0, eval_points: VOTES.1, ..Default::default() };
     // Tens of thousands of images, most of a minute on two cores: a bar counts them (hidden when
-    // stderr is not a terminal). FactorVAE encodes the variance points and one batch per vote (it
-    // stops after the variance points when no dimension is active), BetaVAE two batches per point.
+    // stderr is not a terminal).
     let (images, what) = if name == "factor_vae" {
-        let s = factor_vae;
-        (s.variance_points + (s.train_votes + s.eval_votes) * s.batch, "FactorVAE score: encoding")
+        (factor_vae.images(), "FactorVAE score: encoding")
     } else {
-        let s = beta_vae;
-        ((s.train_points + s.eval_points) * 2 * s.batch, "BetaVAE score: encoding")
+        (beta_vae.images(), "BetaVAE score: encoding")
     };
     let bar = progress_bar(true, images, what);
     let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {

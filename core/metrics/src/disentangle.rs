@@ -105,6 +105,15 @@ impl Default for FactorVaeSettings {
     }
 }
 
+impl FactorVaeSettings {
+    /// How many factor vectors [`factor_vae_score`] represents: the variance points, then one batch
+    /// per vote (a progress bar's total). Fewer when no code dimension is active: the score then stops
+    /// after the variance points.
+    pub fn images(&self) -> usize {
+        self.variance_points + (self.train_votes + self.eval_votes) * self.batch
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FactorVae {
     pub train_accuracy: f64,
@@ -190,6 +199,14 @@ pub struct BetaVaeSettings {
 impl Default for BetaVaeSettings {
     fn default() -> Self {
         BetaVaeSettings { batch: 64, train_points: 10_000, eval_points: 5_000 }
+    }
+}
+
+impl BetaVaeSettings {
+    /// How many factor vectors [`beta_vae_score`] represents: two batches per point (a progress
+    /// bar's total).
+    pub fn images(&self) -> usize {
+        (self.train_points + self.eval_points) * 2 * self.batch
     }
 }
 

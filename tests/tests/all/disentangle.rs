@@ -80,7 +80,14 @@ fn factor_vae_score_on_synthetic_codes() {
             factors.iter().map(|y| code(case, y, &(0..5).map(|_| noise.uniform()).collect::<Vec<f64>>())).collect()
         };
         let settings = FactorVaeSettings { train_votes: 2_000, eval_votes: 1_000, ..Default::default() };
-        let s = factor_vae_score(&SIZES, &mut represent, &mut StreamRng::new(3, &[]), settings);
+        let mut represented = 0;
+        let mut counted = |factors: &[Vec<usize>]| {
+            represented += factors.len();
+            represent(factors)
+        };
+        let s = factor_vae_score(&SIZES, &mut counted, &mut StreamRng::new(3, &[]), settings);
+        // `images()` is the total of `vaelab eval`'s progress bar: it must be what the score encodes.
+        assert_eq!(represented, settings.images(), "{case}");
         report += &format!("{case}: train {:.3} eval {:.3} active {}\n", s.train_accuracy, s.eval_accuracy, s.active_dims);
         match case {
             "copy" => assert_eq!((s.train_accuracy, s.eval_accuracy), (1.0, 1.0)),
@@ -100,7 +107,13 @@ fn beta_vae_score_on_synthetic_codes() {
             factors.iter().map(|y| code(case, y, &(0..5).map(|_| noise.uniform()).collect::<Vec<f64>>())).collect()
         };
         let settings = BetaVaeSettings { train_points: 600, eval_points: 300, ..Default::default() };
-        let s = beta_vae_score(&SIZES, &mut represent, &mut StreamRng::new(5, &[]), settings);
+        let mut represented = 0;
+        let mut counted = |factors: &[Vec<usize>]| {
+            represented += factors.len();
+            represent(factors)
+        };
+        let s = beta_vae_score(&SIZES, &mut counted, &mut StreamRng::new(5, &[]), settings);
+        assert_eq!(represented, settings.images(), "{case}");
         report += &format!("{case}: train {:.3} eval {:.3}\n", s.train_accuracy, s.eval_accuracy);
         match case {
             "copy" => assert_eq!(s.eval_accuracy, 1.0, "{s:?}"),
