@@ -75,39 +75,57 @@ pub fn band_tiles(g: &ConvGeom, batch: usize, (oy0, oy1): (usize, usize)) -> Vec
 }
 
 /// `col[r, (pos − p0)·B + b] = img[source(r, pos), b]` for positions `p0..p1` (0 in the padding).
-/// `col` has `g.col_rows()` rows of `(p1 − p0)·batch` values.
+/// `col` has `g.col_rows()` rows of `(p1 − p0)·batch` values. A run of positions along an image row
+/// is one copy of `count·batch` values at stride 1 (see [`ConvGeom::runs`]).
 pub fn im2col_range(img: &[f32], g: &ConvGeom, batch: usize, (p0, p1): (usize, usize), col: &mut [f32]) {
     let row_len = (p1 - p0) * batch;
     debug_assert_eq!(col.len(), g.col_rows() * row_len);
-    for (r, row) in col.chunks_mut(row_len).enumerate() {
-        for pos in p0..p1 {
-            let dst = &mut row[(pos - p0) * batch..][..batch];
-            match g.source(r, pos / g.ow, pos % g.ow) {
-                Some(src) => dst.copy_from_slice(&img[src * batch..][..batch]),
+    let step = g.s.1;
+    for (r, row) in col.chunks_mut(row_len.max(1)).enumerate() {
+        g.runs(r, (p0, p1), |first, count, src| {
+            let dst = &mut row[(first - p0) * batch..][..count * batch];
+            match src {
                 None => dst.fill(0.0),
+                Some(src) if step == 1 => dst.copy_from_slice(&img[src * batch..][..count * batch]),
+                Some(src) => {
+                    for (i, d) in dst.chunks_exact_mut(batch.max(1)).enumerate() {
+                        d.copy_from_slice(&img[(src + i * step) * batch..][..batch]);
+                    }
+                }
             }
-        }
+        });
     }
 }
 
 /// The adjoint of [`im2col_range`]: `img[source(r, pos), b] += col[r, …]`, through a raw pointer
-/// because bands of one phase write disjoint image rows in parallel (see [`scatter_bands`]).
+/// because bands of one phase write disjoint image rows in parallel (see [`scatter_bands`]). Within
+/// a column row no two positions share an image value, so adding a run at once keeps every value's
+/// order of additions (column row by column row).
 ///
 /// # Safety
 /// `img` must point to `g.c·g.h·g.w·batch` values that no other thread touches in the image rows
 /// these positions reach.
 pub unsafe fn col2im_range_add(col: &[f32], g: &ConvGeom, batch: usize, (p0, p1): (usize, usize), img: *mut f32) {
     let row_len = (p1 - p0) * batch;
-    for (r, row) in col.chunks(row_len).enumerate() {
-        for pos in p0..p1 {
-            if let Some(dst) = g.source(r, pos / g.ow, pos % g.ow) {
-                let src = &row[(pos - p0) * batch..][..batch];
-                let dst = std::slice::from_raw_parts_mut(img.add(dst * batch), batch);
-                for (d, v) in dst.iter_mut().zip(src) {
+    let step = g.s.1;
+    for (r, row) in col.chunks(row_len.max(1)).enumerate() {
+        g.runs(r, (p0, p1), |first, count, src| {
+            let Some(src) = src else { return };
+            let seg = &row[(first - p0) * batch..][..count * batch];
+            if step == 1 {
+                let dst = std::slice::from_raw_parts_mut(img.add(src * batch), count * batch);
+                for (d, v) in dst.iter_mut().zip(seg) {
                     *d += v;
                 }
+            } else {
+                for (i, part) in seg.chunks_exact(batch.max(1)).enumerate() {
+                    let dst = std::slice::from_raw_parts_mut(img.add((src + i * step) * batch), batch);
+                    for (d, v) in dst.iter_mut().zip(part) {
+                        *d += v;
+                    }
+                }
             }
-        }
+        });
     }
 }
 
@@ -367,6 +385,55 @@ pub fn add_row_sums(m: &[f32], row_len: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// im2col and col2im by runs against their definitions position by position (`ConvGeom::source`),
+    /// bit for bit, on geometries with stride 1 and 2, rectangular kernels, padding wider than the
+    /// kernel, kernels wider than the image, and position ranges that start and end inside output rows.
+    #[test]
+    fn runs_match_the_position_by_position_definition() {
+        let geoms = [
+            ConvGeom::conv(2, 7, 6, 3, 1, 1).unwrap(),
+            ConvGeom::conv(3, 9, 8, 4, 2, 1).unwrap(),
+            ConvGeom::conv(1, 5, 5, 5, 1, 2).unwrap(),
+            ConvGeom::conv(2, 6, 6, 2, 1, 3).unwrap(),
+            ConvGeom::conv(1, 3, 4, 5, 1, 3).unwrap(),
+            ConvGeom::conv_rect(2, 6, 9, (3, 5), (1, 2), (1, 2)).unwrap(),
+            ConvGeom::conv_t(2, 4, 4, 4, 2, 1).unwrap(),
+            ConvGeom::conv(2, 8, 8, 1, 1, 0).unwrap(),
+        ];
+        let batch = 3;
+        for (gi, g) in geoms.iter().enumerate() {
+            let img: Vec<f32> =
+                (0..g.c * g.h * g.w * batch).map(|i| (i as f32 * 0.37).sin() * 10f32.powi((i % 5) as i32 - 2)).collect();
+            let n = g.positions();
+            for (p0, p1) in [(0, n), (1, n - 1), (g.ow / 2, n.min(g.ow * 2 + 1)), (n - 1, n), (0, 1)] {
+                if p0 >= p1 {
+                    continue;
+                }
+                let row_len = (p1 - p0) * batch;
+                let mut col = vec![f32::NAN; g.col_rows() * row_len];
+                im2col_range(&img, g, batch, (p0, p1), &mut col);
+                let mut back: Vec<f32> = (0..img.len()).map(|i| (i as f32 * 0.11).cos()).collect();
+                let mut want_back = back.clone();
+                unsafe { col2im_range_add(&col, g, batch, (p0, p1), back.as_mut_ptr()) };
+                for r in 0..g.col_rows() {
+                    for pos in p0..p1 {
+                        for b in 0..batch {
+                            let got = col[r * row_len + (pos - p0) * batch + b];
+                            let src = g.source(r, pos / g.ow, pos % g.ow);
+                            let want = src.map_or(0.0, |s| img[s * batch + b]);
+                            assert_eq!(got.to_bits(), want.to_bits(), "geometry {gi}, range {p0}..{p1}, row {r}, position {pos}");
+                            if let Some(s) = src {
+                                want_back[s * batch + b] += got;
+                            }
+                        }
+                    }
+                }
+                let same = back.iter().zip(&want_back).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "col2im, geometry {gi}, range {p0}..{p1}");
+            }
+        }
+    }
 
     #[test]
     fn gemm_matches_naive_product_with_transposes() {
