@@ -87,9 +87,10 @@ impl ConvGeom {
                 f(first, count, src)
             }
         };
+        // One division for the first position; after it, each output row starts at ox = 0.
+        let (mut oy, mut ox) = (p0 / self.ow.max(1), p0 % self.ow.max(1));
         let mut pos = p0;
         while pos < p1 {
-            let (oy, ox) = (pos / self.ow, pos % self.ow);
             let line = pos - ox; // the position of (oy, 0)
             let end = (line + self.ow).min(p1) - line; // this output row's part of the range: ox..end
             match (oy * sy + ky).checked_sub(py).filter(|&y| y < self.h) {
@@ -105,6 +106,7 @@ impl ConvGeom {
                 }
             }
             pos = line + end;
+            (oy, ox) = (oy + 1, 0);
         }
     }
 }
