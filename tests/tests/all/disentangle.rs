@@ -33,6 +33,16 @@ fn code(case: &str, y: &[usize], u: &[f64]) -> Vec<f64> {
     }
 }
 
+/// The codes of `case` as a representation, with noise drawn from `SplitMix(seed)`; counts in
+/// `represented` the factor vectors it is asked for.
+fn synthetic<'a>(case: &'a str, seed: u64, represented: &'a mut usize) -> impl FnMut(&[Vec<usize>]) -> Vec<Vec<f64>> + 'a {
+    let mut noise = SplitMix(seed);
+    move |factors| {
+        *represented += factors.len();
+        factors.iter().map(|y| code(case, y, &(0..5).map(|_| noise.uniform()).collect::<Vec<f64>>())).collect()
+    }
+}
+
 fn points(case: &str) -> (Vec<Vec<f64>>, Vec<Vec<usize>>) {
     points_n(case, 10_000)
 }
@@ -75,17 +85,9 @@ fn mig_matches_disentanglement_lib_on_synthetic_codes() {
 fn factor_vae_score_on_synthetic_codes() {
     let mut report = String::new();
     for case in ["copy", "noise", "mix"] {
-        let mut noise = SplitMix(7);
-        let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
-            factors.iter().map(|y| code(case, y, &(0..5).map(|_| noise.uniform()).collect::<Vec<f64>>())).collect()
-        };
         let settings = FactorVaeSettings { train_votes: 2_000, eval_votes: 1_000, ..Default::default() };
         let mut represented = 0;
-        let mut counted = |factors: &[Vec<usize>]| {
-            represented += factors.len();
-            represent(factors)
-        };
-        let s = factor_vae_score(&SIZES, &mut counted, &mut StreamRng::new(3, &[]), settings);
+        let s = factor_vae_score(&SIZES, &mut synthetic(case, 7, &mut represented), &mut StreamRng::new(3, &[]), settings);
         // `images()` is the total of `vaelab eval`'s progress bar: it must be what the score encodes.
         assert_eq!(represented, settings.images(), "{case}");
         report += &format!("{case}: train {:.3} eval {:.3} active {}\n", s.train_accuracy, s.eval_accuracy, s.active_dims);
@@ -102,17 +104,9 @@ fn factor_vae_score_on_synthetic_codes() {
 fn beta_vae_score_on_synthetic_codes() {
     let mut report = String::new();
     for case in ["copy", "noise", "mix"] {
-        let mut noise = SplitMix(11);
-        let mut represent = |factors: &[Vec<usize>]| -> Vec<Vec<f64>> {
-            factors.iter().map(|y| code(case, y, &(0..5).map(|_| noise.uniform()).collect::<Vec<f64>>())).collect()
-        };
         let settings = BetaVaeSettings { train_points: 600, eval_points: 300, ..Default::default() };
         let mut represented = 0;
-        let mut counted = |factors: &[Vec<usize>]| {
-            represented += factors.len();
-            represent(factors)
-        };
-        let s = beta_vae_score(&SIZES, &mut counted, &mut StreamRng::new(5, &[]), settings);
+        let s = beta_vae_score(&SIZES, &mut synthetic(case, 11, &mut represented), &mut StreamRng::new(5, &[]), settings);
         assert_eq!(represented, settings.images(), "{case}");
         report += &format!("{case}: train {:.3} eval {:.3}\n", s.train_accuracy, s.eval_accuracy);
         match case {
