@@ -224,7 +224,8 @@ mod tests {
             let (hw, batch) = (50, 7);
             let n = hw * batch;
             let len = c * n;
-            // Magnitudes 1e-6 to 1e6: more than f64's 53 bits hold, so a sum in another order rounds differently.
+            // Magnitudes 1e-6 to 1e6, so the f64 sums round; their f32 outputs hide most changes of summation
+            // order, which `grouped_sums_are_each_channels_sequential_sum` checks instead.
             let mut x: Vec<f32> =
                 (0..len).map(|i| ((i as f32 * 0.37).sin() * 3.7).powi(3) * 10f32.powi((i % 13) as i32 - 6)).collect();
             if c > 2 {
